@@ -1,0 +1,112 @@
+"""OpenSim text formats: `.trc` (marker trajectories) and `.mot`/`.sto` (coordinates).
+
+Writers follow OpenSim's own conventions so OpenSim's readers accept the files:
+`.trc` positions in millimetres by default; `.mot` rotations in degrees with
+`inDegrees=yes`, translations in metres.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from d3ke_assets.errors import D3keError
+from d3ke_assets.storage import atomic_write_text
+
+
+@dataclass
+class MarkerTrajectories:
+    """Marker positions over time, in metres, shape (frames, markers, 3)."""
+
+    marker_names: list[str]
+    time_s: np.ndarray
+    positions_m: np.ndarray
+    rate_hz: float
+
+
+def write_trc(path: str | Path, traj: MarkerTrajectories, units: str = "mm") -> None:
+    scale = {"mm": 1000.0, "m": 1.0}[units]
+    n_frames, n_markers, _ = traj.positions_m.shape
+    out = io.StringIO()
+    out.write(f"PathFileType\t4\t(X/Y/Z)\t{Path(path).name}\n")
+    out.write("DataRate\tCameraRate\tNumFrames\tNumMarkers\tUnits\tOrigDataRate\tOrigDataStartFrame\tOrigNumFrames\n")
+    r = f"{traj.rate_hz:.2f}"
+    out.write(f"{r}\t{r}\t{n_frames}\t{n_markers}\t{units}\t{r}\t1\t{n_frames}\n")
+    out.write("Frame#\tTime\t" + "\t".join(f"{m}\t\t" for m in traj.marker_names).rstrip("\t") + "\n")
+    out.write("\t\t" + "\t".join(f"X{i + 1}\tY{i + 1}\tZ{i + 1}" for i in range(n_markers)) + "\n\n")
+    values = traj.positions_m.reshape(n_frames, -1) * scale
+    for i in range(n_frames):
+        row = "\t".join("" if math.isnan(v) else f"{v:.5f}" for v in values[i])
+        out.write(f"{i + 1}\t{traj.time_s[i]:.6f}\t{row}\n")
+    atomic_write_text(path, out.getvalue())
+
+
+def read_trc(path: str | Path) -> MarkerTrajectories:
+    """Read a `.trc` file into metres. Empty cells (gaps) become NaN."""
+    path = Path(path)
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as exc:
+        raise D3keError(f"{path}: cannot read marker file ({exc.strerror})") from None
+    try:
+        header_keys = lines[1].split("\t")
+        header_vals = lines[2].split("\t")
+        meta = dict(zip(header_keys, header_vals))
+        units = meta["Units"].strip().lower()
+        rate = float(meta["DataRate"])
+        names = [n for n in lines[3].split("\t")[2:] if n.strip()]
+    except (IndexError, KeyError, ValueError):
+        raise D3keError(f"{path}: not a .trc file (header lines 2-4 are malformed)") from None
+    if units not in ("mm", "m"):
+        raise D3keError(f"{path}: unknown units {units!r} in the header: use mm or m")
+    scale = 0.001 if units == "mm" else 1.0
+    rows = []
+    for ln in lines[5:]:
+        if not ln.strip():
+            continue
+        cells = ln.split("\t")
+        vals = [float(c) if c.strip() else np.nan for c in cells[1:2 + 3 * len(names)]]
+        vals += [np.nan] * (1 + 3 * len(names) - len(vals))
+        rows.append(vals)
+    if not rows:
+        raise D3keError(f"{path}: the file has no frames")
+    arr = np.asarray(rows, float)
+    return MarkerTrajectories(names, arr[:, 0], arr[:, 1:].reshape(len(rows), len(names), 3) * scale, rate)
+
+
+def write_mot(path: str | Path, time_s: np.ndarray, names: list[str], values: np.ndarray,
+              rotational: list[bool], title: str = "Coordinates") -> None:
+    """Write coordinates (radians / metres in `values`) as an OpenSim `.mot` in degrees."""
+    values = np.array(values, float, copy=True)
+    rot = np.asarray(rotational, bool)
+    values[:, rot] = np.degrees(values[:, rot])
+    out = io.StringIO()
+    out.write(f"{title}\nversion=1\nnRows={len(time_s)}\nnColumns={len(names) + 1}\ninDegrees=yes\n")
+    out.write("\nUnits are S.I. units (second, meters, Newtons, ...)\nAngles are in degrees.\n\nendheader\n")
+    out.write("time\t" + "\t".join(names) + "\n")
+    for t, row in zip(time_s, values):
+        out.write(f"{t:.8f}\t" + "\t".join(f"{v:.8f}" for v in row) + "\n")
+    atomic_write_text(path, out.getvalue())
+
+
+def read_mot(path: str | Path) -> tuple[np.ndarray, list[str], np.ndarray, bool]:
+    """Return (time, column names, values as written, in_degrees)."""
+    path = Path(path)
+    lines = path.read_text().splitlines()
+    in_degrees = False
+    for i, ln in enumerate(lines):
+        if ln.strip().lower().startswith("indegrees"):
+            in_degrees = ln.split("=")[1].strip().lower() == "yes"
+        if ln.strip().lower() == "endheader":
+            header_end = i
+            break
+    else:
+        raise D3keError(f"{path}: no 'endheader' line: not an OpenSim .mot/.sto file")
+    cols = lines[header_end + 1].split("\t")
+    cols = [c.strip() for c in cols]
+    data = np.loadtxt(io.StringIO("\n".join(lines[header_end + 2:])), ndmin=2)
+    return data[:, 0], cols[1:], data[:, 1:], in_degrees

@@ -1,0 +1,212 @@
+"""The `d3ke` command.
+
+    d3ke demo [--preset demo] [--subjects Subject_1 ...]   materialize every asset through Dagster
+    d3ke verify [--data-root DIR] [--write-manifest]       check raw files against their sha256 manifests
+    d3ke bench NAME [--json]                               benchmarks (see d3ke_assets.benchmarks)
+    d3ke ui dagster|mlflow                                 open the UIs on 127.0.0.1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from d3ke_assets import settings
+from d3ke_assets.errors import D3keError
+
+
+def _prepare_environment(args: argparse.Namespace) -> Path:
+    """Resolve the data root and export the settings Dagster definitions read at load time."""
+    root = settings.data_root(getattr(args, "data_root", None))
+    os.environ["D3KE_DATA_ROOT"] = str(root)
+    if getattr(args, "preset", None):
+        settings.get_preset(args.preset)
+        os.environ["D3KE_PRESET"] = args.preset
+    if getattr(args, "dataset", None):
+        os.environ["D3KE_DATASET"] = settings.dataset_name(args.dataset)
+    settings.dataset_name()  # validate whatever the environment says
+    settings.preset_name()
+    home = Path(os.environ.get("DAGSTER_HOME") or root / "dagster")
+    home.mkdir(parents=True, exist_ok=True)
+    if not (home / "dagster.yaml").exists():
+        (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    os.environ["DAGSTER_HOME"] = str(home)
+    return root
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    root = _prepare_environment(args)
+    import dagster as dg
+
+    from d3ke_assets.defs.partitions import SUBJECT_SPLIT
+    from d3ke_assets.defs.runner import materialize_graph
+    from d3ke_assets.definitions import defs
+
+    subjects = [SUBJECT_SPLIT.check(s) for s in args.subjects] if args.subjects else list(SUBJECT_SPLIT.all)
+    print(f"d3ke demo: dataset={settings.dataset_name()} preset={settings.preset_name()} "
+          f"subjects={len(subjects)} data root={root}")
+    print(f"Dagster instance: DAGSTER_HOME={os.environ['DAGSTER_HOME']}")
+    start = time.perf_counter()
+    with dg.DagsterInstance.get() as instance:
+        summary = materialize_graph(defs, instance, subjects)
+    wall = time.perf_counter() - start
+    print("\nSummary")
+    print(f"{'asset':<28}{'partition':<14}{'status':<8}{'seconds':>8}")
+    for r in summary.results:
+        print(f"{', '.join(r.assets):<28}{r.partition or '-':<14}{'ok' if r.ok else 'FAILED':<8}{r.seconds:>8.1f}")
+        if r.error:
+            print(f"    {r.error}")
+    print(f"\n{len(summary.results) - len(summary.failed)} runs succeeded, {len(summary.failed)} failed, "
+          f"{wall:.0f} s in all.")
+    print("\nOpen the UIs (each on 127.0.0.1):")
+    print("  .venv/bin/d3ke ui dagster    # Dagster at http://127.0.0.1:3000: assets, runs, partitions")
+    print("  .venv/bin/d3ke ui mlflow     # MLflow at http://127.0.0.1:5000: experiments and runs")
+    return 1 if summary.failed else 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from d3ke_assets.sources import checksums, raw
+
+    root = settings.data_root(args.data_root)
+    if args.write_manifest:
+        written = _write_manifests(root)
+        print(f"wrote {written} manifest(s) under {root / raw.ASSET_DIR}")
+    manifests = raw.manifests_under(root)
+    if not manifests:
+        raise D3keError(f"no manifests under {root / raw.ASSET_DIR}: materialize raw_subject "
+                        f"(d3ke demo) or run `d3ke verify --write-manifest`")
+    start = time.perf_counter()
+    n_files = n_bytes = 0
+    by_subject: dict[str, list[checksums.FileProblem]] = {}
+    for mpath in manifests:
+        manifest = checksums.Manifest.read(mpath)
+        n_files += len(manifest.files)
+        n_bytes += sum(f["size"] for f in manifest.files.values())
+        problems = checksums.verify_manifest(manifest)
+        if problems:
+            by_subject[manifest.subject] = problems
+    seconds = time.perf_counter() - start
+    if by_subject:
+        n_bad = sum(len(v) for v in by_subject.values())
+        print(f"{n_bad} of {n_files} raw files are missing or corrupt:")
+        for subject, problems in sorted(by_subject.items()):
+            print(f"{subject}:")
+            for p in problems:
+                line = f"  {p.problem:<8}{p.path}\n          expected sha256 {p.expected_sha256}"
+                if p.actual_sha256:
+                    line += f"\n          actual   sha256 {p.actual_sha256}"
+                print(line)
+        print("Fix: download the files again (movi) or delete the subject's raw_subject folder and "
+              "materialize it again (synthetic).")
+        return 1
+    print(f"all {n_files} raw files of {len(manifests)} subjects match their manifests "
+          f"({n_bytes / 1e9:.2f} GB in {seconds:.1f} s)")
+    return 0
+
+
+def _write_manifests(root: Path) -> int:
+    """Record the current raw files' hashes as the manifests (after a fresh download)."""
+    from d3ke_assets.errors import RawDataError
+    from d3ke_assets.sources import checksums, movi, raw
+    from d3ke_assets.sources.subjects import split_for
+
+    dataset = settings.dataset_name()
+    written = 0
+    if dataset == "movi":
+        index = movi.MoviIndex.scan(settings.movi_root())
+        for key in split_for("movi", 0).all:
+            try:
+                raw.movi_subject(root, key, index)
+                written += 1
+            except RawDataError as exc:
+                print(f"skipped: {exc}", file=sys.stderr)
+        return written
+    cache = raw.hash_cache(root)
+    for folder in sorted((root / raw.ASSET_DIR).glob("Subject_*")):
+        manifest = checksums.build_manifest(folder.name, "synthetic", folder, raw.listed_files(folder), cache)
+        manifest.write(folder / checksums.MANIFEST_NAME)
+        written += 1
+    return written
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from d3ke_assets.benchmarks import BENCHMARKS
+
+    if args.name not in BENCHMARKS:
+        raise D3keError(f"no benchmark {args.name!r}: use one of {', '.join(BENCHMARKS)}")
+    root = settings.data_root(args.data_root) if args.data_root else None
+    result = BENCHMARKS[args.name](data_root=root)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        for k, v in result.items():
+            print(f"{k:<36}{v}")
+    return 0
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    root = _prepare_environment(args)
+    bin_dir = Path(sys.executable).parent
+    if args.which == "dagster":
+        workspace = Path(__file__).resolve().parent.parent / "workspace.yaml"
+        argv = [str(bin_dir / "dagster"), "dev", "-w", str(workspace), "-h", args.host, "-p", str(args.port or 3000)]
+    else:
+        from d3ke_assets.defs.resources import MlflowTrackingResource
+
+        tracking = MlflowTrackingResource(data_root=str(root))
+        tracking.folder().mkdir(parents=True, exist_ok=True)
+        argv = [str(bin_dir / "mlflow"), "ui", "--backend-store-uri", tracking.tracking_uri,
+                "--host", args.host, "--port", str(args.port or 5000)]
+    print(" ".join(argv), flush=True)
+    os.execv(argv[0], argv)
+    return 0  # not reached
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="d3ke", description="Direct 3D Kinematic Estimation data platform")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="materialize every asset on the embedded dataset through Dagster")
+    demo.add_argument("--preset", choices=list(settings.PRESETS), default=None,
+                      help="size of the run (default: D3KE_PRESET or demo)")
+    demo.add_argument("--dataset", default=None, help="synthetic (default) or movi")
+    demo.add_argument("--subjects", nargs="+", help="only these partitions, e.g. Subject_1 Subject_2")
+    demo.add_argument("--data-root", default=None, help="default: D3KE_DATA_ROOT or ./data")
+    demo.set_defaults(func=cmd_demo)
+
+    verify = sub.add_parser("verify", help="check every raw file against its sha256 manifest")
+    verify.add_argument("--data-root", default=None)
+    verify.add_argument("--write-manifest", action="store_true",
+                        help="first record the current files as the manifests (after a fresh download)")
+    verify.set_defaults(func=cmd_verify)
+
+    bench = sub.add_parser("bench", help="run a benchmark and print its figures")
+    bench.add_argument("name")
+    bench.add_argument("--json", action="store_true")
+    bench.add_argument("--data-root", default=None)
+    bench.set_defaults(func=cmd_bench)
+
+    ui = sub.add_parser("ui", help="start the Dagster or MLflow UI on this machine")
+    ui.add_argument("which", choices=["dagster", "mlflow"])
+    ui.add_argument("--host", default="127.0.0.1")
+    ui.add_argument("--port", type=int, default=None)
+    ui.add_argument("--data-root", default=None)
+    ui.set_defaults(func=cmd_ui)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except D3keError as exc:
+        print(f"d3ke: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,13 @@
+"""The one Dagster `Definitions` object of the project (loaded by workspace.yaml)."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from d3ke_assets.defs.model_assets import opensim_model
+from d3ke_assets.defs.raw_assets import raw_subject
+from d3ke_assets.defs.resources import resources_from_environment
+
+ALL_ASSETS = [opensim_model, raw_subject]
+
+defs = dg.Definitions(assets=ALL_ASSETS, resources=resources_from_environment())

@@ -1,0 +1,78 @@
+"""Video files through PyAV: write, probe, decode."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from d3ke_assets.errors import D3keError
+from d3ke_assets.storage import atomic_path
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    n_frames: int
+    fps: float
+    width_px: int
+    height_px: int
+    codec: str
+
+
+def write_video(path: str | Path, frames: Iterable[np.ndarray], fps: int, width_px: int, height_px: int,
+                codec: str = "mpeg4", bit_rate: int | None = None) -> int:
+    """Encode uint8 RGB frames (H, W, 3); single-threaded so output bytes are reproducible."""
+    import av
+
+    path = Path(path)
+    n = 0
+    with atomic_path(path) as tmp:
+        fmt = "avi" if path.suffix.lower() == ".avi" else None
+        with av.open(str(tmp), mode="w", format=fmt) as container:
+            stream = container.add_stream(codec, rate=Fraction(fps))
+            stream.width, stream.height = width_px, height_px
+            stream.pix_fmt = "yuv420p"
+            stream.bit_rate = bit_rate or int(width_px * height_px * fps * 1.2)
+            stream.codec_context.thread_count = 1
+            stream.codec_context.options = {"bitexact": "1"} if codec == "mpeg4" else {}
+            for rgb in frames:
+                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+                for packet in stream.encode(frame):
+                    container.mux(packet)
+                n += 1
+            for packet in stream.encode():
+                container.mux(packet)
+    return n
+
+
+def probe_video(path: str | Path) -> VideoInfo:
+    """Frame count (by decoding: container counts can lie), rate and size."""
+    import av
+
+    path = Path(path)
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            n = sum(1 for _ in container.decode(stream))
+            return VideoInfo(n, float(stream.average_rate or stream.base_rate), stream.codec_context.width,
+                             stream.codec_context.height, stream.codec_context.name)
+    except (av.error.FFmpegError, IndexError) as exc:
+        raise D3keError(f"{path}: cannot decode video ({exc})") from None
+
+
+def decode_frames(path: str | Path) -> Iterator[np.ndarray]:
+    """Yield uint8 RGB frames."""
+    import av
+
+    path = Path(path)
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            for frame in container.decode(stream):
+                yield frame.to_ndarray(format="rgb24")
+    except av.error.FFmpegError as exc:
+        raise D3keError(f"{path}: cannot decode video ({exc})") from None

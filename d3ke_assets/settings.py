@@ -1,0 +1,125 @@
+"""Where data lives, which dataset is used, and the presets.
+
+Read from the environment so the CLI, `dagster dev` and the tests agree:
+
+- `D3KE_DATA_ROOT`: root of everything the platform writes (default `./data`).
+- `D3KE_DATASET`: `synthetic` (default, generated here) or `movi` (real files).
+- `D3KE_MOVI_ROOT`: folder holding the user's BML-MoVi + AMASS downloads.
+- `D3KE_PRESET`: `smoke`, `demo` (default) or `paper`.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from d3ke_assets.errors import D3keError
+
+DATASETS = ("synthetic", "movi")
+DEFAULT_DATA_ROOT = "data"
+
+
+@dataclass(frozen=True)
+class SyntheticSize:
+    """How big the embedded synthetic dataset is."""
+
+    n_subjects: int
+    trial_seconds: float  # length of each motion trial
+    static_seconds: float  # length of the static (scaling) trial
+    video_width_px: int
+    video_height_px: int
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    synthetic: SyntheticSize
+    description: str
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+PRESETS: dict[str, Preset] = {
+    "smoke": Preset(
+        "smoke",
+        SyntheticSize(n_subjects=3, trial_seconds=1.0, static_seconds=0.5,
+                      video_width_px=160, video_height_px=120),
+        "seconds; for tests",
+    ),
+    "demo": Preset(
+        "demo",
+        SyntheticSize(n_subjects=8, trial_seconds=3.0, static_seconds=1.0,
+                      video_width_px=320, video_height_px=240),
+        "the README's main job: minutes on two CPU cores",
+    ),
+    "paper": Preset(
+        "paper",
+        # The real MoVi cameras are 800x600; 90 subjects as in BML-MoVi.
+        SyntheticSize(n_subjects=90, trial_seconds=10.0, static_seconds=2.0,
+                      video_width_px=800, video_height_px=600),
+        "the published settings; meant for a GPU and the real data",
+    ),
+}
+DEFAULT_PRESET = "demo"
+
+
+def preset_name() -> str:
+    name = os.environ.get("D3KE_PRESET", DEFAULT_PRESET)
+    if name not in PRESETS:
+        raise D3keError(
+            f"D3KE_PRESET={name!r} is not a preset: use one of {', '.join(PRESETS)}"
+        )
+    return name
+
+
+def get_preset(name: str | None = None) -> Preset:
+    name = name or preset_name()
+    if name not in PRESETS:
+        raise D3keError(f"preset {name!r} does not exist: use one of {', '.join(PRESETS)}")
+    return PRESETS[name]
+
+
+def dataset_name(value: str | None = None) -> str:
+    name = value if value is not None else os.environ.get("D3KE_DATASET", "synthetic")
+    if name not in DATASETS:
+        raise D3keError(
+            f"dataset {name!r} is not known: set D3KE_DATASET to 'synthetic' or 'movi'"
+        )
+    return name
+
+
+def data_root(value: str | os.PathLike | None = None, must_exist: bool = True) -> Path:
+    """The data root, checked to exist and be writable."""
+    raw = value if value is not None else os.environ.get("D3KE_DATA_ROOT", DEFAULT_DATA_ROOT)
+    root = Path(raw).expanduser().resolve()
+    if must_exist:
+        check_writable_dir(root, "data root", "create it or set D3KE_DATA_ROOT to another folder")
+    return root
+
+
+def check_writable_dir(path: Path, what: str, fix: str) -> None:
+    if not path.exists():
+        raise D3keError(f"{what} {path} does not exist: {fix}")
+    if not path.is_dir():
+        raise D3keError(f"{what} {path} is not a folder: {fix}")
+    try:
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
+            pass
+    except OSError as exc:
+        raise D3keError(f"{what} {path} is not writable ({exc.strerror}): {fix}") from None
+
+
+def movi_root(value: str | os.PathLike | None = None) -> Path:
+    raw = value if value is not None else os.environ.get("D3KE_MOVI_ROOT")
+    if not raw:
+        raise D3keError(
+            "D3KE_MOVI_ROOT is not set: point it at the folder holding your "
+            "BML-MoVi videos, v3d files, camera parameters and AMASS BMLmovi folders"
+        )
+    root = Path(raw).expanduser().resolve()
+    if not root.is_dir():
+        raise D3keError(f"D3KE_MOVI_ROOT {root} is not a folder: point it at your MoVi downloads")
+    return root

@@ -1,0 +1,185 @@
+"""Joint-angle trajectories of the synthetic trials, at the capture rate.
+
+Each motion returns coordinate values (radians / metres) for the project model's
+coordinates, smooth and inside every coordinate's range.  Vertical pelvis
+position is set afterwards so that the feet stand on the floor.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import numpy as np
+
+from d3ke_assets.biomech import model_builder as mb
+
+MOTIONS = ("walking", "squat", "arm_raises", "jumping_jacks", "random_motion")
+CAPTURE_RATE_HZ = 120.0
+WALK_CIRCLE_RADIUS_M = 1.2
+
+
+class Pose:
+    """Coordinate trajectories addressed by name, in degrees for rotations."""
+
+    def __init__(self, n_frames: int):
+        self.coords = mb.coordinates()
+        self.index = {c.name: i for i, c in enumerate(self.coords)}
+        self.values = np.zeros((n_frames, len(self.coords)))
+        for i, c in enumerate(self.coords):
+            self.values[:, i] = c.default
+        # height of the feet above the floor (a jump), added after floor contact
+        self.lift_m = np.zeros(n_frames)
+
+    def set_deg(self, name: str, deg) -> None:
+        self.values[:, self.index[name]] = np.radians(deg)
+
+    def add_deg(self, name: str, deg) -> None:
+        self.values[:, self.index[name]] += np.radians(deg)
+
+    def set_m(self, name: str, metres) -> None:
+        self.values[:, self.index[name]] = metres
+
+    def both(self, name: str, right_deg, left_deg=None) -> None:
+        self.add_deg(f"{name}_r", right_deg)
+        self.add_deg(f"{name}_l", right_deg if left_deg is None else left_deg)
+
+    def clipped(self) -> np.ndarray:
+        lo = np.array([c.range[0] for c in self.coords])
+        hi = np.array([c.range[1] for c in self.coords])
+        return np.clip(self.values, lo, hi)
+
+
+def _relaxed_arms(p: Pose) -> None:
+    # Arms slightly away from the trunk so they are visible and not inside it.
+    p.both("arm_add", -12.0)
+    p.both("elbow_flex", 12.0)
+    p.both("pro_sup", 45.0)
+
+
+def _ramp(t: np.ndarray, period_s: float) -> np.ndarray:
+    """0 -> 1 -> 0 smoothly once per period."""
+    return 0.5 - 0.5 * np.cos(2 * np.pi * t / period_s)
+
+
+def walking(t: np.ndarray, rng: np.random.Generator) -> Pose:
+    p = Pose(len(t))
+    _relaxed_arms(p)
+    duration = t[-1] + (t[1] - t[0])
+    # Walk along a circle around the capture volume's centre so the subject stays in view.
+    speed = min(rng.uniform(0.8, 1.1), 5.0 * WALK_CIRCLE_RADIUS_M / duration)
+    span = speed * duration / WALK_CIRCLE_RADIUS_M
+    heading = -span / 2 + speed * t / WALK_CIRCLE_RADIUS_M
+    p.set_m("pelvis_tx", WALK_CIRCLE_RADIUS_M * np.sin(heading))
+    p.set_m("pelvis_tz", WALK_CIRCLE_RADIUS_M * np.cos(heading))
+    p.set_deg("pelvis_rotation", np.degrees(heading))
+    cadence_hz = 0.9 * speed / 1.0 + 0.1  # strides per second
+    phi = 2 * np.pi * cadence_hz * t + rng.uniform(0, 2 * np.pi)
+    for side, off in (("r", 0.0), ("l", np.pi)):
+        ph = phi + off
+        p.add_deg(f"hip_flexion_{side}", 12 + 22 * np.sin(ph))
+        swing = np.clip(np.sin(ph + 0.9), 0, None) ** 1.5
+        p.add_deg(f"knee_angle_{side}", -(6 + 52 * swing))
+        p.add_deg(f"ankle_angle_{side}", 6 * np.sin(ph + 2.0))
+        p.add_deg(f"mtp_angle_{side}", 10 * np.clip(np.sin(ph - 1.2), 0, None))
+        p.add_deg(f"arm_flex_{side}", -18 * np.sin(ph))
+        p.add_deg(f"elbow_flex_{side}", 10 + 8 * np.sin(ph))
+    p.add_deg("pelvis_list", 4 * np.sin(phi))
+    p.add_deg("pelvis_tilt", 2 * np.sin(2 * phi))
+    p.add_deg("lumbar_rotation", 5 * np.sin(phi))
+    return p
+
+
+def squat(t: np.ndarray, rng: np.random.Generator) -> Pose:
+    p = Pose(len(t))
+    _relaxed_arms(p)
+    p.set_deg("pelvis_rotation", rng.uniform(-30, 30))
+    d = _ramp(t, rng.uniform(2.2, 3.0)) * rng.uniform(0.7, 1.0)
+    p.add_deg("pelvis_tilt", -25 * d)
+    p.both("hip_flexion", 95 * d)
+    p.both("knee_angle", -95 * d)
+    p.both("ankle_angle", 25 * d)
+    p.both("arm_flex", 75 * d)
+    p.add_deg("lumbar_extension", -10 * d)
+    return p
+
+
+def arm_raises(t: np.ndarray, rng: np.random.Generator) -> Pose:
+    p = Pose(len(t))
+    _relaxed_arms(p)
+    p.set_deg("pelvis_rotation", rng.uniform(-30, 30))
+    period = rng.uniform(2.5, 3.2)
+    r = _ramp(t, period)
+    sideways = (np.floor(t / period) % 2) == 0  # alternate lateral and forward raises
+    p.both("arm_add", np.where(sideways, -140 * r, 0.0))
+    p.both("arm_flex", np.where(sideways, 0.0, 150 * r))
+    p.add_deg("lumbar_extension", 5 * r)
+    return p
+
+
+def jumping_jacks(t: np.ndarray, rng: np.random.Generator) -> Pose:
+    p = Pose(len(t))
+    _relaxed_arms(p)
+    p.set_deg("pelvis_rotation", rng.uniform(-30, 30))
+    period = rng.uniform(1.0, 1.3)
+    r = _ramp(t, period)
+    p.both("arm_add", -150 * r)
+    p.both("hip_adduction", -18 * r)
+    p.both("knee_angle", -(8 + 12 * np.abs(np.sin(2 * np.pi * t / period))))
+    p.both("ankle_angle", -10 * np.abs(np.sin(2 * np.pi * t / period)))
+    p.lift_m = 0.06 * np.abs(np.sin(2 * np.pi * t / period))  # two hops per cycle
+    return p
+
+
+def random_motion(t: np.ndarray, rng: np.random.Generator) -> Pose:
+    """Every coordinate a sum of slow sinusoids around a comfortable mid-range."""
+    p = Pose(len(t))
+    _relaxed_arms(p)
+    for i, c in enumerate(p.coords):
+        if not c.rotational or c.name.startswith("pelvis"):
+            continue
+        lo, hi = (math.degrees(v) for v in c.range)
+        mid = np.degrees(p.values[0, i])
+        half = 0.25 * (hi - lo)
+        signal = sum(rng.uniform(0.3, 1.0) * np.sin(2 * np.pi * rng.uniform(0.1, 0.6) * t + rng.uniform(0, 6.3))
+                     for _ in range(3)) / 2.0
+        p.set_deg(c.name, np.clip(mid + half * signal, lo + 0.1 * (hi - lo), hi - 0.1 * (hi - lo)))
+    # the knee flexes (negative), never hyper-extends much
+    p.set_deg("knee_angle_r", -np.abs(np.degrees(p.values[:, p.index["knee_angle_r"]])))
+    p.set_deg("knee_angle_l", -np.abs(np.degrees(p.values[:, p.index["knee_angle_l"]])))
+    p.set_deg("pelvis_rotation", 40 * np.sin(2 * np.pi * rng.uniform(0.05, 0.2) * t))
+    p.set_deg("pelvis_tilt", 8 * np.sin(2 * np.pi * rng.uniform(0.1, 0.3) * t))
+    p.set_deg("pelvis_list", 6 * np.sin(2 * np.pi * rng.uniform(0.1, 0.3) * t))
+    return p
+
+
+def static_pose(t: np.ndarray, rng: np.random.Generator) -> Pose:
+    """Standing still for scaling: arms away from the body, a little sway."""
+    p = Pose(len(t))
+    p.both("arm_add", -25.0)
+    p.both("pro_sup", 45.0)
+    p.set_deg("pelvis_rotation", rng.uniform(-10, 10))
+    p.add_deg("pelvis_tilt", 1.0 * np.sin(2 * np.pi * 0.3 * t))
+    return p
+
+
+GENERATORS: dict[str, Callable[[np.ndarray, np.random.Generator], Pose]] = {
+    "walking": walking,
+    "squat": squat,
+    "arm_raises": arm_raises,
+    "jumping_jacks": jumping_jacks,
+    "random_motion": random_motion,
+    "static": static_pose,
+}
+
+
+def generate(motion: str, duration_s: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(time_s, coordinate values, feet lift in m) for one trial; frames a multiple of 4.
+
+    A multiple of 4 capture frames makes every trial an integer number of 30 fps
+    video frames.
+    """
+    n = int(round(duration_s * CAPTURE_RATE_HZ / 4)) * 4
+    t = np.arange(n) / CAPTURE_RATE_HZ
+    pose = GENERATORS[motion](t, rng)
+    return t, pose.clipped(), pose.lift_m

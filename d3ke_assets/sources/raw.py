@@ -1,0 +1,121 @@
+"""One subject's raw data, from either source, with its sha256 manifest.
+
+Layout under the data root: `raw_subject/<Subject_ID>/` holds `manifest.json`
+(and, for the synthetic dataset, the generated files themselves).  The raw data
+version of a subject is the manifest's digest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from d3ke_assets.errors import RawDataError
+from d3ke_assets.settings import SyntheticSize
+from d3ke_assets.sources import movi, synthetic
+from d3ke_assets.sources.checksums import MANIFEST_NAME, HashCache, Manifest, build_manifest
+from d3ke_assets.storage import atomic_dir
+from d3ke_assets.versioning import STAMP_NAME, stored_version_if_current, version_stamp, write_stamp
+
+ASSET_DIR = "raw_subject"
+HASH_CACHE = Path(".cache") / "sha256.sqlite"
+
+
+@dataclass
+class RawSubject:
+    key: str
+    dataset: str
+    folder: Path  # where the manifest lives
+    manifest: Manifest
+    reused: bool  # nothing was generated or changed
+    changed_files: list[str] = field(default_factory=list)
+
+    @property
+    def data_version(self) -> str:
+        return self.manifest.digest
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(f["size"] for f in self.manifest.files.values())
+
+
+def raw_dir(data_root: str | Path, key: str) -> Path:
+    return Path(data_root) / ASSET_DIR / key
+
+
+def hash_cache(data_root: str | Path) -> HashCache:
+    return HashCache(Path(data_root) / HASH_CACHE)
+
+
+def listed_files(folder: Path) -> list[str]:
+    skip = {MANIFEST_NAME, STAMP_NAME}
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() and p.name not in skip)
+
+
+def _problems_against(manifest: Manifest, current: Manifest) -> list[str]:
+    out = []
+    for name, meta in manifest.files.items():
+        got = current.files.get(name)
+        if got is None:
+            out.append(f"{Path(manifest.base_dir) / name} is missing")
+        elif got["sha256"] != meta["sha256"]:
+            out.append(f"{Path(manifest.base_dir) / name} is corrupt (sha256 {got['sha256'][:12]}..., "
+                       f"expected {meta['sha256'][:12]}...)")
+    return out
+
+
+def synthetic_subject(data_root: str | Path, key: str, size: SyntheticSize, seed: int,
+                      generic_model: str | Path, model_version: str,
+                      log: Callable[[str], None] = lambda m: None) -> RawSubject:
+    """Generate (or reuse) one synthetic subject's files and manifest."""
+    out = raw_dir(data_root, key)
+    cache = hash_cache(data_root)
+    stamp = version_stamp(synthetic.GENERATOR_CODE_VERSION, {"seed": seed, "size": asdict(size)},
+                          {"opensim_model": model_version})
+    if stored_version_if_current(out, stamp):
+        manifest = Manifest.read(out / MANIFEST_NAME)
+        present = [n for n in manifest.files if (out / n).is_file()]
+        current = build_manifest(key, "synthetic", out, present, cache)
+        problems = _problems_against(manifest, current)
+        if problems:
+            raise RawDataError(f"{key}: {'; '.join(problems)}: delete {out} and materialize raw_subject "
+                               f"for {key} again to regenerate it")
+        log(f"{key}: synthetic files unchanged ({len(manifest.files)} files), reused")
+        return RawSubject(key, "synthetic", out, manifest, reused=True)
+    log(f"{key}: generating synthetic subject into {out}")
+    with atomic_dir(out) as tmp:
+        synthetic.generate_subject(key, tmp, size, seed, generic_model, log)
+    manifest = build_manifest(key, "synthetic", out, listed_files(out), cache)
+    manifest.write(out / MANIFEST_NAME)
+    write_stamp(out, stamp, manifest.digest)  # last: only a complete folder carries a stamp
+    return RawSubject(key, "synthetic", out, manifest, reused=False)
+
+
+def movi_subject(data_root: str | Path, key: str, index: movi.MoviIndex,
+                 log: Callable[[str], None] = lambda m: None) -> RawSubject:
+    """Find one real subject's files, check them and record their manifest."""
+    out = raw_dir(data_root, key)
+    files = movi.subject_files(index, key)
+    for path in files:
+        if path.name.endswith("_poses.npz"):
+            movi.check_amass_file(path)
+        elif path.stat().st_size == 0:
+            raise RawDataError(f"{path}: file is empty: download it again")
+    cache = hash_cache(data_root)
+    names = [str(p.relative_to(index.root)) for p in files]
+    manifest = build_manifest(key, "movi", index.root, names, cache)
+    previous = None
+    if (out / MANIFEST_NAME).is_file():
+        previous = Manifest.read(out / MANIFEST_NAME)
+    changed = sorted(n for n, m in manifest.files.items()
+                     if previous is None or previous.files.get(n, {}).get("sha256") != m["sha256"])
+    if previous is None or changed or previous.base_dir != manifest.base_dir:
+        out.mkdir(parents=True, exist_ok=True)
+        manifest.write(out / MANIFEST_NAME)
+    log(f"{key}: {len(files)} raw files under {index.root}, {len(changed)} new or changed")
+    return RawSubject(key, "movi", out, manifest, reused=not changed, changed_files=changed)
+
+
+def manifests_under(data_root: str | Path) -> list[Path]:
+    return sorted((Path(data_root) / ASSET_DIR).glob(f"*/{MANIFEST_NAME}"))

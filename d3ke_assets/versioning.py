@@ -1,0 +1,45 @@
+"""Version stamps: skip work whose code, configuration and inputs are unchanged.
+
+An asset's stamp is a hash of its code version, its configuration and its
+inputs' data versions.  It is written next to the output (`_stamp.json`) after
+the output is complete; when the stamp of a new request matches the stored one,
+the stored data version is returned without recomputing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from d3ke_assets.storage import atomic_write_json
+
+STAMP_NAME = "_stamp.json"
+
+
+def canonical_hash(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()
+
+
+def version_stamp(code_version: str, config: dict, input_versions: dict[str, str]) -> str:
+    return canonical_hash({"code_version": code_version, "config": config, "inputs": input_versions})
+
+
+def read_stamp(folder: str | Path) -> dict | None:
+    path = Path(folder) / STAMP_NAME
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def write_stamp(folder: str | Path, stamp: str, data_version: str, **extra) -> None:
+    atomic_write_json(Path(folder) / STAMP_NAME, {"stamp": stamp, "data_version": data_version, **extra})
+
+
+def stored_version_if_current(folder: str | Path, stamp: str) -> str | None:
+    """The recorded data version when the stored stamp matches, else None."""
+    rec = read_stamp(folder)
+    if rec and rec.get("stamp") == stamp:
+        return rec.get("data_version")
+    return None
