@@ -125,9 +125,13 @@ def jumping_jacks(t: np.ndarray, rng: np.random.Generator) -> Pose:
     r = _ramp(t, period)
     p.both("arm_add", -150 * r)
     p.both("hip_adduction", -18 * r)
-    p.both("knee_angle", -(8 + 12 * np.abs(np.sin(2 * np.pi * t / period))))
-    p.both("ankle_angle", -10 * np.abs(np.sin(2 * np.pi * t / period)))
-    p.lift_m = 0.06 * np.abs(np.sin(2 * np.pi * t / period))  # two hops per cycle
+    hop = np.abs(np.sin(2 * np.pi * t / period))
+    knee_flex = 8 + 12 * hop
+    # hip and ankle share the knee flexion so the feet stay flat; toes point down in flight
+    p.both("knee_angle", -knee_flex)
+    p.both("hip_flexion", knee_flex / 2)
+    p.both("ankle_angle", knee_flex / 2 - 15 * hop)
+    p.lift_m = 0.06 * hop  # two hops per cycle
     return p
 
 

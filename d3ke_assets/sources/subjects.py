@@ -46,6 +46,7 @@ class SubjectSplit:
         raise D3keError(f"subject {key!r} is not in this dataset: use one of {', '.join(self.all)}")
 
     def check(self, key: str) -> str:
+        subject_id(key)
         self.split_of(key)
         return key
 

@@ -1,0 +1,38 @@
+"""Shared fixtures: a generated generic model and one synthetic subject (smoke preset)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Tests never touch the repository's data/ or the user's Dagster home.
+os.environ.setdefault("D3KE_PRESET", "smoke")
+os.environ.pop("D3KE_DATASET", None)
+
+from d3ke_assets.biomech import model_builder  # noqa: E402
+from d3ke_assets.settings import PRESETS  # noqa: E402
+from d3ke_assets.sources import raw  # noqa: E402
+
+SMOKE = PRESETS["smoke"].synthetic
+
+
+@pytest.fixture(scope="session")
+def generic_model(tmp_path_factory) -> tuple[Path, str]:
+    """(path, data version) of the generic model."""
+    path, version, _ = model_builder.ensure_model(tmp_path_factory.mktemp("model"))
+    return path, version
+
+
+@pytest.fixture(scope="session")
+def smoke_root(tmp_path_factory, generic_model) -> Path:
+    """A data root holding synthetic Subject_1 (smoke size, seed 0)."""
+    root = tmp_path_factory.mktemp("data")
+    raw.synthetic_subject(root, "Subject_1", SMOKE, 0, generic_model[0], generic_model[1])
+    return root
+
+
+@pytest.fixture(scope="session")
+def smoke_subject(smoke_root) -> Path:
+    return raw.raw_dir(smoke_root, "Subject_1")

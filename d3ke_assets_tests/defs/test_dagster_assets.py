@@ -1,0 +1,149 @@
+"""The Dagster layer: materialize opensim_model and raw_subject partitions in a test instance."""
+
+import json
+
+import dagster as dg
+import numpy as np
+import pytest
+
+from d3ke_assets.defs.resources import DataRootResource, DatasetResource, MlflowTrackingResource
+from d3ke_assets.definitions import ALL_ASSETS, defs
+from d3ke_assets.sources.checksums import Manifest
+
+
+def _resources(root, **dataset):
+    return {"data_root": DataRootResource(path=str(root)),
+            "dataset": DatasetResource(**{"name": "synthetic", "preset": "smoke", **dataset}),
+            "mlflow": MlflowTrackingResource(data_root=str(root))}
+
+
+def _materialize(selection, root, instance, partition=None, **dataset):
+    return dg.materialize(ALL_ASSETS, selection=selection, partition_key=partition, instance=instance,
+                          resources=_resources(root, **dataset), raise_on_error=False)
+
+
+def _data_version(result, asset):
+    mats = result.asset_materializations_for_node(asset)
+    assert len(mats) == 1
+    return mats[0].tags["dagster/data_version"], mats[0].metadata
+
+
+def _failure(result) -> str:
+    return next(e.step_failure_data.user_failure_data.description for e in result.all_events if e.is_step_failure)
+
+
+def test_definitions_load_with_subject_partitions():
+    graph = defs.resolve_asset_graph()
+    keys = {k.to_user_string() for k in graph.toposorted_asset_keys}
+    assert {"opensim_model", "raw_subject"} <= keys
+    parts = graph.get(dg.AssetKey("raw_subject")).partitions_def.get_partition_keys()
+    assert parts == ["Subject_1", "Subject_2", "Subject_3"]  # smoke preset
+
+
+@pytest.fixture(scope="module")
+def materialized(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dagster_root")
+    instance = dg.DagsterInstance.ephemeral()
+    model = _materialize(["opensim_model"], root, instance)
+    assert model.success
+    runs = {k: _materialize(["raw_subject"], root, instance, k) for k in ("Subject_1", "Subject_2")}
+    return root, instance, model, runs
+
+
+def test_opensim_model_asset_writes_a_loadable_model(materialized):
+    import opensim as osim
+
+    root, _, model_result, _ = materialized
+    version, meta = _data_version(model_result, "opensim_model")
+    path = root / "opensim_model" / "d3ke_fullbody.osim"
+    assert osim.Model(str(path)).getNumCoordinates() == meta["n_coordinates"].value >= 35
+    import hashlib
+    assert version == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_two_raw_subject_partitions_materialize_with_manifest_data_versions(materialized):
+    root, _, _, runs = materialized
+    digests = set()
+    for key, result in runs.items():
+        assert result.success, key
+        version, meta = _data_version(result, "raw_subject")
+        manifest = Manifest.read(root / "raw_subject" / key / "manifest.json")
+        assert version == manifest.digest
+        assert meta["n_files"].value == len(manifest.files) >= 10
+        assert meta["split"].value in ("train", "validation", "test")
+        digests.add(version)
+    assert len(digests) == 2  # different subjects, different data
+
+
+def test_rematerializing_reuses_files_and_keeps_the_data_version(materialized):
+    root, instance, _, runs = materialized
+    before, _ = _data_version(runs["Subject_1"], "raw_subject")
+    mtime = (root / "raw_subject" / "Subject_1" / "F_PG1_Subject_1_L.avi").stat().st_mtime_ns
+    again = _materialize(["raw_subject"], root, instance, "Subject_1")
+    version, meta = _data_version(again, "raw_subject")
+    assert version == before and meta["reused"].value is True
+    assert (root / "raw_subject" / "Subject_1" / "F_PG1_Subject_1_L.avi").stat().st_mtime_ns == mtime
+
+
+def test_a_corrupt_raw_file_fails_only_its_own_partition(materialized):
+    root, instance, _, _ = materialized
+    trc = root / "raw_subject" / "Subject_2" / "mocap" / "Subject_2_squat.trc"
+    original = trc.read_bytes()
+    try:
+        trc.write_bytes(original.replace(b"\t1.", b"\t2.", 1))
+        bad = _materialize(["raw_subject"], root, instance, "Subject_2")
+        good = _materialize(["raw_subject"], root, instance, "Subject_1")
+        assert not bad.success and good.success
+        message = _failure(bad)
+        assert str(trc) in message and "corrupt" in message and "delete" in message
+        assert "\n" not in message
+    finally:
+        trc.write_bytes(original)
+
+
+def test_missing_model_is_reported_not_a_traceback(tmp_path):
+    result = _materialize(["raw_subject"], tmp_path, dg.DagsterInstance.ephemeral(), "Subject_3")
+    assert not result.success
+    assert "opensim_model is not materialized" in _failure(result)
+
+
+def _fake_movi(root, subjects_complete, subject_without_pg2):
+    """Files named as the real datasets ship them (content is a stand-in)."""
+    calib = root / "Camera Parameters" / "Calib"
+    calib.mkdir(parents=True)
+    for cam in ("PG1", "PG2"):
+        np.savez(calib / f"cameraParams_{cam}.npz", IntrinsicMatrix=np.eye(3))
+        np.savez(calib / f"Extrinsics_{cam}.npz", rotationMatrix=np.eye(3), translationVector=np.zeros(3))
+    for sid in [*subjects_complete, subject_without_pg2]:
+        videos = root / "dataverse_files"
+        videos.mkdir(exist_ok=True)
+        cams = ("PG1", "PG2") if sid != subject_without_pg2 else ("PG1",)
+        for cam in cams:
+            (videos / f"F_{cam}_Subject_{sid}_L.avi").write_bytes(b"RIFF" + bytes([sid]) * 64)
+        v3d = root / "F_Subjects_1_45"
+        v3d.mkdir(exist_ok=True)
+        (v3d / f"F_v3d_Subject_{sid}.mat").write_bytes(b"MATLAB" + bytes([sid]) * 32)
+        amass = root / "BMLmovi" / f"Subject_{sid}_F_MoSh"
+        amass.mkdir(parents=True)
+        for n in (1, 2):
+            np.savez(amass / f"Subject_{sid}_F_{n}_poses.npz", poses=np.zeros((4, 156)), trans=np.zeros((4, 3)),
+                     betas=np.zeros(16), gender=np.array("female"), mocap_framerate=np.array(120.0))
+
+
+def test_movi_partitions_find_real_file_names_and_report_what_is_missing(tmp_path):
+    movi_root = tmp_path / "movi"
+    _fake_movi(movi_root, [1], subject_without_pg2=3)
+    root = tmp_path / "root"
+    root.mkdir()
+    instance = dg.DagsterInstance.ephemeral()
+    ok = _materialize(["raw_subject"], root, instance, "Subject_1", name="movi", movi_root=str(movi_root))
+    bad = _materialize(["raw_subject"], root, instance, "Subject_3", name="movi", movi_root=str(movi_root))
+    assert ok.success and not bad.success
+    manifest = json.loads((root / "raw_subject" / "Subject_1" / "manifest.json").read_text())
+    names = set(manifest["files"])
+    assert {"dataverse_files/F_PG1_Subject_1_L.avi", "dataverse_files/F_PG2_Subject_1_L.avi",
+            "F_Subjects_1_45/F_v3d_Subject_1.mat", "BMLmovi/Subject_1_F_MoSh/Subject_1_F_2_poses.npz",
+            "Camera Parameters/Calib/Extrinsics_PG2.npz"} <= names
+    message = _failure(bad)
+    assert "F_PG2_Subject_3_L.avi" in message and "F_PG1_Subject_3_L.avi" not in message
+    assert "other subjects are not affected" in message

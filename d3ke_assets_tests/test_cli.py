@@ -1,0 +1,63 @@
+"""The `d3ke` command: bad input gets one line, the demo runs through Dagster."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from d3ke_assets.cli import main
+
+
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("d3ke: error: ") and "\n" not in err and "Traceback" not in err
+    return err
+
+
+def test_unknown_dataset_is_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("D3KE_DATASET", "kinetics")
+    assert main(["demo", "--data-root", str(tmp_path)]) == 2
+    assert "'kinetics'" in _one_line_error(capsys)
+
+
+def test_data_root_that_does_not_exist_is_one_line(tmp_path, capsys):
+    missing = tmp_path / "nope"
+    assert main(["verify", "--data-root", str(missing)]) == 2
+    err = _one_line_error(capsys)
+    assert str(missing) in err and "D3KE_DATA_ROOT" in err
+
+
+def test_data_root_that_is_not_writable_is_one_line(tmp_path, capsys):
+    # /proc refuses new files even to root, so this holds in CI containers too
+    assert main(["demo", "--data-root", "/proc"]) == 2
+    assert "not writable" in _one_line_error(capsys)
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    assert main(["verify", "--data-root", str(a_file)]) == 2
+    assert "not a folder" in _one_line_error(capsys)
+
+
+def test_unknown_subject_key_is_one_line(tmp_path, capsys):
+    assert main(["demo", "--preset", "smoke", "--data-root", str(tmp_path), "--subjects", "Subject_99"]) == 2
+    assert "Subject_99" in _one_line_error(capsys)
+    assert main(["demo", "--preset", "smoke", "--data-root", str(tmp_path), "--subjects", "../../etc"]) == 2
+    assert "not valid" in _one_line_error(capsys)
+
+
+def test_demo_materializes_through_a_persistent_instance(tmp_path):
+    """The README's main job, on two smoke subjects, from a separate process."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("D3KE_", "DAGSTER_"))}
+    cmd = [sys.executable, "-m", "d3ke_assets.cli", "demo", "--preset", "smoke", "--data-root", str(tmp_path),
+           "--subjects", "Subject_1", "Subject_3"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "3 runs succeeded, 0 failed" in proc.stdout
+    assert "127.0.0.1" in proc.stdout
+    # the runs are in the instance under the data root, so `dagster dev` shows them
+    import dagster as dg
+
+    with dg.DagsterInstance.from_config(str(tmp_path / "dagster")) as instance:
+        recs = instance.fetch_materializations(dg.AssetKey("raw_subject"), limit=10).records
+        assert {r.partition_key for r in recs} == {"Subject_1", "Subject_3"}
+    assert (tmp_path / "raw_subject" / "Subject_3" / "F_PG1_Subject_3_L.avi").is_file()
