@@ -1,6 +1,8 @@
 """`raw_subject`: one subject's raw files (generated or found) with a sha256 manifest."""
 
 
+import base64
+
 import dagster as dg
 
 from d3ke_assets import settings
@@ -49,6 +51,10 @@ def raw_subject(context: dg.AssetExecutionContext, data_root: DataRootResource,
         "reused": result.reused,
         "changed_files": len(result.changed_files),
     }
+    preview = result.folder / raw.PREVIEW_NAME
+    if preview.is_file():
+        encoded = base64.b64encode(preview.read_bytes()).decode()
+        metadata["preview"] = dg.MetadataValue.md(f"![{key} preview](data:image/jpeg;base64,{encoded})")
     if result.dataset == "synthetic":
         facts = synthetic.load_subject_facts(result.folder)
         metadata.update(sex=facts["sex"], height_m=facts["height_m"], mass_kg=facts["mass_kg"],

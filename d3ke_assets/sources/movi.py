@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from d3ke_assets.errors import RawDataError
+from d3ke_assets.errors import D3keError, RawDataError
 from d3ke_assets.sources.subjects import subject_id
 
 CAMERA_FILES = ("cameraParams_PG1.npz", "Extrinsics_PG1.npz", "cameraParams_PG2.npz", "Extrinsics_PG2.npz")
@@ -100,3 +100,17 @@ def check_amass_file(path: Path) -> None:
         raise RawDataError(f"{path}: cannot be read as .npz ({type(exc).__name__}): download it again") from None
     if missing:
         raise RawDataError(f"{path}: AMASS pose file lacks {missing}: download the BMLmovi SMPL+H archive again")
+
+
+def preview_jpeg(files: list[Path], frame_indices: tuple[int, ...] = (0, 450, 900)) -> bytes:
+    """A few frames of each camera's video (no markers: those come with opensim_gt)."""
+    from d3ke_assets.sources.preview import contact_sheet, pick_frames
+
+    rows = []
+    for video in (f for f in files if f.suffix.lower() == ".avi"):
+        frames = pick_frames(video, list(frame_indices))
+        rows.append([(frames[i], None, f"{video.name} #{i}") for i in sorted(frames)])
+    rows = [r for r in rows if r]
+    if not rows:
+        raise D3keError(f"no decodable frames in {[f.name for f in files if f.suffix.lower() == '.avi']}")
+    return contact_sheet(rows)

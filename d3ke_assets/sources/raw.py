@@ -11,11 +11,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from d3ke_assets.errors import RawDataError
+from d3ke_assets.errors import D3keError, RawDataError
 from d3ke_assets.settings import SyntheticSize
 from d3ke_assets.sources import movi, synthetic
 from d3ke_assets.sources.checksums import MANIFEST_NAME, HashCache, Manifest, build_manifest
-from d3ke_assets.storage import atomic_dir
+from d3ke_assets.storage import atomic_dir, atomic_write_bytes
 from d3ke_assets.versioning import STAMP_NAME, stored_version_if_current, version_stamp, write_stamp
 
 ASSET_DIR = "raw_subject"
@@ -48,9 +48,13 @@ def hash_cache(data_root: str | Path) -> HashCache:
     return HashCache(Path(data_root) / HASH_CACHE)
 
 
+PREVIEW_NAME = "_preview.jpg"
+
+
 def listed_files(folder: Path) -> list[str]:
-    skip = {MANIFEST_NAME, STAMP_NAME}
-    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() and p.name not in skip)
+    """Raw files of a subject folder: not the manifest, stamp or preview (all start with _ or are the manifest)."""
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*")
+                  if p.is_file() and p.name != MANIFEST_NAME and not p.name.startswith("_"))
 
 
 def _problems_against(manifest: Manifest, current: Manifest) -> list[str]:
@@ -86,6 +90,7 @@ def synthetic_subject(data_root: str | Path, key: str, size: SyntheticSize, seed
     log(f"{key}: generating synthetic subject into {out}")
     with atomic_dir(out) as tmp:
         synthetic.generate_subject(key, tmp, size, seed, generic_model, log)
+        atomic_write_bytes(tmp / PREVIEW_NAME, synthetic.preview_jpeg(tmp))
     manifest = build_manifest(key, "synthetic", out, listed_files(out), cache)
     manifest.write(out / MANIFEST_NAME)
     write_stamp(out, stamp, manifest.digest)  # last: only a complete folder carries a stamp
@@ -113,6 +118,10 @@ def movi_subject(data_root: str | Path, key: str, index: movi.MoviIndex,
     if previous is None or changed or previous.base_dir != manifest.base_dir:
         out.mkdir(parents=True, exist_ok=True)
         manifest.write(out / MANIFEST_NAME)
+        try:
+            atomic_write_bytes(out / PREVIEW_NAME, movi.preview_jpeg(files))
+        except D3keError as exc:  # decoding is checked by the frames stage; the manifest stands
+            log(f"{key}: no preview ({exc})")
     log(f"{key}: {len(files)} raw files under {index.root}, {len(changed)} new or changed")
     return RawSubject(key, "movi", out, manifest, reused=not changed, changed_files=changed)
 

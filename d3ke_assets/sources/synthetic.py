@@ -248,5 +248,27 @@ def _render_frames(cam: Camera, cam_rng: np.random.Generator, geometry: render.B
             yield render.add_sensor_noise(img, cam_rng)
 
 
+def preview_jpeg(raw_dir: str | Path, trials: tuple[str, ...] = ("walking", "squat", "jumping_jacks")) -> bytes:
+    """Mid-trial frames of both cameras with the trial's markers projected on them."""
+    from d3ke_assets.biomech.formats import read_trc
+    from d3ke_assets.sources.preview import contact_sheet, pick_frames
+
+    raw_dir = Path(raw_dir)
+    facts = load_subject_facts(raw_dir)
+    chosen = [t for t in facts["trials"] if t["name"] in trials]
+    mids = {t["name"]: (t["video_start_frame"] + t["video_end_frame"]) // 2 for t in chosen}
+    rows = []
+    for cam_name, files in facts["cameras"].items():
+        cam = Camera.from_json(raw_dir / files["calibration"])
+        frames = pick_frames(raw_dir / files["video"], list(mids.values()))
+        row = []
+        for t in chosen:
+            markers = read_trc(raw_dir / t["mocap_file"]).positions_m
+            capture = (mids[t["name"]] - t["video_start_frame"]) * CAPTURE_PER_VIDEO_FRAME
+            row.append((frames[mids[t["name"]]], cam.project(markers[capture]), f"{cam_name} {t['name']}"))
+        rows.append(row)
+    return contact_sheet(rows)
+
+
 def load_subject_facts(raw_dir: str | Path) -> dict:
     return json.loads((Path(raw_dir) / "subject.json").read_text())

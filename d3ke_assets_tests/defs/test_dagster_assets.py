@@ -71,6 +71,7 @@ def test_two_raw_subject_partitions_materialize_with_manifest_data_versions(mate
         assert version == manifest.digest
         assert meta["n_files"].value == len(manifest.files) >= 10
         assert meta["split"].value in ("train", "validation", "test")
+        assert meta["preview"].value.startswith(f"![{key} preview](data:image/jpeg;base64,")
         digests.add(version)
     assert len(digests) == 2  # different subjects, different data
 

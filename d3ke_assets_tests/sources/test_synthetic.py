@@ -170,7 +170,8 @@ def test_projected_markers_land_on_rendered_body_pixels(smoke_subject):
 def test_manifest_lists_every_generated_file(smoke_subject):
     manifest = Manifest.read(smoke_subject / "manifest.json")
     on_disk = {str(p.relative_to(smoke_subject)) for p in smoke_subject.rglob("*")
-               if p.is_file() and p.name not in ("manifest.json", "_stamp.json")}
+               if p.is_file() and p.name not in ("manifest.json", "_stamp.json", "_preview.jpg")}
     assert set(manifest.files) == on_disk
+    assert (smoke_subject / "_preview.jpg").read_bytes()[:2] == b"\xff\xd8"  # a JPEG
     for name, meta in manifest.files.items():
         assert meta["size"] == (smoke_subject / name).stat().st_size
