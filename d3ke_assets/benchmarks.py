@@ -38,10 +38,10 @@ def _files_to_hash(data_root: Path | None, min_bytes: int) -> tuple[list[Path], 
     return sorted(tmp.iterdir()), tmp
 
 
-def _best_seconds(fn: Callable[[], object], rounds_log: list[float]) -> None:
+def _timed(fn: Callable[[], object], seconds: list[float]) -> None:
     start = time.perf_counter()
     fn()
-    rounds_log.append(time.perf_counter() - start)
+    seconds.append(time.perf_counter() - start)
 
 
 def bench_verify(data_root: Path | None = None, min_bytes: int = 512 << 20, rounds: int = 3) -> dict:
@@ -59,10 +59,10 @@ def bench_verify(data_root: Path | None = None, min_bytes: int = 512 << 20, roun
         t_verify: list[float] = []
         t_single: list[float] = []
         for _ in range(rounds):
-            _best_seconds(lambda: subprocess.run(["sha256sum", *map(str, files)], check=True,
+            _timed(lambda: subprocess.run(["sha256sum", *map(str, files)], check=True,
                                                  stdout=subprocess.DEVNULL), t_ref)
-            _best_seconds(lambda: sha256_files(files), t_verify)
-            _best_seconds(lambda: sha256_files(files, workers=1), t_single)
+            _timed(lambda: sha256_files(files), t_verify)
+            _timed(lambda: sha256_files(files, workers=1), t_single)
         mb = total / 1e6
         ref, ver, single = mb / min(t_ref), mb / min(t_verify), mb / min(t_single)
         return {

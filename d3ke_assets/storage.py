@@ -72,19 +72,3 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-
-
-def remove_stale_temporaries(folder: str | os.PathLike) -> int:
-    """Delete temporaries left by a killed process directly under `folder`."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        return 0
-    n = 0
-    for child in folder.iterdir():
-        if TMP_MARK in child.name:
-            if child.is_dir():
-                shutil.rmtree(child, ignore_errors=True)
-            else:
-                child.unlink(missing_ok=True)
-            n += 1
-    return n

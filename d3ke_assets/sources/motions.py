@@ -57,6 +57,14 @@ def _relaxed_arms(p: Pose) -> None:
     p.both("pro_sup", 45.0)
 
 
+def _in_place(n_frames: int, rng: np.random.Generator) -> Pose:
+    """Standing at the volume's centre, arms relaxed, facing roughly the front camera."""
+    p = Pose(n_frames)
+    _relaxed_arms(p)
+    p.set_deg("pelvis_rotation", rng.uniform(-30, 30))
+    return p
+
+
 def _ramp(t: np.ndarray, period_s: float) -> np.ndarray:
     """0 -> 1 -> 0 smoothly once per period."""
     return 0.5 - 0.5 * np.cos(2 * np.pi * t / period_s)
@@ -91,9 +99,7 @@ def walking(t: np.ndarray, rng: np.random.Generator) -> Pose:
 
 
 def squat(t: np.ndarray, rng: np.random.Generator) -> Pose:
-    p = Pose(len(t))
-    _relaxed_arms(p)
-    p.set_deg("pelvis_rotation", rng.uniform(-30, 30))
+    p = _in_place(len(t), rng)
     d = _ramp(t, rng.uniform(2.2, 3.0)) * rng.uniform(0.7, 1.0)
     p.add_deg("pelvis_tilt", -25 * d)
     p.both("hip_flexion", 95 * d)
@@ -105,9 +111,7 @@ def squat(t: np.ndarray, rng: np.random.Generator) -> Pose:
 
 
 def arm_raises(t: np.ndarray, rng: np.random.Generator) -> Pose:
-    p = Pose(len(t))
-    _relaxed_arms(p)
-    p.set_deg("pelvis_rotation", rng.uniform(-30, 30))
+    p = _in_place(len(t), rng)
     period = rng.uniform(2.5, 3.2)
     r = _ramp(t, period)
     sideways = (np.floor(t / period) % 2) == 0  # alternate lateral and forward raises
@@ -118,9 +122,7 @@ def arm_raises(t: np.ndarray, rng: np.random.Generator) -> Pose:
 
 
 def jumping_jacks(t: np.ndarray, rng: np.random.Generator) -> Pose:
-    p = Pose(len(t))
-    _relaxed_arms(p)
-    p.set_deg("pelvis_rotation", rng.uniform(-30, 30))
+    p = _in_place(len(t), rng)
     period = rng.uniform(1.0, 1.3)
     r = _ramp(t, period)
     p.both("arm_add", -150 * r)
