@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 # Tests never touch the repository's data/ or the user's Dagster home.
-os.environ.setdefault("D3KE_PRESET", "smoke")
+os.environ["D3KE_PRESET"] = "smoke"
 os.environ.pop("D3KE_DATASET", None)
 
 from d3ke_assets.biomech import model_builder  # noqa: E402

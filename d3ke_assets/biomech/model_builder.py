@@ -249,7 +249,9 @@ def _orthonormal_completion(axis: Vec) -> tuple[np.ndarray, np.ndarray]:
 
 def build_model():
     """Return the generic `opensim.Model` (not yet written to disk)."""
-    import opensim as osim
+    from d3ke_assets.biomech.opensim_tools import opensim_module
+
+    osim = opensim_module()
 
     model = osim.Model()
     model.setName(MODEL_NAME)

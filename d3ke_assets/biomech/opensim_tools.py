@@ -6,6 +6,7 @@ every wrapper holds its own reference to the `Model` it uses.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,8 +15,18 @@ import numpy as np
 from d3ke_assets.errors import D3keError
 
 
-def load_model(path: str | Path):
+@functools.cache
+def opensim_module():
+    """`opensim`, without its default `opensim.log` in the working folder and info chatter."""
     import opensim as osim
+
+    osim.Logger.removeFileSink()
+    osim.Logger.setLevelString("warn")
+    return osim
+
+
+def load_model(path: str | Path):
+    osim = opensim_module()
 
     path = Path(path)
     if not path.is_file():
@@ -35,8 +46,7 @@ def scale_model(generic_path: str | Path, scale_factors: dict[str, tuple[float, 
     Uses OpenSim's own `Model.scale` (what ScaleTool's ModelScaler calls), which
     scales joint frames, markers, geometry and mass properties.
     """
-    import opensim as osim
-
+    osim = opensim_module()
     model = load_model(generic_path)
     state = model.initSystem()
     scale_set = osim.ScaleSet()
