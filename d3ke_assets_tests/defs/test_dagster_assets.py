@@ -148,3 +148,31 @@ def test_movi_partitions_find_real_file_names_and_report_what_is_missing(tmp_pat
     message = _failure(bad)
     assert "F_PG2_Subject_3_L.avi" in message and "F_PG1_Subject_3_L.avi" not in message
     assert "other subjects are not affected" in message
+
+
+def test_a_damaged_amass_file_fails_its_subject_with_the_file_named(tmp_path):
+    movi_root = tmp_path / "movi"
+    _fake_movi(movi_root, [1, 2], subject_without_pg2=3)
+    damaged = movi_root / "BMLmovi" / "Subject_2_F_MoSh" / "Subject_2_F_1_poses.npz"
+    damaged.write_bytes(damaged.read_bytes()[:100])  # a truncated download
+    root = tmp_path / "root"
+    root.mkdir()
+    instance = dg.DagsterInstance.ephemeral()
+    bad = _materialize(["raw_subject"], root, instance, "Subject_2", name="movi", movi_root=str(movi_root))
+    ok = _materialize(["raw_subject"], root, instance, "Subject_1", name="movi", movi_root=str(movi_root))
+    assert ok.success and not bad.success
+    message = _failure(bad)
+    assert str(damaged) in message and "download it again" in message
+
+
+def test_a_deleted_synthetic_file_is_named(materialized):
+    root, instance, _, _ = materialized
+    video = root / "raw_subject" / "Subject_1" / "F_PG2_Subject_1_L.avi"
+    kept = video.read_bytes()
+    video.unlink()
+    try:
+        result = _materialize(["raw_subject"], root, instance, "Subject_1")
+        assert not result.success
+        assert f"{video} is missing" in _failure(result)
+    finally:
+        video.write_bytes(kept)
