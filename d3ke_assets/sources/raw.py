@@ -85,6 +85,8 @@ def synthetic_subject(data_root: str | Path, key: str, size: SyntheticSize, seed
         if problems:
             raise RawDataError(f"{key}: {'; '.join(problems)}: delete {out} and materialize raw_subject "
                                f"for {key} again to regenerate it")
+        if not (out / PREVIEW_NAME).is_file():
+            atomic_write_bytes(out / PREVIEW_NAME, synthetic.preview_jpeg(out))
         log(f"{key}: synthetic files unchanged ({len(manifest.files)} files), reused")
         return RawSubject(key, "synthetic", out, manifest, reused=True)
     log(f"{key}: generating synthetic subject into {out}")
