@@ -337,6 +337,11 @@ def write_model(path: str | Path) -> Path:
     return path
 
 
+def model_file(folder: str | Path) -> Path:
+    """Where the generic model lives inside the opensim_model asset folder."""
+    return Path(folder) / f"{MODEL_NAME}.osim"
+
+
 def ensure_model(folder: str | Path) -> tuple[Path, str, bool]:
     """Write the generic model into `folder` unless the same code version is there.
 
@@ -347,7 +352,7 @@ def ensure_model(folder: str | Path) -> tuple[Path, str, bool]:
     from d3ke_assets.versioning import stored_version_if_current, version_stamp, write_stamp
 
     folder = Path(folder)
-    path = folder / f"{MODEL_NAME}.osim"
+    path = model_file(folder)
     stamp = version_stamp(MODEL_CODE_VERSION, {}, {})
     recorded = stored_version_if_current(folder, stamp)
     if recorded and path.is_file() and sha256_file(path) == recorded:

@@ -1,6 +1,5 @@
 """`opensim_model`: the generic full-body model every later stage uses."""
 
-
 import dagster as dg
 
 from d3ke_assets.biomech import model_builder

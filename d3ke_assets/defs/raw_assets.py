@@ -1,11 +1,11 @@
 """`raw_subject`: one subject's raw files (generated or found) with a sha256 manifest."""
 
-
 import base64
 
 import dagster as dg
 
 from d3ke_assets import settings
+from d3ke_assets.biomech import model_builder
 from d3ke_assets.errors import D3keError
 from d3ke_assets.defs.common import user_errors_as_failures
 from d3ke_assets.defs.model_assets import opensim_model
@@ -37,7 +37,7 @@ def raw_subject(context: dg.AssetExecutionContext, data_root: DataRootResource,
             if model_stamp is None:
                 raise D3keError(f"{model_dir}: opensim_model is not materialized: materialize it first")
             result = raw.synthetic_subject(root, key, dataset.synthetic_size(), dataset.seed,
-                                           model_dir / "d3ke_fullbody.osim", model_stamp["data_version"],
+                                           model_builder.model_file(model_dir), model_stamp["data_version"],
                                            log=context.log.info)
         else:
             index = movi.MoviIndex.scan(settings.movi_root(dataset.movi_root))

@@ -1,6 +1,5 @@
 """Resources: where data lives, which dataset, and MLflow tracking."""
 
-
 from pathlib import Path
 from typing import Optional
 
