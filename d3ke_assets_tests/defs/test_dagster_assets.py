@@ -131,14 +131,20 @@ def _fake_movi(root, subjects_complete, subject_without_pg2):
                      betas=np.zeros(16), gender=np.array("female"), mocap_framerate=np.array(120.0))
 
 
-def test_movi_partitions_find_real_file_names_and_report_what_is_missing(tmp_path):
-    movi_root = tmp_path / "movi"
-    _fake_movi(movi_root, [1], subject_without_pg2=3)
+def _movi_runs(tmp_path, movi_root, good: str, bad: str):
+    """Materialize two movi partitions in one instance: (good result, bad result, data root)."""
     root = tmp_path / "root"
     root.mkdir()
     instance = dg.DagsterInstance.ephemeral()
-    ok = _materialize(["raw_subject"], root, instance, "Subject_1", name="movi", movi_root=str(movi_root))
-    bad = _materialize(["raw_subject"], root, instance, "Subject_3", name="movi", movi_root=str(movi_root))
+    runs = {k: _materialize(["raw_subject"], root, instance, k, name="movi", movi_root=str(movi_root))
+            for k in (bad, good)}
+    return runs[good], runs[bad], root
+
+
+def test_movi_partitions_find_real_file_names_and_report_what_is_missing(tmp_path):
+    movi_root = tmp_path / "movi"
+    _fake_movi(movi_root, [1], subject_without_pg2=3)
+    ok, bad, root = _movi_runs(tmp_path, movi_root, "Subject_1", "Subject_3")
     assert ok.success and not bad.success
     manifest = json.loads((root / "raw_subject" / "Subject_1" / "manifest.json").read_text())
     names = set(manifest["files"])
@@ -155,11 +161,7 @@ def test_a_damaged_amass_file_fails_its_subject_with_the_file_named(tmp_path):
     _fake_movi(movi_root, [1, 2], subject_without_pg2=3)
     damaged = movi_root / "BMLmovi" / "Subject_2_F_MoSh" / "Subject_2_F_1_poses.npz"
     damaged.write_bytes(damaged.read_bytes()[:100])  # a truncated download
-    root = tmp_path / "root"
-    root.mkdir()
-    instance = dg.DagsterInstance.ephemeral()
-    bad = _materialize(["raw_subject"], root, instance, "Subject_2", name="movi", movi_root=str(movi_root))
-    ok = _materialize(["raw_subject"], root, instance, "Subject_1", name="movi", movi_root=str(movi_root))
+    ok, bad, _ = _movi_runs(tmp_path, movi_root, "Subject_1", "Subject_2")
     assert ok.success and not bad.success
     message = _failure(bad)
     assert str(damaged) in message and "download it again" in message
