@@ -161,7 +161,8 @@ def body_specs() -> list[BodySpec]:
         "pelvis", "ground", "ground_pelvis", (0, 0, 0), 11.80,
         (Coordinate("pelvis_tilt", (0, 0, 1), range_deg=(-90, 90)),
          Coordinate("pelvis_list", (1, 0, 0), range_deg=(-90, 90)),
-         Coordinate("pelvis_rotation", (0, 1, 0), range_deg=(-90, 90))),
+         # a full turn: subjects walk around the capture volume
+         Coordinate("pelvis_rotation", (0, 1, 0), range_deg=(-180, 180))),
         translations=(Coordinate("pelvis_tx", (1, 0, 0), range_m=(-5, 5)),
                       Coordinate("pelvis_ty", (0, 1, 0), range_m=(-1, 2), default=STANDING_PELVIS_HEIGHT_M),
                       Coordinate("pelvis_tz", (0, 0, 1), range_m=(-5, 5))),

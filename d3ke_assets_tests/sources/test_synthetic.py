@@ -175,3 +175,19 @@ def test_manifest_lists_every_generated_file(smoke_subject):
     assert (smoke_subject / "_preview.jpg").read_bytes()[:2] == b"\xff\xd8"  # a JPEG
     for name, meta in manifest.files.items():
         assert meta["size"] == (smoke_subject / name).stat().st_size
+
+
+@pytest.mark.parametrize("duration_s", [1.0, 3.0, 10.0])
+def test_walking_heads_where_it_goes_at_every_preset_length(duration_s):
+    """The pelvis faces along its path (no sideways walking from a clipped heading)."""
+    from d3ke_assets.sources import motions
+
+    t, q, _ = motions.generate("walking", duration_s, np.random.default_rng(3))
+    names = mb.coordinate_names()
+    heading = q[:, names.index("pelvis_rotation")]
+    velocity = np.gradient(q[:, [names.index("pelvis_tx"), names.index("pelvis_tz")]], t, axis=0)
+    forward = np.column_stack([np.cos(heading), -np.sin(heading)])  # body x axis rotated about y
+    cos_angle = (velocity * forward).sum(1) / np.linalg.norm(velocity, axis=1)
+    assert cos_angle.min() > 0.999
+    lo, hi = next(c for c in mb.coordinates() if c.name == "pelvis_rotation").range
+    assert lo < heading.min() and heading.max() < hi
