@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 MODEL_NAME = "d3ke_fullbody"
-MODEL_CODE_VERSION = "1"
+MODEL_CODE_VERSION = "2"  # bump on any change to what build_model writes
 GENERIC_HEIGHT_M = 1.75
 GENERIC_MASS_KG = 75.0
 # Height of the pelvis origin above the floor in the default standing pose.
