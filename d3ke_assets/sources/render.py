@@ -63,9 +63,13 @@ def render_background(camera: Camera, rng: np.random.Generator) -> np.ndarray:
     view[1] = 0
     view /= np.linalg.norm(view)
     wall_point = view * 3.0
-    t_wall = ((wall_point - c) @ view) / np.where(np.abs(d @ view) < 1e-9, 1e-9, d @ view)
-    t_floor = np.where(d[..., 1] < -1e-9, -c[1] / np.where(d[..., 1] < -1e-9, d[..., 1], -1.0), np.inf)
-    t_wall = np.where(t_wall > 0, t_wall, np.inf)
+    # distance along each ray to the floor and to the wall (inf where the ray never meets it)
+    t_floor = np.full((h, w), np.inf)
+    down = d[..., 1] < -1e-9
+    t_floor[down] = -c[1] / d[..., 1][down]
+    t_wall = np.full((h, w), np.inf)
+    towards = d @ view > 1e-9
+    t_wall[towards] = ((wall_point - c) @ view) / (d @ view)[towards]
     on_floor = t_floor < t_wall
     t_hit = np.where(on_floor, t_floor, t_wall)
     p = c + d * t_hit[..., None]
