@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -19,7 +20,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 from d3ke_assets.errors import D3keError
 from d3ke_assets.storage import atomic_write_json
@@ -61,10 +62,16 @@ class HashCache:
             con.execute("CREATE TABLE IF NOT EXISTS sha256 (path TEXT PRIMARY KEY, size INTEGER, "
                         "mtime_ns INTEGER, digest TEXT)")
 
-    def _connect(self) -> sqlite3.Connection:
+    @contextlib.contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        """A connection that commits on success and is always closed."""
         con = sqlite3.connect(self.db_path, timeout=60)
-        con.execute("PRAGMA journal_mode=WAL")
-        return con
+        try:
+            con.execute("PRAGMA journal_mode=WAL")
+            with con:
+                yield con
+        finally:
+            con.close()
 
     def digests(self, paths: Iterable[str | Path]) -> dict[Path, str]:
         """sha256 of each path, reading only files that are new or changed."""
