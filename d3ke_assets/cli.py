@@ -57,11 +57,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print("\nSummary")
     print(f"{'asset':<28}{'partition':<14}{'status':<8}{'seconds':>8}")
     for r in summary.results:
-        print(f"{', '.join(r.assets):<28}{r.partition or '-':<14}{'ok' if r.ok else 'FAILED':<8}{r.seconds:>8.1f}")
+        status = "ok" if r.ok else ("skipped" if r.run_id is None else "FAILED")
+        print(f"{', '.join(r.assets):<28}{r.partition or '-':<14}{status:<8}{r.seconds:>8.1f}")
         if r.error:
             print(f"    {r.error}")
-    print(f"\n{len(summary.results) - len(summary.failed)} runs succeeded, {len(summary.failed)} failed, "
-          f"{wall:.0f} s in all.")
+    n_skipped = sum(1 for r in summary.failed if r.run_id is None)
+    print(f"\n{len(summary.results) - len(summary.failed)} runs succeeded, {len(summary.failed) - n_skipped} failed, "
+          f"{n_skipped} skipped, {wall:.0f} s in all.")
     print("\nOpen the UIs (each on 127.0.0.1):")
     print("  .venv/bin/d3ke ui dagster    # Dagster at http://127.0.0.1:3000: assets, runs, partitions")
     print("  .venv/bin/d3ke ui mlflow     # MLflow at http://127.0.0.1:5000: experiments and runs")
@@ -126,7 +128,7 @@ def _write_manifests(root: Path) -> int:
                 print(f"skipped: {exc}", file=sys.stderr)
         return written
     cache = raw.hash_cache(root)
-    for folder in sorted((root / raw.ASSET_DIR).glob("Subject_*")):
+    for folder in raw.subject_folders(root):
         manifest = checksums.build_manifest(folder.name, "synthetic", folder, raw.listed_files(folder), cache)
         manifest.write(folder / checksums.MANIFEST_NAME)
         written += 1

@@ -91,12 +91,11 @@ def dataset_name(value: str | None = None) -> str:
     return name
 
 
-def data_root(value: str | os.PathLike | None = None, must_exist: bool = True) -> Path:
+def data_root(value: str | os.PathLike | None = None) -> Path:
     """The data root, checked to exist and be writable."""
     raw = value if value is not None else os.environ.get("D3KE_DATA_ROOT", DEFAULT_DATA_ROOT)
     root = Path(raw).expanduser().resolve()
-    if must_exist:
-        check_writable_dir(root, "data root", "create it or set D3KE_DATA_ROOT to another folder")
+    check_writable_dir(root, "data root", "create it or set D3KE_DATA_ROOT to another folder")
     return root
 
 

@@ -18,7 +18,12 @@ TMP_MARK = ".tmp-"
 
 
 def _tmp_sibling(path: Path) -> Path:
-    return path.with_name(f"{path.name}{TMP_MARK}{uuid.uuid4().hex[:8]}")
+    """`name.tmp-xxxxxxxx.ext`: keeps the extension, so tools that go by it still work."""
+    return path.with_name(f"{path.stem}{TMP_MARK}{uuid.uuid4().hex[:8]}{path.suffix}")
+
+
+def is_temporary(path: Path) -> bool:
+    return TMP_MARK in Path(path).name
 
 
 @contextlib.contextmanager
@@ -66,7 +71,12 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
         if path.exists():
             old = _tmp_sibling(path)
             os.replace(path, old)
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except OSError:
+            if old is not None:  # put the previous complete folder back
+                os.replace(old, path)
+            raise
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     finally:

@@ -64,3 +64,15 @@ def test_trc_with_unknown_units_names_the_file(tmp_path):
     (tmp_path / "m.trc").write_text(text)
     with pytest.raises(D3keError, match="m.trc.*units"):
         read_trc(tmp_path / "m.trc")
+
+
+def test_unreadable_numbers_name_the_file_and_line(tmp_path):
+    traj = MarkerTrajectories(["A"], np.arange(3) / 120.0, np.zeros((3, 1, 3)), 120.0)
+    write_trc(tmp_path / "m.trc", traj)
+    lines = (tmp_path / "m.trc").read_text().splitlines()
+    lines[7] = lines[7].replace("0.00000", "abc", 1)
+    (tmp_path / "m.trc").write_text("\n".join(lines) + "\n")
+    with pytest.raises(D3keError, match=r"m.trc: line 8 is not numbers"):
+        read_trc(tmp_path / "m.trc")
+    with pytest.raises(D3keError, match="q.mot"):
+        read_mot(tmp_path / "q.mot")

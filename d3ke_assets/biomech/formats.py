@@ -65,11 +65,14 @@ def read_trc(path: str | Path) -> MarkerTrajectories:
         raise D3keError(f"{path}: unknown units {units!r} in the header: use mm or m")
     scale = 0.001 if units == "mm" else 1.0
     rows = []
-    for ln in lines[5:]:
+    for number, ln in enumerate(lines[5:], start=6):
         if not ln.strip():
             continue
         cells = ln.split("\t")
-        vals = [float(c) if c.strip() else np.nan for c in cells[1:2 + 3 * len(names)]]
+        try:
+            vals = [float(c) if c.strip() else np.nan for c in cells[1:2 + 3 * len(names)]]
+        except ValueError as exc:
+            raise D3keError(f"{path}: line {number} is not numbers ({exc})") from None
         vals += [np.nan] * (1 + 3 * len(names) - len(vals))
         rows.append(vals)
     if not rows:
@@ -96,7 +99,10 @@ def write_mot(path: str | Path, time_s: np.ndarray, names: list[str], values: np
 def read_mot(path: str | Path) -> tuple[np.ndarray, list[str], np.ndarray, bool]:
     """Return (time, column names, values as written, in_degrees)."""
     path = Path(path)
-    lines = path.read_text().splitlines()
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as exc:
+        raise D3keError(f"{path}: cannot read coordinates file ({exc.strerror})") from None
     in_degrees = False
     for i, ln in enumerate(lines):
         if ln.strip().lower().startswith("indegrees"):
@@ -108,5 +114,10 @@ def read_mot(path: str | Path) -> tuple[np.ndarray, list[str], np.ndarray, bool]
         raise D3keError(f"{path}: no 'endheader' line: not an OpenSim .mot/.sto file")
     cols = lines[header_end + 1].split("\t")
     cols = [c.strip() for c in cols]
-    data = np.loadtxt(io.StringIO("\n".join(lines[header_end + 2:])), ndmin=2)
+    try:
+        data = np.loadtxt(io.StringIO("\n".join(lines[header_end + 2:])), ndmin=2)
+    except ValueError as exc:
+        raise D3keError(f"{path}: the table after 'endheader' is not numbers ({exc})") from None
+    if data.shape[1] != len(cols):
+        raise D3keError(f"{path}: {len(cols)} column names but {data.shape[1]} columns of data")
     return data[:, 0], cols[1:], data[:, 1:], in_degrees

@@ -9,10 +9,9 @@ from d3ke_assets.biomech import model_builder
 from d3ke_assets.errors import D3keError
 from d3ke_assets.defs.common import user_errors_as_failures
 from d3ke_assets.defs.model_assets import opensim_model
-from d3ke_assets.defs.partitions import SUBJECT_SPLIT, subject_partitions
+from d3ke_assets.defs.partitions import subject_partitions
 from d3ke_assets.defs.resources import DataRootResource, DatasetResource
 from d3ke_assets.sources import movi, raw, synthetic
-from d3ke_assets.sources.subjects import subject_id
 from d3ke_assets.versioning import read_stamp
 
 RAW_CODE_VERSION = f"raw1-gen{synthetic.GENERATOR_CODE_VERSION}"
@@ -29,7 +28,8 @@ def raw_subject(context: dg.AssetExecutionContext, data_root: DataRootResource,
     """
     key = context.partition_key
     with user_errors_as_failures():
-        subject_id(key)
+        split = dataset.split()  # the resource's own dataset, even if configured apart from the partitions
+        split.check(key)
         root = data_root.root()
         if dataset.checked_name() == "synthetic":
             model_dir = data_root.asset_dir("opensim_model")
@@ -44,7 +44,7 @@ def raw_subject(context: dg.AssetExecutionContext, data_root: DataRootResource,
             result = raw.movi_subject(root, key, index, log=context.log.info)
     metadata = {
         "dataset": result.dataset,
-        "split": SUBJECT_SPLIT.split_of(key),
+        "split": split.split_of(key),
         "n_files": len(result.manifest.files),
         "total_bytes": result.total_bytes,
         "manifest": dg.MetadataValue.path(str(result.folder / raw.MANIFEST_NAME)),

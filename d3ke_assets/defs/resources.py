@@ -6,6 +6,7 @@ from typing import Optional
 import dagster as dg
 
 from d3ke_assets import settings
+from d3ke_assets.sources.subjects import SubjectSplit, split_for
 
 
 class DataRootResource(dg.ConfigurableResource):
@@ -34,6 +35,9 @@ class DatasetResource(dg.ConfigurableResource):
 
     def synthetic_size(self) -> settings.SyntheticSize:
         return settings.get_preset(self.preset).synthetic
+
+    def split(self) -> SubjectSplit:
+        return split_for(self.checked_name(), self.synthetic_size().n_subjects)
 
 
 class MlflowTrackingResource(dg.ConfigurableResource):

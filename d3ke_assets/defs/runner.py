@@ -65,7 +65,11 @@ def materialize_graph(defs: dg.Definitions, instance: dg.DagsterInstance, partit
     summary = GraphRunSummary()
     for keys, partitioned in _stages(defs):
         names = [k.to_user_string() for k in keys]
-        targets = [p for p in partitions if p not in summary.failed_partitions()] if partitioned else [None]
+        failed_before = summary.failed_partitions()
+        targets = [p for p in partitions if p not in failed_before] if partitioned else [None]
+        if partitioned:
+            for partition in sorted(set(partitions) & failed_before):
+                summary.results.append(StageResult(names, partition, False, 0.0, None, "skipped: upstream failed"))
         for partition in targets:
             label = f"{', '.join(names)}" + (f" [{partition}]" if partition else "")
             log(f"materializing {label} ...")

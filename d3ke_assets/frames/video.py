@@ -29,22 +29,25 @@ def write_video(path: str | Path, frames: Iterable[np.ndarray], fps: int, width_
 
     path = Path(path)
     n = 0
-    with atomic_path(path) as tmp:
-        fmt = "avi" if path.suffix.lower() == ".avi" else None
-        with av.open(str(tmp), mode="w", format=fmt) as container:
-            stream = container.add_stream(codec, rate=Fraction(fps))
-            stream.width, stream.height = width_px, height_px
-            stream.pix_fmt = "yuv420p"
-            stream.bit_rate = bit_rate or int(width_px * height_px * fps * 1.2)
-            stream.codec_context.thread_count = 1
-            stream.codec_context.options = {"bitexact": "1"} if codec == "mpeg4" else {}
-            for rgb in frames:
-                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
-                for packet in stream.encode(frame):
+    try:
+        with atomic_path(path) as tmp:
+            # bitexact: no encoder version strings, so the bytes depend only on the frames
+            with av.open(str(tmp), mode="w", options={"fflags": "+bitexact"}) as container:
+                stream = container.add_stream(codec, rate=Fraction(fps))
+                stream.width, stream.height = width_px, height_px
+                stream.pix_fmt = "yuv420p"
+                stream.bit_rate = bit_rate or int(width_px * height_px * fps * 1.2)
+                stream.codec_context.thread_count = 1
+                stream.codec_context.options = {"flags": "+bitexact"}
+                for rgb in frames:
+                    frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+                    for packet in stream.encode(frame):
+                        container.mux(packet)
+                    n += 1
+                for packet in stream.encode():
                     container.mux(packet)
-                n += 1
-            for packet in stream.encode():
-                container.mux(packet)
+    except (av.error.FFmpegError, ValueError) as exc:
+        raise D3keError(f"{path}: cannot write video with codec {codec} ({exc})") from None
     return n
 
 

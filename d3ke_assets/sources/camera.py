@@ -37,10 +37,11 @@ class Camera:
         return points_world @ self.R.T + self.t_m
 
     def project(self, points_world: np.ndarray) -> np.ndarray:
-        """(..., 3) world points -> (..., 2) pixel coordinates (u right, v down)."""
+        """(..., 3) world points -> (..., 2) pixel coordinates (u right, v down); NaN behind the camera."""
         pc = self.to_camera(np.asarray(points_world, float))
-        x = pc[..., 0] / pc[..., 2]
-        y = pc[..., 1] / pc[..., 2]
+        z = np.where(pc[..., 2] > 0, pc[..., 2], np.nan)
+        x = pc[..., 0] / z
+        y = pc[..., 1] / z
         k1, k2, p1, p2, k3 = self.dist
         r2 = x * x + y * y
         radial = 1 + k1 * r2 + k2 * r2 * r2 + k3 * r2 ** 3
@@ -54,7 +55,8 @@ class Camera:
         """Unit ray direction in world for every pixel centre, (H, W, 3). No distortion."""
         if np.any(self.dist != 0):
             raise D3keError(f"camera {self.name}: rendering supports distortion-free cameras only")
-        u, v = np.meshgrid(np.arange(self.width_px) + 0.5, np.arange(self.height_px) + 0.5)
+        # OpenCV convention: the centre of pixel column i is at u = i
+        u, v = np.meshgrid(np.arange(self.width_px), np.arange(self.height_px))
         y = (v - self.K[1, 2]) / self.K[1, 1]
         x = (u - self.K[0, 2] - self.K[0, 1] * y) / self.K[0, 0]
         d_cam = np.stack([x, y, np.ones_like(x)], axis=-1)
@@ -76,13 +78,16 @@ class Camera:
         path = Path(path)
         try:
             d = json.loads(path.read_text())
-            return cls(d["name"], int(d["width_px"]), int(d["height_px"]), np.array(d["K"], float),
-                       np.array(d["R"], float), np.array(d["t_m"], float), np.array(d["dist"], float),
-                       float(d.get("fps", 30.0)))
+            cam = cls(d["name"], int(d["width_px"]), int(d["height_px"]), np.array(d["K"], float),
+                      np.array(d["R"], float), np.array(d["t_m"], float), np.array(d["dist"], float),
+                      float(d.get("fps", 30.0)))
         except FileNotFoundError:
             raise D3keError(f"{path}: camera calibration file is missing") from None
         except (KeyError, ValueError, TypeError, json.JSONDecodeError) as exc:
             raise D3keError(f"{path}: not a valid camera file ({exc})") from None
+        if cam.K.shape != (3, 3) or cam.R.shape != (3, 3) or cam.t_m.shape != (3,) or cam.dist.shape != (5,):
+            raise D3keError(f"{path}: K and R must be 3x3, t_m 3 values and dist 5 (k1 k2 p1 p2 k3)")
+        return cam
 
 
 def look_at_camera(name: str, centre_m, target_m, width_px: int, height_px: int,
@@ -96,7 +101,7 @@ def look_at_camera(name: str, centre_m, target_m, width_px: int, height_px: int,
     down = np.cross(forward, right)
     R = np.stack([right, down, forward])
     f = (height_px / 2) / np.tan(np.radians(vertical_fov_deg) / 2)
-    K = np.array([[f, 0, width_px / 2], [0, f, height_px / 2], [0, 0, 1.0]])
+    K = np.array([[f, 0, (width_px - 1) / 2], [0, f, (height_px - 1) / 2], [0, 0, 1.0]])
     return Camera(name, width_px, height_px, K, R, -R @ c, np.zeros(5), fps)
 
 
@@ -118,8 +123,9 @@ def camera_from_movi(name: str, intrinsics_npz: str | Path, extrinsics_npz: str 
         t_m = np.ravel(extr["translationVector"]).astype(float) / 1000.0
     except FileNotFoundError as exc:
         raise D3keError(f"{exc.filename}: camera parameter file is missing") from None
-    except (KeyError, ValueError) as exc:
-        raise D3keError(f"{intrinsics_npz} / {extrinsics_npz}: unexpected camera parameter content ({exc})") from None
+    except Exception as exc:  # numpy raises several types for damaged or foreign files
+        raise D3keError(f"{intrinsics_npz} / {extrinsics_npz}: not readable as MoVi camera parameters "
+                        f"({type(exc).__name__}: {exc}); unpack 'Camera Parameters.tar' again") from None
     # MoVi world (x, y, z-up) -> OpenSim ground (x, z-up as y, -y as z)
     zup_to_yup = np.array([[1.0, 0, 0], [0, 0, 1.0], [0, -1.0, 0]])
     R = R_m @ zup_to_yup.T

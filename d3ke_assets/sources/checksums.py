@@ -151,19 +151,39 @@ class FileProblem:
     actual_sha256: str | None = None
 
 
-def verify_manifest(manifest: Manifest, workers: int | None = None) -> list[FileProblem]:
-    """Re-read every file listed and compare with the manifest."""
+    def describe(self) -> str:
+        if self.problem == "missing":
+            return f"{self.path} is missing"
+        return f"{self.path} is corrupt (sha256 {self.actual_sha256[:12]}..., expected {self.expected_sha256[:12]}...)"
+
+
+def compare_with_manifest(manifest: Manifest, current: dict[str, str | None]) -> list[FileProblem]:
+    """`current`: relative name -> sha256 now, or None for a file that is gone."""
     base = Path(manifest.base_dir)
-    problems: list[FileProblem] = []
-    present = []
+    problems = []
     for name, meta in sorted(manifest.files.items()):
-        p = base / name
-        if not p.is_file():
-            problems.append(FileProblem(manifest.subject, str(p), "missing", meta["sha256"]))
-        else:
-            present.append((name, p))
-    for (name, p), digest in zip(present, sha256_files([p for _, p in present], workers)):
-        expected = manifest.files[name]["sha256"]
-        if digest != expected:
-            problems.append(FileProblem(manifest.subject, str(p), "corrupt", expected, digest))
+        digest = current.get(name)
+        if digest is None:
+            problems.append(FileProblem(manifest.subject, str(base / name), "missing", meta["sha256"]))
+        elif digest != meta["sha256"]:
+            problems.append(FileProblem(manifest.subject, str(base / name), "corrupt", meta["sha256"], digest))
     return problems
+
+
+def present_files(manifest: Manifest) -> dict[str, Path]:
+    base = Path(manifest.base_dir)
+    return {name: base / name for name in manifest.files if (base / name).is_file()}
+
+
+def verify_manifest(manifest: Manifest, workers: int | None = None) -> list[FileProblem]:
+    """Re-read every file listed (no cache: that is the point) and compare with the manifest."""
+    present = present_files(manifest)
+    digests = sha256_files(list(present.values()), workers)
+    return compare_with_manifest(manifest, dict(zip(present, digests)))
+
+
+def verify_manifest_cached(manifest: Manifest, cache: HashCache) -> list[FileProblem]:
+    """The same check through the hash cache: unchanged files are not re-read."""
+    present = present_files(manifest)
+    digests = cache.digests(present.values())
+    return compare_with_manifest(manifest, {n: digests[p.resolve()] for n, p in present.items()})

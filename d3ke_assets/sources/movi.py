@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from d3ke_assets.errors import D3keError, RawDataError
-from d3ke_assets.sources.subjects import subject_id
+from d3ke_assets.sources.subjects import movi_video_name, subject_id
 
 CAMERA_FILES = ("cameraParams_PG1.npz", "Extrinsics_PG1.npz", "cameraParams_PG2.npz", "Extrinsics_PG2.npz")
 AMASS_POSE_KEYS = ("poses", "trans", "betas", "mocap_framerate")
@@ -30,8 +30,8 @@ def expected_names(key: str) -> dict[str, str]:
     """Role -> file name of one subject's per-subject files."""
     sid = subject_id(key)
     return {
-        "video_PG1": f"F_PG1_Subject_{sid}_L.avi",
-        "video_PG2": f"F_PG2_Subject_{sid}_L.avi",
+        "video_PG1": movi_video_name("PG1", key),
+        "video_PG2": movi_video_name("PG2", key),
         "v3d": f"F_v3d_Subject_{sid}.mat",
         "amass_dir": f"Subject_{sid}_F_MoSh",
     }

@@ -14,9 +14,11 @@ from typing import Callable
 from d3ke_assets.errors import D3keError, RawDataError
 from d3ke_assets.settings import SyntheticSize
 from d3ke_assets.sources import movi, synthetic
-from d3ke_assets.sources.checksums import MANIFEST_NAME, HashCache, Manifest, build_manifest
+from d3ke_assets.sources.checksums import (MANIFEST_NAME, HashCache, Manifest, build_manifest,
+                                          compare_with_manifest, verify_manifest_cached)
 from d3ke_assets.storage import atomic_dir, atomic_write_bytes
-from d3ke_assets.versioning import STAMP_NAME, stored_version_if_current, version_stamp, write_stamp
+from d3ke_assets.sources.subjects import is_subject_key
+from d3ke_assets.versioning import stored_version_if_current, version_stamp, write_stamp
 
 ASSET_DIR = "raw_subject"
 HASH_CACHE = Path(".cache") / "sha256.sqlite"
@@ -57,18 +59,6 @@ def listed_files(folder: Path) -> list[str]:
                   if p.is_file() and p.name != MANIFEST_NAME and not p.name.startswith("_"))
 
 
-def _problems_against(manifest: Manifest, current: Manifest) -> list[str]:
-    out = []
-    for name, meta in manifest.files.items():
-        got = current.files.get(name)
-        if got is None:
-            out.append(f"{Path(manifest.base_dir) / name} is missing")
-        elif got["sha256"] != meta["sha256"]:
-            out.append(f"{Path(manifest.base_dir) / name} is corrupt (sha256 {got['sha256'][:12]}..., "
-                       f"expected {meta['sha256'][:12]}...)")
-    return out
-
-
 def synthetic_subject(data_root: str | Path, key: str, size: SyntheticSize, seed: int,
                       generic_model: str | Path, model_version: str,
                       log: Callable[[str], None] = lambda m: None) -> RawSubject:
@@ -77,14 +67,12 @@ def synthetic_subject(data_root: str | Path, key: str, size: SyntheticSize, seed
     cache = hash_cache(data_root)
     stamp = version_stamp(synthetic.GENERATOR_CODE_VERSION, {"seed": seed, "size": asdict(size)},
                           {"opensim_model": model_version})
-    if stored_version_if_current(out, stamp):
+    if stored_version_if_current(out, stamp) and (out / MANIFEST_NAME).is_file():
         manifest = Manifest.read(out / MANIFEST_NAME)
-        present = [n for n in manifest.files if (out / n).is_file()]
-        current = build_manifest(key, "synthetic", out, present, cache)
-        problems = _problems_against(manifest, current)
+        problems = verify_manifest_cached(manifest, cache)
         if problems:
-            raise RawDataError(f"{key}: {'; '.join(problems)}: delete {out} and materialize raw_subject "
-                               f"for {key} again to regenerate it")
+            raise RawDataError(f"{key}: {'; '.join(p.describe() for p in problems)}: delete {out} and "
+                               f"materialize raw_subject for {key} again to regenerate it")
         if not (out / PREVIEW_NAME).is_file():
             atomic_write_bytes(out / PREVIEW_NAME, synthetic.preview_jpeg(out))
         log(f"{key}: synthetic files unchanged ({len(manifest.files)} files), reused")
@@ -115,8 +103,15 @@ def movi_subject(data_root: str | Path, key: str, index: movi.MoviIndex,
     previous = None
     if (out / MANIFEST_NAME).is_file():
         previous = Manifest.read(out / MANIFEST_NAME)
-    changed = sorted(n for n, m in manifest.files.items()
-                     if previous is None or previous.files.get(n, {}).get("sha256") != m["sha256"])
+        # A recorded file that changed or vanished is damage until the user says otherwise.
+        problems = compare_with_manifest(
+            Manifest(key, "movi", manifest.base_dir, previous.files),
+            {n: m["sha256"] for n, m in manifest.files.items()})
+        if problems:
+            raise RawDataError(
+                f"{key}: {'; '.join(p.describe() for p in problems)} since its manifest was recorded: download "
+                f"it again, or if you replaced it on purpose run `d3ke verify --write-manifest`")
+    changed = sorted(n for n in manifest.files if previous is None or n not in previous.files)
     if previous is None or changed or previous.base_dir != manifest.base_dir:
         out.mkdir(parents=True, exist_ok=True)
         manifest.write(out / MANIFEST_NAME)
@@ -128,5 +123,11 @@ def movi_subject(data_root: str | Path, key: str, index: movi.MoviIndex,
     return RawSubject(key, "movi", out, manifest, reused=not changed, changed_files=changed)
 
 
+def subject_folders(data_root: str | Path) -> list[Path]:
+    """Complete subject folders only: never a temporary left by an interrupted write."""
+    base = Path(data_root) / ASSET_DIR
+    return sorted(p for p in base.glob("*") if p.is_dir() and is_subject_key(p.name))
+
+
 def manifests_under(data_root: str | Path) -> list[Path]:
-    return sorted((Path(data_root) / ASSET_DIR).glob(f"*/{MANIFEST_NAME}"))
+    return [f / MANIFEST_NAME for f in subject_folders(data_root) if (f / MANIFEST_NAME).is_file()]

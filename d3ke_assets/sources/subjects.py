@@ -17,6 +17,11 @@ SPLITS = ("train", "validation", "test")
 _KEY = re.compile(r"^Subject_([1-9][0-9]{0,2})$")
 
 
+def movi_video_name(camera: str, key: str) -> str:
+    """BML-MoVi's name for a subject's round-F video of one camera (PG1, PG2)."""
+    return f"F_{camera}_Subject_{subject_id(key)}_L.avi"
+
+
 def subject_key(subject_id: int) -> str:
     return f"Subject_{int(subject_id)}"
 
@@ -27,6 +32,10 @@ def subject_id(key: str) -> int:
     if not m:
         raise D3keError(f"subject key {key!r} is not valid: use Subject_<number>, e.g. Subject_1")
     return int(m.group(1))
+
+
+def is_subject_key(key: str) -> bool:
+    return _KEY.match(key) is not None
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,8 @@ from d3ke_assets.frames.video import write_video
 from d3ke_assets.settings import SyntheticSize
 from d3ke_assets.sources import motions, render
 from d3ke_assets.sources.camera import Camera, look_at_camera
-from d3ke_assets.sources.subjects import subject_id
+from d3ke_assets.errors import D3keError
+from d3ke_assets.sources.subjects import movi_video_name, subject_id
 from d3ke_assets.storage import atomic_write_json
 
 GENERATOR_CODE_VERSION = "1"
@@ -57,10 +58,6 @@ SEGMENT_GROUPS: dict[str, tuple[tuple[str, ...], int]] = {
     "forearm": (("ulna_r", "ulna_l", "radius_r", "radius_l"), 1),
     "hand": (("hand_r", "hand_l"), 1),
 }
-
-
-def video_name(camera: str, key: str) -> str:
-    return f"F_{camera}_{key}_L.avi"
 
 
 def trc_name(key: str, trial: str) -> str:
@@ -210,8 +207,8 @@ def generate_subject(key: str, out_dir: str | Path, size: SyntheticSize, seed: i
     cameras = make_cameras(size)
     for cam_name, cam in cameras.items():
         cam.write_json(out / "cameras" / f"{cam_name}.json")
-        cam_rng = np.random.default_rng([int(seed), sid, CAMERAS.index(cam_name) + 1])
-        n = write_video(out / video_name(cam_name, key), _render_frames(cam, cam_rng, geometry, trials),
+        cam_rng = _camera_rng(seed, key, cam_name)
+        n = write_video(out / movi_video_name(cam_name, key), _render_frames(cam, cam_rng, geometry, trials),
                         VIDEO_FPS, cam.width_px, cam.height_px)
         log(f"{key}: video {cam_name}: {n} frames at {cam.width_px}x{cam.height_px}")
 
@@ -220,7 +217,7 @@ def generate_subject(key: str, out_dir: str | Path, size: SyntheticSize, seed: i
         "subject": key, "dataset": "synthetic", "seed": int(seed), "generator_version": GENERATOR_CODE_VERSION,
         "sex": anthro.sex, "height_m": anthro.height_m, "mass_kg": anthro.mass_kg,
         "video_fps": VIDEO_FPS, "capture_rate_hz": motions.CAPTURE_RATE_HZ,
-        "n_video_frames": video_frame, "cameras": {c: {"video": video_name(c, key), "calibration": f"cameras/{c}.json"}
+        "n_video_frames": video_frame, "cameras": {c: {"video": movi_video_name(c, key), "calibration": f"cameras/{c}.json"}
                                                    for c in CAMERAS},
         "static_trial": f"mocap/{trc_name(key, STATIC_TRIAL)}",
         "trials": trial_facts,
@@ -232,8 +229,12 @@ def generate_subject(key: str, out_dir: str | Path, size: SyntheticSize, seed: i
 
 def background_for(camera: Camera, seed: int, key: str) -> np.ndarray:
     """The subject's empty room as seen by `camera` (float RGB), as used in its video."""
-    cam_rng = np.random.default_rng([int(seed), subject_id(key), CAMERAS.index(camera.name) + 1])
-    return render.render_background(camera, cam_rng)
+    return render.render_background(camera, _camera_rng(seed, key, camera.name))
+
+
+def _camera_rng(seed: int, key: str, camera: str) -> np.random.Generator:
+    """Background, then sensor noise, of one camera: its own stream so videos are independent."""
+    return np.random.default_rng([int(seed), subject_id(key), CAMERAS.index(camera) + 1])
 
 
 def _render_frames(cam: Camera, cam_rng: np.random.Generator, geometry: render.BodyGeometry,
@@ -271,4 +272,10 @@ def preview_jpeg(raw_dir: str | Path, trials: tuple[str, ...] = ("walking", "squ
 
 
 def load_subject_facts(raw_dir: str | Path) -> dict:
-    return json.loads((Path(raw_dir) / "subject.json").read_text())
+    path = Path(raw_dir) / "subject.json"
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise D3keError(f"{path}: subject facts are missing: materialize raw_subject for this subject") from None
+    except json.JSONDecodeError as exc:
+        raise D3keError(f"{path}: not valid JSON ({exc}): delete the subject folder to regenerate it") from None

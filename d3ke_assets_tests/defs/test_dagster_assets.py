@@ -178,3 +178,22 @@ def test_a_deleted_synthetic_file_is_named(materialized):
         assert f"{video} is missing" in _failure(result)
     finally:
         video.write_bytes(kept)
+
+
+def test_a_movi_file_changed_after_its_manifest_is_damage_until_rewritten(tmp_path):
+    from d3ke_assets.errors import RawDataError
+    from d3ke_assets.sources import movi, raw
+
+    movi_root = tmp_path / "movi"
+    _fake_movi(movi_root, [1], subject_without_pg2=3)
+    root = tmp_path / "root"
+    root.mkdir()
+    first = raw.movi_subject(root, "Subject_1", movi.MoviIndex.scan(movi_root))
+    assert not first.reused and len(first.changed_files) == len(first.manifest.files)
+    video = movi_root / "dataverse_files" / "F_PG1_Subject_1_L.avi"
+    video.write_bytes(b"RIFF" + b"\x00" * 64)  # same size, other bytes
+    with pytest.raises(RawDataError, match="F_PG1_Subject_1_L.avi is corrupt.*--write-manifest"):
+        raw.movi_subject(root, "Subject_1", movi.MoviIndex.scan(movi_root))
+    (root / "raw_subject" / "Subject_1" / "manifest.json").unlink()  # what --write-manifest replaces
+    again = raw.movi_subject(root, "Subject_1", movi.MoviIndex.scan(movi_root))
+    assert again.data_version != first.data_version

@@ -82,3 +82,11 @@ def test_manifest_digest_changes_with_any_file(tmp_path):
     after = build_manifest("Subject_1", "synthetic", tmp_path, ["a", "b"], cache).digest
     assert before != after
     assert build_manifest("Subject_1", "synthetic", tmp_path, ["b", "a"], cache).digest == after
+
+
+def test_verify_ignores_a_temporary_left_by_an_interrupted_write(copied_root, capsys):
+    leftover = copied_root / "raw_subject" / "Subject_1.tmp-deadbeef"
+    shutil.copytree(copied_root / "raw_subject" / "Subject_1", leftover)
+    (leftover / "F_PG1_Subject_1_L.avi").write_bytes(b"half")
+    assert main(["verify", "--data-root", str(copied_root), "--write-manifest"]) == 0
+    assert "of 1 subjects" in capsys.readouterr().out

@@ -34,13 +34,16 @@ def test_projection_of_hand_computed_points():
     # camera 5 m in front (on +x), looking back at the origin, 100 px focal length
     cam = look_at_camera("PG1", (5, 1, 0), (0, 1, 0), 200, 100, vertical_fov_deg=2 * np.degrees(np.arctan(0.5)))
     assert cam.K[0, 0] == pytest.approx(100)
-    # the target projects to the image centre; +z (subject's right) appears on the image left
-    np.testing.assert_allclose(cam.project(np.array([0, 1, 0])), [100, 50], atol=1e-9)
-    np.testing.assert_allclose(cam.project(np.array([0, 1, 1])), [100 - 100 * 1 / 5, 50], atol=1e-9)
-    np.testing.assert_allclose(cam.project(np.array([0, 2, 0])), [100, 50 - 100 / 5], atol=1e-9)
+    # the target projects to the image centre (OpenCV: pixel i is centred at i, so (w-1)/2);
+    # +z (the subject's right) appears on the image left
+    np.testing.assert_allclose(cam.project(np.array([0, 1, 0])), [99.5, 49.5], atol=1e-9)
+    np.testing.assert_allclose(cam.project(np.array([0, 1, 1])), [99.5 - 100 * 1 / 5, 49.5], atol=1e-9)
+    np.testing.assert_allclose(cam.project(np.array([0, 2, 0])), [99.5, 49.5 - 100 / 5], atol=1e-9)
+    assert np.isnan(cam.project(np.array([6.0, 1, 0]))).all()  # behind the camera
     rays = cam.pixel_rays()
-    centre_ray = rays[50, 100]  # pixel centre (100.5, 50.5), nearly straight ahead
-    np.testing.assert_allclose(centre_ray, [-1, 0, 0], atol=0.02)
+    # the ray through a pixel's centre projects back onto that pixel
+    for v, u in ((0, 0), (49, 99), (99, 199), (10, 150)):
+        np.testing.assert_allclose(cam.project(cam.centre_m + 3.0 * rays[v, u]), [u, v], atol=1e-9)
 
 
 def test_camera_json_round_trip(tmp_path):

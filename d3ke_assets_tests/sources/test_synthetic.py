@@ -154,7 +154,7 @@ def test_projected_markers_land_on_rendered_body_pixels(smoke_subject):
             for j in range(trial["video_start_frame"], trial["video_end_frame"], 5):
                 row = table.getRowAtIndex((j - trial["video_start_frame"]) * 4)
                 markers = np.array([[row[k][i] for i in range(3)] for k in range(row.size())]) / 1000.0
-                uv = np.round(cam.project(markers) - 0.5).astype(int)
+                uv = np.round(cam.project(markers)).astype(int)
                 body = _body_pixels(frames[j], background)
                 inside = (uv[:, 0] >= 0) & (uv[:, 0] < cam.width_px) & (uv[:, 1] >= 0) & (uv[:, 1] < cam.height_px)
                 assert inside.all()
@@ -191,3 +191,22 @@ def test_walking_heads_where_it_goes_at_every_preset_length(duration_s):
     assert cos_angle.min() > 0.999
     lo, hi = next(c for c in mb.coordinates() if c.name == "pelvis_rotation").range
     assert lo < heading.min() and heading.max() < hi
+
+
+def test_probe_and_write_video_other_containers_and_errors(tmp_path, smoke_subject):
+    from d3ke_assets.errors import D3keError
+    from d3ke_assets.frames.video import probe_video, write_video
+
+    facts = _facts(smoke_subject)
+    info = probe_video(smoke_subject / "F_PG1_Subject_1_L.avi")
+    assert (info.n_frames, info.fps, info.width_px, info.height_px) == (
+        facts["n_video_frames"], 30.0, SMOKE.video_width_px, SMOKE.video_height_px)
+    frames = [np.full((48, 64, 3), k * 20, np.uint8) for k in range(6)]
+    assert write_video(tmp_path / "clip.mp4", frames, 30, 64, 48, codec="libx264") == 6
+    assert probe_video(tmp_path / "clip.mp4").n_frames == 6
+    assert [p.name for p in tmp_path.iterdir()] == ["clip.mp4"]  # no temporary left
+    (tmp_path / "junk.avi").write_bytes(b"not a video")
+    with pytest.raises(D3keError, match="junk.avi"):
+        probe_video(tmp_path / "junk.avi")
+    with pytest.raises(D3keError, match="clip.xyz"):
+        write_video(tmp_path / "clip.xyz", frames, 30, 64, 48)
