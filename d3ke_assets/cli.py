@@ -122,7 +122,7 @@ def _write_manifests(root: Path) -> int:
         index = movi.MoviIndex.scan(settings.movi_root())
         for key in split_for("movi", 0).all:
             try:
-                raw.movi_subject(root, key, index)
+                raw.movi_subject(root, key, index, accept_changes=True)
                 written += 1
             except RawDataError as exc:
                 print(f"skipped: {exc}", file=sys.stderr)

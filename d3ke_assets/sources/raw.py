@@ -88,8 +88,12 @@ def synthetic_subject(data_root: str | Path, key: str, size: SyntheticSize, seed
 
 
 def movi_subject(data_root: str | Path, key: str, index: movi.MoviIndex,
-                 log: Callable[[str], None] = lambda m: None) -> RawSubject:
-    """Find one real subject's files, check them and record their manifest."""
+                 log: Callable[[str], None] = lambda m: None, accept_changes: bool = False) -> RawSubject:
+    """Find one real subject's files, check them and record their manifest.
+
+    `accept_changes` records files that differ from the recorded manifest
+    (`d3ke verify --write-manifest`, after replacing files on purpose).
+    """
     out = raw_dir(data_root, key)
     files = movi.subject_files(index, key)
     for path in files:
@@ -101,7 +105,7 @@ def movi_subject(data_root: str | Path, key: str, index: movi.MoviIndex,
     names = [str(p.relative_to(index.root)) for p in files]
     manifest = build_manifest(key, "movi", index.root, names, cache)
     previous = None
-    if (out / MANIFEST_NAME).is_file():
+    if (out / MANIFEST_NAME).is_file() and not accept_changes:
         previous = Manifest.read(out / MANIFEST_NAME)
         # A recorded file that changed or vanished is damage until the user says otherwise.
         problems = compare_with_manifest(

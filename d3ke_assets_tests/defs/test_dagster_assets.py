@@ -180,7 +180,8 @@ def test_a_deleted_synthetic_file_is_named(materialized):
         video.write_bytes(kept)
 
 
-def test_a_movi_file_changed_after_its_manifest_is_damage_until_rewritten(tmp_path):
+def test_a_movi_file_changed_after_its_manifest_is_damage_until_rewritten(tmp_path, monkeypatch):
+    from d3ke_assets.cli import main
     from d3ke_assets.errors import RawDataError
     from d3ke_assets.sources import movi, raw
 
@@ -194,6 +195,9 @@ def test_a_movi_file_changed_after_its_manifest_is_damage_until_rewritten(tmp_pa
     video.write_bytes(b"RIFF" + b"\x00" * 64)  # same size, other bytes
     with pytest.raises(RawDataError, match="F_PG1_Subject_1_L.avi is corrupt.*--write-manifest"):
         raw.movi_subject(root, "Subject_1", movi.MoviIndex.scan(movi_root))
-    (root / "raw_subject" / "Subject_1" / "manifest.json").unlink()  # what --write-manifest replaces
+    assert main(["verify", "--data-root", str(root)]) == 1  # verify sees it too
+    monkeypatch.setenv("D3KE_DATASET", "movi")
+    monkeypatch.setenv("D3KE_MOVI_ROOT", str(movi_root))
+    assert main(["verify", "--data-root", str(root), "--write-manifest"]) == 0  # the user's "on purpose"
     again = raw.movi_subject(root, "Subject_1", movi.MoviIndex.scan(movi_root))
-    assert again.data_version != first.data_version
+    assert again.reused and again.data_version != first.data_version
