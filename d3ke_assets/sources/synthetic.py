@@ -29,7 +29,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from d3ke_assets.biomech import model_builder as mb
-from d3ke_assets.biomech.formats import MarkerTrajectories, write_mot, write_trc
+from d3ke_assets.biomech.formats import MarkerTrajectories, read_trc, write_mot, write_trc
 from d3ke_assets.biomech.opensim_tools import KinematicsResult, OpenSimKinematics, scale_model
 from d3ke_assets.frames.video import write_video
 from d3ke_assets.settings import SyntheticSize
@@ -251,23 +251,20 @@ def _render_frames(cam: Camera, cam_rng: np.random.Generator, geometry: render.B
 
 def preview_jpeg(raw_dir: str | Path, trials: tuple[str, ...] = ("walking", "squat", "jumping_jacks")) -> bytes:
     """Mid-trial frames of both cameras with the trial's markers projected on them."""
-    from d3ke_assets.biomech.formats import read_trc
     from d3ke_assets.sources.preview import contact_sheet, pick_frames
 
     raw_dir = Path(raw_dir)
     facts = load_subject_facts(raw_dir)
     chosen = [t for t in facts["trials"] if t["name"] in trials]
     mids = {t["name"]: (t["video_start_frame"] + t["video_end_frame"]) // 2 for t in chosen}
+    # markers at each chosen video frame, read once for both cameras
+    markers = {t["name"]: read_trc(raw_dir / t["mocap_file"]).positions_m[
+        (mids[t["name"]] - t["video_start_frame"]) * CAPTURE_PER_VIDEO_FRAME] for t in chosen}
     rows = []
     for cam_name, files in facts["cameras"].items():
         cam = Camera.from_json(raw_dir / files["calibration"])
         frames = pick_frames(raw_dir / files["video"], list(mids.values()))
-        row = []
-        for t in chosen:
-            markers = read_trc(raw_dir / t["mocap_file"]).positions_m
-            capture = (mids[t["name"]] - t["video_start_frame"]) * CAPTURE_PER_VIDEO_FRAME
-            row.append((frames[mids[t["name"]]], cam.project(markers[capture]), f"{cam_name} {t['name']}"))
-        rows.append(row)
+        rows.append([(frames[mids[name]], cam.project(markers[name]), f"{cam_name} {name}") for name in mids])
     return contact_sheet(rows)
 
 
