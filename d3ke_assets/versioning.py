@@ -43,3 +43,22 @@ def stored_version_if_current(folder: str | Path, stamp: str) -> str | None:
     if rec and rec.get("stamp") == stamp:
         return rec.get("data_version")
     return None
+
+
+def build_if_stale(folder: str | Path, stamp: str, build) -> tuple[str, bool]:
+    """Reuse `folder` when its stamp matches, else run `build(tmp)` into a temporary sibling.
+
+    Returns (data version, reused).  The data version is the stamp: a hash of code
+    version, configuration and input versions.  The folder is swapped in only when
+    `build` returned, and the stamp is written inside it before the swap, so a
+    folder with a stamp is always complete.
+    """
+    from d3ke_assets.storage import atomic_dir
+
+    current = stored_version_if_current(folder, stamp)
+    if current:
+        return current, True
+    with atomic_dir(folder) as tmp:
+        build(Path(tmp))
+        write_stamp(tmp, stamp, stamp)
+    return stamp, False

@@ -114,3 +114,19 @@ def preview_jpeg(files: list[Path], frame_indices: tuple[int, ...] = (0, 450, 90
     if not rows:
         raise D3keError(f"no decodable frames in {[f.name for f in files if f.suffix.lower() == '.avi']}")
     return contact_sheet(rows)
+
+
+def read_flags30(v3d_path: Path) -> list[tuple[int, int]]:
+    """Per motion, its first and last video frame (MoVi's `move.flags30`, 1-based MATLAB) as 0-based [start, end)."""
+    import scipy.io
+
+    try:
+        mat = scipy.io.loadmat(v3d_path, squeeze_me=True, struct_as_record=False)
+    except Exception as exc:  # scipy raises several types for damaged or v7.3 files
+        raise RawDataError(f"{v3d_path}: cannot read the v3d file ({type(exc).__name__}: {exc})") from None
+    holder = next((mat[k] for k in mat if not k.startswith("__")), None)
+    move = getattr(holder, "move", None)
+    flags = np.atleast_2d(np.asarray(getattr(move, "flags30", None) if move is not None else None, dtype=float))
+    if move is None or flags.ndim != 2 or flags.shape[1] != 2:
+        raise RawDataError(f"{v3d_path}: no move.flags30 table (motions x 2 video frames) in the v3d file")
+    return [(int(a) - 1, int(b)) for a, b in flags]

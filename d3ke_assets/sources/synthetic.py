@@ -39,7 +39,7 @@ from d3ke_assets.errors import D3keError
 from d3ke_assets.sources.subjects import movi_video_name, subject_id
 from d3ke_assets.storage import atomic_write_json
 
-GENERATOR_CODE_VERSION = "1"
+GENERATOR_CODE_VERSION = "2"
 VIDEO_FPS = 30
 CAPTURE_PER_VIDEO_FRAME = int(motions.CAPTURE_RATE_HZ) // VIDEO_FPS  # 4, as in BML-MoVi
 CAMERAS = ("PG1", "PG2")
@@ -47,17 +47,21 @@ TRIALS = motions.MOTIONS
 STATIC_TRIAL = "static"
 FOOT_BODIES = ("calcn_r", "toes_r", "calcn_l", "toes_l")
 
-# Segment groups scaled together: (bodies, which axis is the segment's length).
-SEGMENT_GROUPS: dict[str, tuple[tuple[str, ...], int]] = {
-    "pelvis": (("pelvis",), 1),
+# Segment groups scaled together: (bodies, which axis is the segment's length, or None for a
+# uniform factor).  Pelvis, feet and hands scale uniformly: a static trial's markers cannot tell
+# their proportions apart (clinically the hip-joint-centre depth is predicted from pelvis width);
+# forearms take the upper arm's width because no wrist marker pair lies on one body.
+SEGMENT_GROUPS: dict[str, tuple[tuple[str, ...], int | None]] = {
+    "pelvis": (("pelvis",), None),
     "thigh": (("femur_r", "femur_l"), 1),
     "shank": (("tibia_r", "tibia_l", "talus_r", "talus_l"), 1),
-    "foot": (("calcn_r", "calcn_l", "toes_r", "toes_l"), 0),
+    "foot": (("calcn_r", "calcn_l", "toes_r", "toes_l"), None),
     "trunk": (("torso",), 1),
     "upper_arm": (("humerus_r", "humerus_l"), 1),
     "forearm": (("ulna_r", "ulna_l", "radius_r", "radius_l"), 1),
-    "hand": (("hand_r", "hand_l"), 1),
+    "hand": (("hand_r", "hand_l"), None),
 }
+WIDTH_SHARED_WITH = {"forearm": "upper_arm"}
 
 
 def trc_name(key: str, trial: str) -> str:
@@ -81,11 +85,16 @@ def draw_anthropometrics(rng: np.random.Generator) -> Anthropometrics:
     overall = height / mb.GENERIC_HEIGHT_M
     girth = math.sqrt(bmi / 23.0)
     factors: dict[str, tuple[float, float, float]] = {}
-    for bodies, length_axis in SEGMENT_GROUPS.values():
+    widths: dict[str, float] = {}
+    for group, (bodies, length_axis) in SEGMENT_GROUPS.items():
         length = overall * float(np.clip(rng.normal(1.0, 0.03), 0.92, 1.08))
         width = overall * girth * float(np.clip(rng.normal(1.0, 0.04), 0.9, 1.1))
-        f = [width, width, width]
-        f[length_axis] = length
+        width = widths[group] = widths.get(WIDTH_SHARED_WITH.get(group, ""), width)
+        if length_axis is None:
+            f = [width, width, width] if group == "pelvis" else [length, length, length]
+        else:
+            f = [width, width, width]
+            f[length_axis] = length
         for b in bodies:
             factors[b] = (round(f[0], 4), round(f[1], 4), round(f[2], 4))
     return Anthropometrics(sex, round(height, 4), round(mass, 2), factors)

@@ -1,0 +1,410 @@
+"""One subject's OpenSim ground truth: scale the generic model, run IK per trial, derive labels.
+
+Input is a subject's mocap folder (`mocap_markers/<Subject>/`: `trials.json` and
+one `.trc` per trial, metres or millimetres).  Output, under `out_dir`:
+
+    scale/                 Setup_Scale.xml, static.trc, scale_factors.xml, scaled.osim
+    scaled.osim            the scaled model with its markers placed (what IK ran on)
+    ik/<trial>/            Setup_IK.xml, <trial>.trc (the frames IK solves), <trial>.mot
+    ik_marker_errors.parquet   per trial and marker: RMS and max IK error (m)
+    labels.npz + labels.json   per video frame: coordinates, mask, scale factors, markers,
+                           joint centres, pelvis transform (see `LABEL_ARRAYS`)
+    summary.json
+
+The scale folder and each trial folder carry their own version stamp, so a
+rerun after one bad trial was fixed reuses the trials that were already solved.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import torch
+
+from d3ke_assets.biomech import opensim_pipeline as op
+from d3ke_assets.biomech.formats import read_trc, write_trc
+from d3ke_assets.biomech.skeletal_layer import SkeletalModel
+from d3ke_assets.errors import D3keError
+from d3ke_assets.storage import atomic_dir, atomic_write_bytes, atomic_write_json
+from d3ke_assets.versioning import canonical_hash, read_stamp, write_stamp, STAMP_NAME
+
+GROUND_TRUTH_CODE_VERSION = "1"
+TRIALS_FILE = "trials.json"
+MASK_ERROR_M = 0.02  # D3KE: a coordinate is unreliable when a bony landmark on its body misses by > 2 cm
+# Markers on soft tissue (wands, clusters), not bony landmarks: lower IK weight, ignored by the mask.
+SOFT_TISSUE_SUFFIXES = ("THI", "TIB", "UPA", "FRM", "BAK")
+
+# Measurement-based scaling of the project model: marker pairs chosen so each scaled axis is the
+# direction the pair spans on the body (segment length along Y, widths along X/Z, feet along X).
+PROJECT_MEASUREMENTS = [
+    # pelvis: uniformly from its width, as clinical hip-joint-centre regressions do
+    op.Measurement("pelvis_width", [("RASI", "LASI"), ("RPSI", "LPSI")], ["pelvis"], "X Y Z"),
+    op.Measurement("torso_length", [("C7", "T10"), ("CLAV", "STRN")], ["torso"], "Y"),
+    op.Measurement("torso_depth", [("RFHD", "RBHD"), ("LFHD", "LBHD")], ["torso"], "X"),
+    op.Measurement("torso_width", [("RSHO", "LSHO")], ["torso"], "Z"),
+]
+for _s, _S in (("r", "R"), ("l", "L")):
+    PROJECT_MEASUREMENTS += [
+        op.Measurement(f"thigh_length_{_s}", [(f"{_S}THI", f"{_S}KNE"), (f"{_S}THI", f"{_S}KNM")], [f"femur_{_s}"], "Y"),
+        op.Measurement(f"knee_width_{_s}", [(f"{_S}KNE", f"{_S}KNM")], [f"femur_{_s}"], "X Z"),
+        op.Measurement(f"shank_length_{_s}", [(f"{_S}KNE", f"{_S}ANK"), (f"{_S}KNM", f"{_S}MED")],
+                       [f"tibia_{_s}", f"talus_{_s}"], "Y"),
+        op.Measurement(f"ankle_width_{_s}", [(f"{_S}ANK", f"{_S}MED")], [f"tibia_{_s}", f"talus_{_s}"], "X Z"),
+        op.Measurement(f"foot_length_{_s}", [(f"{_S}HEE", f"{_S}MT5"), (f"{_S}HEE", f"{_S}TOE")],
+                       [f"calcn_{_s}", f"toes_{_s}"], "X Y Z"),
+        op.Measurement(f"upper_arm_length_{_s}", [(f"{_S}SHO", f"{_S}ELB"), (f"{_S}SHO", f"{_S}ELM")],
+                       [f"humerus_{_s}"], "Y"),
+        # no wrist marker pair lies on one forearm bone: the elbow's width scales the forearm's too
+        op.Measurement(f"elbow_width_{_s}", [(f"{_S}ELB", f"{_S}ELM")],
+                       [f"humerus_{_s}", f"ulna_{_s}", f"radius_{_s}"], "X Z"),
+        op.Measurement(f"forearm_length_{_s}", [(f"{_S}ELB", f"{_S}WRB"), (f"{_S}ELM", f"{_S}WRA")],
+                       [f"ulna_{_s}", f"radius_{_s}"], "Y"),
+        op.Measurement(f"hand_length_{_s}", [(f"{_S}WRA", f"{_S}FIN"), (f"{_S}WRB", f"{_S}FIN")],
+                       [f"hand_{_s}"], "X Y Z"),
+    ]
+
+
+def is_bony_landmark(marker: str) -> bool:
+    return not marker.endswith(SOFT_TISSUE_SUFFIXES)
+
+
+def project_marker_weights(markers: list[str]) -> dict[str, float]:
+    return {m: (10.0 if is_bony_landmark(m) else 1.0) for m in markers}
+
+
+@dataclass
+class TrialMocap:
+    name: str
+    trc: Path
+    video_start_frame: int | None  # None: a trial without video (the static trial)
+    video_end_frame: int | None
+    capture_per_video_frame: int = 4
+
+
+@dataclass
+class SubjectMocap:
+    key: str
+    mass_kg: float
+    static: TrialMocap
+    trials: list[TrialMocap]
+
+    @property
+    def n_video_frames(self) -> int:
+        return sum(t.video_end_frame - t.video_start_frame for t in self.trials)
+
+
+def write_trials_file(folder: Path, key: str, mass_kg: float, static: dict, trials: list[dict]) -> None:
+    atomic_write_json(folder / TRIALS_FILE, {"subject": key, "mass_kg": mass_kg, "static": static, "trials": trials})
+
+
+def read_subject_mocap(folder: str | Path) -> SubjectMocap:
+    folder = Path(folder)
+    path = folder / TRIALS_FILE
+    try:
+        facts = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise D3keError(f"{path}: missing: materialize mocap_markers for this subject first") from None
+    except json.JSONDecodeError as exc:
+        raise D3keError(f"{path}: not valid JSON ({exc})") from None
+
+    def trial(d: dict) -> TrialMocap:
+        return TrialMocap(d["name"], folder / d["trc"], d.get("video_start_frame"), d.get("video_end_frame"),
+                          int(d.get("capture_per_video_frame", 4)))
+
+    return SubjectMocap(facts["subject"], float(facts["mass_kg"]), trial(facts["static"]),
+                        [trial(t) for t in facts["trials"]])
+
+
+@dataclass
+class GroundTruthConfig:
+    ik_rate: str = "video"  # "video" (one IK frame per video frame) or a rate in Hz, e.g. "120"
+    accuracy: float = 1e-5
+    workers: int = 1  # trials solved in parallel processes
+    max_trial_rms_error_m: float = 0.02  # asset check threshold
+
+    def as_dict(self) -> dict:
+        return {"ik_rate": self.ik_rate, "accuracy": self.accuracy}  # workers do not change results
+
+
+@dataclass
+class TrialOutcome:
+    name: str
+    n_ik_frames: int
+    ik_seconds: float
+    reused: bool
+    rms_error_m: float = float("nan")
+    max_error_m: float = float("nan")
+
+
+@dataclass
+class GroundTruthResult:
+    out_dir: Path
+    scale_factors: dict[str, tuple[float, float, float]]
+    trials: list[TrialOutcome]
+    n_label_frames: int
+    scale_seconds: float
+    seconds: float
+    has_nan: bool
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def ik_seconds(self) -> float:
+        return sum(t.ik_seconds for t in self.trials)
+
+
+def ik_capture_frames(trial: TrialMocap, n_capture: int, capture_rate_hz: float, ik_rate: str) -> np.ndarray:
+    """Capture frames to solve: every video frame's, plus a regular grid when a rate is asked for."""
+    video = (np.arange(trial.video_end_frame - trial.video_start_frame) * trial.capture_per_video_frame)
+    frames = set(int(f) for f in video if f < n_capture)
+    if ik_rate != "video":
+        try:
+            rate = float(ik_rate)
+        except ValueError:
+            raise D3keError(f"ik_rate {ik_rate!r}: use 'video' or a rate in Hz such as 120") from None
+        step = max(1, int(round(capture_rate_hz / rate)))
+        frames |= set(range(0, n_capture, step))
+    return np.array(sorted(frames), int)
+
+
+def _stamped_dir_current(folder: Path, stamp: str) -> bool:
+    rec = read_stamp(folder)
+    return bool(rec and rec.get("stamp") == stamp)
+
+
+def _solve_trial(setup: str) -> tuple[float, int]:
+    """Worker entry (also used in-process): run one trial's IK from its setup file."""
+    res = op.run_ik(Path(setup))
+    return res.seconds, len(res.time_s)
+
+
+def compute_subject(mocap_dir: str | Path, generic_model: str | Path, out_dir: str | Path,
+                    config: GroundTruthConfig | None = None, input_version: str = "",
+                    log: Callable[[str], None] = lambda m: None) -> GroundTruthResult:
+    """Scale, IK and labels for one subject; see the module docstring for the layout."""
+    config = config or GroundTruthConfig()
+    t0 = time.perf_counter()
+    mocap = read_subject_mocap(mocap_dir)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / STAMP_NAME).unlink(missing_ok=True)  # from here on the folder is not complete
+    generic_model = Path(generic_model).resolve()
+    layer_generic = SkeletalModel.from_osim(generic_model, torch.float64)
+    weights = project_marker_weights(layer_generic.marker_names)
+    base_stamp = canonical_hash({"code": GROUND_TRUTH_CODE_VERSION, "config": config.as_dict(),
+                                 "input": input_version,
+                                 "model": hashlib.sha256(generic_model.read_bytes()).hexdigest()})
+    timings: dict[str, float] = {}
+
+    # --- scale -------------------------------------------------------------------------------
+    static = read_trc(mocap.static.trc)
+    static_range = (float(static.time_s[0]), float(static.time_s[-1]))
+    op.check_markers(static, mocap.static.trc, layer_generic.marker_names, weights, static_range)
+    scale_dir = out / "scale"
+    scale_stamp = canonical_hash({"base": base_stamp, "static": mocap.static.name})
+    if _stamped_dir_current(scale_dir, scale_stamp):
+        scale_factors = op.read_scale_factors(scale_dir / op.SCALE_FACTORS)
+        scale_seconds, scale_reused = 0.0, True
+        log(f"{mocap.key}: scaled model unchanged, reused")
+    else:
+        with atomic_dir(scale_dir) as tmp:
+            write_trc(tmp / "static.trc", static)
+            setup = op.write_scale_setup(tmp / op.SCALE_SETUP, str(generic_model), "static.trc", static_range,
+                                         mocap.mass_kg, PROJECT_MEASUREMENTS, weights, name=mocap.key)
+            result = op.run_scale(setup)
+            write_stamp(tmp, scale_stamp, scale_stamp)
+        scale_factors, scale_seconds, scale_reused = result.scale_factors, result.seconds, False
+        log(f"{mocap.key}: scaled the generic model on {mocap.static.trc.name} in {scale_seconds:.1f} s")
+    scaled_model = out / op.SCALED_MODEL
+    atomic_write_bytes(scaled_model, (scale_dir / op.SCALED_MODEL).read_bytes())
+
+    # --- IK per trial, each in its own folder ------------------------------------------------
+    t_prep = time.perf_counter()
+    trial_data = {}
+    todo: list[tuple[TrialMocap, Path]] = []
+    outcomes: dict[str, TrialOutcome] = {}
+    for trial in mocap.trials:
+        markers = read_trc(trial.trc)
+        rate = markers.rate_hz
+        frames = ik_capture_frames(trial, len(markers.time_s), rate, config.ik_rate)
+        n_video = trial.video_end_frame - trial.video_start_frame
+        if len(markers.time_s) < (n_video - 1) * trial.capture_per_video_frame + 1:
+            raise D3keError(f"{trial.trc}: {len(markers.time_s)} capture frames do not cover the trial's "
+                            f"{n_video} video frames")
+        op.check_markers(markers, trial.trc, layer_generic.marker_names, weights,
+                         (float(markers.time_s[frames[0]]), float(markers.time_s[frames[-1]])))
+        trial_data[trial.name] = (markers, frames)
+        tdir = out / "ik" / trial.name
+        stamp = canonical_hash({"scale": scale_stamp, "trial": trial.name, "frames": frames.tolist(),
+                                "markers": canonical_hash(markers.positions_m[frames].round(7).tolist())})
+        if _stamped_dir_current(tdir, stamp):
+            outcomes[trial.name] = TrialOutcome(trial.name, len(frames), 0.0, True)
+            continue
+        tmp_ctx = atomic_dir(tdir)
+        tmp = tmp_ctx.__enter__()
+        op.subsample_trc(markers, frames, tmp / f"{trial.name}.trc")
+        op.write_ik_setup(tmp / op.IK_SETUP, "../../" + op.SCALED_MODEL, f"{trial.name}.trc",
+                          (float(markers.time_s[frames[0]]), float(markers.time_s[frames[-1]])),
+                          f"{trial.name}.mot", weights, config.accuracy)
+        todo.append((trial, tmp, tmp_ctx, stamp))
+    timings["prepare_s"] = time.perf_counter() - t_prep
+
+    def finish(item, seconds, n):
+        trial, tmp, ctx, stamp = item
+        write_stamp(tmp, stamp, stamp)
+        ctx.__exit__(None, None, None)
+        outcomes[trial.name] = TrialOutcome(trial.name, n, seconds, False)
+        log(f"{mocap.key}: IK {trial.name}: {n} frames in {seconds:.1f} s ({n / max(seconds, 1e-9):.0f} frames/s)")
+
+    try:
+        if config.workers > 1 and len(todo) > 1:
+            ctx = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(min(config.workers, len(todo)), mp_context=ctx) as pool:
+                futures = [(item, pool.submit(_solve_trial, str(item[1] / op.IK_SETUP))) for item in todo]
+                for item, fut in futures:
+                    finish(item, *fut.result())
+        else:
+            for item in todo:
+                finish(item, *_solve_trial(str(item[1] / op.IK_SETUP)))
+    except BaseException as exc:
+        for item in todo:  # unfinished trial folders: drop their temporaries
+            if item[0].name not in outcomes:
+                item[2].__exit__(type(exc), exc, exc.__traceback__)
+        raise
+
+    # --- labels at every video frame ---------------------------------------------------------
+    t_lab = time.perf_counter()
+    labels = _labels(mocap, trial_data, out, scaled_model, layer_generic, scale_factors)
+    for name, (rms, mx) in labels.pop("_errors").items():
+        outcomes[name].rms_error_m, outcomes[name].max_error_m = rms, mx
+    has_nan = any(np.isnan(v).any() for v in labels["arrays"].values() if v.dtype.kind == "f")
+    _write_labels(out, labels)
+    timings["labels_s"] = time.perf_counter() - t_lab
+    trials = [outcomes[t.name] for t in mocap.trials]
+    seconds = time.perf_counter() - t0
+    summary = {
+        "subject": mocap.key, "n_label_frames": int(labels["arrays"]["video_frame"].shape[0]),
+        "n_video_frames": mocap.n_video_frames, "scale_seconds": scale_seconds, "scale_reused": scale_reused,
+        "trials": [t.__dict__ for t in trials], "seconds": seconds, "has_nan": bool(has_nan), "timings": timings,
+    }
+    atomic_write_json(out / "summary.json", summary)
+    return GroundTruthResult(out, scale_factors, trials, summary["n_label_frames"], scale_seconds, seconds,
+                             bool(has_nan), timings)
+
+
+LABEL_ARRAYS = {
+    "trial_index": "(F,) index into labels.json 'trials'",
+    "video_frame": "(F,) frame number in the subject's video",
+    "time_s": "(F,) time within the trial's mocap, s",
+    "coordinates": "(F, C) radians / metres, labels.json 'coordinates' order",
+    "coordinate_mask": "(F, C) 1 where the coordinate is reliable, 0 where a bony landmark on its body misses by > 2 cm",
+    "scale_factors": "(F, B, 3) per-body x, y, z scale factors of the generic model",
+    "markers_m": "(F, M, 3) model marker positions in ground",
+    "marker_error_m": "(F, M) distance between model and measured marker",
+    "joint_centres_m": "(F, J, 3) joint-centre positions in ground",
+    "pelvis_rotation": "(F, 3, 3) pelvis to ground",
+    "pelvis_origin_m": "(F, 3) pelvis origin in ground",
+}
+
+
+def _labels(mocap: SubjectMocap, trial_data: dict, out: Path, scaled_model: Path,
+            layer_generic: SkeletalModel, scale_factors: dict) -> dict:
+    from d3ke_assets.biomech.formats import read_mot
+
+    layer = SkeletalModel.from_osim(scaled_model, torch.float64)  # markers as placed, on the scaled model
+    names = layer.coordinate_names
+    body_of_coordinate = {}
+    for j in layer.spec.joints:
+        for ax in (*j.rotations, *j.translations):
+            if ax.coordinate:
+                body_of_coordinate[ax.coordinate] = j.child.body
+    bony_on_body = {b: [k for k, m in enumerate(layer.marker_names)
+                        if is_bony_landmark(m) and layer.spec.markers[k][1].body == b] for b in layer.body_names}
+    sf = np.array([scale_factors.get(b, (1.0, 1.0, 1.0)) for b in layer.body_names])
+    pelvis = layer.body_names.index("pelvis") if "pelvis" in layer.body_names else 0
+    parts: dict[str, list] = {k: [] for k in LABEL_ARRAYS}
+    errors = {}
+    for ti, trial in enumerate(mocap.trials):
+        markers, frames = trial_data[trial.name]
+        t_mot, cols, values, in_degrees = read_mot(out / "ik" / trial.name / f"{trial.name}.mot")
+        if len(t_mot) != len(frames):
+            raise D3keError(f"{out / 'ik' / trial.name}: IK wrote {len(t_mot)} frames, expected {len(frames)}")
+        q_all = np.zeros((len(t_mot), len(names)))
+        for i, n in enumerate(names):
+            v = values[:, cols.index(n)]
+            q_all[:, i] = np.radians(v) if (in_degrees and layer.rotational[i]) else v
+        n_video = trial.video_end_frame - trial.video_start_frame
+        wanted = np.arange(n_video) * trial.capture_per_video_frame
+        pos = np.searchsorted(frames, wanted)
+        q = q_all[pos]
+        pose = layer(torch.tensor(q))
+        model_markers = pose.markers_m.numpy()
+        measured = markers.positions_m[wanted][:, [markers.marker_names.index(m) for m in layer.marker_names]]
+        err = np.linalg.norm(model_markers - measured, axis=-1)
+        mask = np.ones_like(q)
+        for i, n in enumerate(names):
+            idx = bony_on_body.get(body_of_coordinate.get(n, ""), [])
+            if idx:
+                mask[:, i] = (np.nan_to_num(err[:, idx], nan=1.0) <= MASK_ERROR_M).all(axis=1)
+        parts["trial_index"].append(np.full(n_video, ti))
+        parts["video_frame"].append(trial.video_start_frame + np.arange(n_video))
+        parts["time_s"].append(markers.time_s[wanted])
+        parts["coordinates"].append(q)
+        parts["coordinate_mask"].append(mask)
+        parts["scale_factors"].append(np.broadcast_to(sf, (n_video, *sf.shape)))
+        parts["markers_m"].append(model_markers)
+        parts["marker_error_m"].append(err)
+        parts["joint_centres_m"].append(pose.joint_centres_m.numpy())
+        parts["pelvis_rotation"].append(pose.body_rotations[:, pelvis].numpy())
+        parts["pelvis_origin_m"].append(pose.body_origins_m[:, pelvis].numpy())
+        errors[trial.name] = (float(np.sqrt(np.nanmean(err ** 2))), float(np.nanmax(err)))
+    arrays = {k: np.concatenate(v).astype(np.int32 if k in ("trial_index", "video_frame") else np.float32
+                                          if k not in ("time_s", "coordinates") else np.float64)
+              for k, v in parts.items()}
+    per_marker = []
+    for ti, trial in enumerate(mocap.trials):
+        sel = arrays["trial_index"] == ti
+        e = arrays["marker_error_m"][sel]
+        for k, m in enumerate(layer.marker_names):
+            per_marker.append({"trial": trial.name, "marker": m, "rms_error_m": float(np.sqrt(np.mean(e[:, k] ** 2))),
+                               "max_error_m": float(e[:, k].max())})
+    return {"arrays": arrays, "_errors": errors, "per_marker": per_marker,
+            "names": {"trials": [t.name for t in mocap.trials], "coordinates": names,
+                      "rotational": layer.rotational, "bodies": layer.body_names, "markers": layer.marker_names,
+                      "joints": layer.joint_names, "arrays": LABEL_ARRAYS}}
+
+
+def _write_labels(out: Path, labels: dict) -> None:
+    import io
+
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **labels["arrays"])
+    atomic_write_bytes(out / "labels.npz", buf.getvalue())
+    atomic_write_json(out / "labels.json", labels["names"])
+    table = pd.DataFrame(labels["per_marker"])
+    buf = io.BytesIO()
+    table.to_parquet(buf, index=False)
+    atomic_write_bytes(out / "ik_marker_errors.parquet", buf.getvalue())
+
+
+def read_summary(out_dir: str | Path) -> dict:
+    path = Path(out_dir) / "summary.json"
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise D3keError(f"{path}: missing: materialize opensim_gt for this subject") from None
+
+
+def load_labels(out_dir: str | Path) -> tuple[dict[str, np.ndarray], dict]:
+    out = Path(out_dir)
+    with np.load(out / "labels.npz", allow_pickle=False) as data:
+        arrays = {k: data[k] for k in data.files}
+    return arrays, json.loads((out / "labels.json").read_text())

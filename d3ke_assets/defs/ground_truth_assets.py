@@ -1,0 +1,118 @@
+"""`mocap_markers` and `opensim_gt`: per-subject markers, then OpenSim scaling, IK and labels."""
+
+import dagster as dg
+import numpy as np
+
+from d3ke_assets import settings
+from d3ke_assets.biomech import ground_truth, model_builder
+from d3ke_assets.defs.common import user_errors_as_failures
+from d3ke_assets.defs.model_assets import opensim_model
+from d3ke_assets.defs.partitions import subject_partitions
+from d3ke_assets.defs.raw_assets import raw_subject
+from d3ke_assets.defs.resources import DataRootResource, DatasetResource
+from d3ke_assets.errors import D3keError
+from d3ke_assets.sources import amass_markers, checksums, mocap, movi, raw
+from d3ke_assets.versioning import read_stamp, version_stamp, build_if_stale, stored_version_if_current, write_stamp
+
+
+def _upstream_version(folder, what: str) -> str:
+    rec = read_stamp(folder)
+    if rec is None:
+        raise D3keError(f"{folder}: {what} is not materialized for this subject: materialize it first")
+    return rec["data_version"]
+
+
+@dg.asset(partitions_def=subject_partitions, deps=[raw_subject], code_version=mocap.MOCAP_CODE_VERSION,
+          group_name="biomech", kinds={"mocap"})
+def mocap_markers(context: dg.AssetExecutionContext, data_root: DataRootResource,
+                  dataset: DatasetResource) -> dg.MaterializeResult:
+    """Marker trajectories per trial (.trc) and the trials' video frames (trials.json).
+
+    Synthetic: the generator's markers.  movi: virtual markers on the AMASS SMPL+H
+    body (needs the SMPL+H model files, D3KE_SMPLH_DIR).
+    """
+    key = context.partition_key
+    with user_errors_as_failures():
+        raw_folder = raw.raw_dir(data_root.root(), key)
+        manifest_path = raw_folder / checksums.MANIFEST_NAME
+        if not manifest_path.is_file():
+            raise D3keError(f"{manifest_path}: raw_subject is not materialized for {key}: materialize it first")
+        raw_version = checksums.Manifest.read(manifest_path).digest
+        name = dataset.checked_name()
+        stamp = version_stamp(mocap.MOCAP_CODE_VERSION, {"dataset": name}, {"raw_subject": raw_version})
+        out = data_root.asset_dir("mocap_markers", key)
+        facts: dict = {}
+        if name == "synthetic":
+            build = lambda tmp: facts.update(mocap.synthetic_mocap(raw_folder, tmp, log=context.log.info))  # noqa: E731
+        else:
+            smplh = amass_markers.smplh_dir_from_env()
+            index = movi.MoviIndex.scan(settings.movi_root(dataset.movi_root))
+            files = movi.subject_files(index, key)
+            poses = [f for f in files if f.name.endswith("_poses.npz")]
+            v3d = next(f for f in files if f.name.endswith(".mat"))
+            build = lambda tmp: facts.update(mocap.movi_mocap(  # noqa: E731
+                key, poses, movi.read_flags30(v3d), smplh, tmp, log=context.log.info))
+        version, reused = build_if_stale(out, stamp, build)
+        subject = ground_truth.read_subject_mocap(out)
+    context.log.info(f"{key}: mocap_markers {'unchanged, reused' if reused else 'written'}")
+    return dg.MaterializeResult(data_version=dg.DataVersion(version), metadata={
+        "reused": reused, "n_trials": len(subject.trials), "n_video_frames": subject.n_video_frames,
+        "trials": ", ".join(t.name for t in subject.trials), "path": dg.MetadataValue.path(str(out)), **facts})
+
+
+class OpenSimGtConfig(dg.Config):
+    ik_rate: str = "video"  # "video": IK only at video frames; or a rate in Hz, e.g. "120"
+    accuracy: float = 1e-5
+    trial_workers: int = 1  # trials of this subject solved in parallel processes
+    max_trial_rms_error_m: float = 0.02
+
+
+@dg.asset(partitions_def=subject_partitions, deps=[mocap_markers, opensim_model],
+          code_version=ground_truth.GROUND_TRUTH_CODE_VERSION, group_name="biomech", kinds={"opensim"},
+          check_specs=[dg.AssetCheckSpec("ik_marker_error_below_threshold", asset="opensim_gt"),
+                       dg.AssetCheckSpec("labels_have_no_nan", asset="opensim_gt"),
+                       dg.AssetCheckSpec("label_frames_match_video", asset="opensim_gt")])
+def opensim_gt(context: dg.AssetExecutionContext, config: OpenSimGtConfig, data_root: DataRootResource):
+    """OpenSim ScaleTool on the static trial, InverseKinematicsTool per trial (at video frames by
+    default), and per video frame the labels the network learns from."""
+    key = context.partition_key
+    gt_config = ground_truth.GroundTruthConfig(config.ik_rate, config.accuracy, config.trial_workers,
+                                               config.max_trial_rms_error_m)
+    with user_errors_as_failures():
+        mocap_dir = data_root.asset_dir("mocap_markers", key)
+        model_dir = data_root.asset_dir("opensim_model")
+        inputs = {"mocap_markers": _upstream_version(mocap_dir, "mocap_markers"),
+                  "opensim_model": _upstream_version(model_dir, "opensim_model")}
+        stamp = version_stamp(ground_truth.GROUND_TRUTH_CODE_VERSION, gt_config.as_dict(), inputs)
+        out = data_root.asset_dir("opensim_gt", key)
+        reused = stored_version_if_current(out, stamp) is not None
+        if not reused:
+            ground_truth.compute_subject(mocap_dir, model_builder.model_file(model_dir), out, gt_config,
+                                         input_version=stamp, log=context.log.info)
+            write_stamp(out, stamp, stamp)  # last: a folder with a stamp is complete
+        summary = ground_truth.read_summary(out)
+        arrays, names = ground_truth.load_labels(out)
+    trials = summary["trials"]
+    worst = max(t["rms_error_m"] for t in trials)
+    n_nan = int(sum(np.isnan(v).sum() for v in arrays.values() if v.dtype.kind == "f"))
+    table = "| trial | IK frames | IK s | RMS error mm | max error mm |\n|---|---|---|---|---|\n" + "\n".join(
+        f"| {t['name']} | {t['n_ik_frames']} | {t['ik_seconds']:.1f} | {1000 * t['rms_error_m']:.1f} | "
+        f"{1000 * t['max_error_m']:.1f} |" for t in trials)
+    yield dg.MaterializeResult(data_version=dg.DataVersion(stamp), metadata={
+        "reused": reused, "n_label_frames": summary["n_label_frames"], "n_video_frames": summary["n_video_frames"],
+        "ik_marker_rms_error_mm_worst_trial": round(1000 * worst, 2),
+        "ik_seconds": round(sum(t["ik_seconds"] for t in trials), 2), "seconds": round(summary["seconds"], 2),
+        "ik_trials": dg.MetadataValue.md(table), "scaled_model": dg.MetadataValue.path(str(out / "scaled.osim")),
+        "masked_coordinate_share": round(float(1 - arrays["coordinate_mask"].mean()), 4),
+        "scale_factors": dg.MetadataValue.json({b: list(map(float, f)) for b, f in zip(
+            names["bodies"], arrays["scale_factors"][0])} if len(arrays["scale_factors"]) else {}),
+    })
+    yield dg.AssetCheckResult(check_name="ik_marker_error_below_threshold",
+                              passed=bool(worst <= config.max_trial_rms_error_m),
+                              metadata={"worst_trial_rms_error_mm": round(1000 * worst, 2),
+                                        "threshold_mm": 1000 * config.max_trial_rms_error_m})
+    yield dg.AssetCheckResult(check_name="labels_have_no_nan", passed=n_nan == 0, metadata={"n_nan": n_nan})
+    yield dg.AssetCheckResult(check_name="label_frames_match_video",
+                              passed=summary["n_label_frames"] == summary["n_video_frames"],
+                              metadata={"n_label_frames": summary["n_label_frames"],
+                                        "n_video_frames": summary["n_video_frames"]})
