@@ -2,6 +2,8 @@
 
     d3ke demo [--preset demo] [--subjects Subject_1 ...]   materialize every asset through Dagster
     d3ke verify [--data-root DIR] [--write-manifest]       check raw files against their sha256 manifests
+    d3ke ik --model M.osim --static S.trc --motion T.trc --out DIR   OpenSim scaling + IK
+    d3ke fk --model M.osim --motion T.mot --out MARKERS.sto         marker positions (skeletal layer)
     d3ke bench NAME [--json]                               benchmarks (see d3ke_assets.benchmarks)
     d3ke ui dagster|mlflow                                 open the UIs on 127.0.0.1
 """
@@ -150,6 +152,29 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ik(args: argparse.Namespace) -> int:
+    from d3ke_assets.biomech.commands import ik_command
+
+    opt = lambda v: Path(v) if v else None  # noqa: E731
+    r = ik_command(Path(args.model), Path(args.static), Path(args.motion), Path(args.out), args.mass,
+                   opt(args.scale_setup), opt(args.ik_setup))
+    print(f"scaled model:   {r.scaled_model}")
+    print(f"coordinates:    {r.mot} ({r.n_frames} frames, IK {r.ik_seconds:.1f} s, "
+          f"{r.n_frames / max(r.ik_seconds, 1e-9):.0f} frames/s)")
+    print(f"marker errors:  {r.errors} (RMS {1000 * r.rms_error_m:.1f} mm)")
+    return 0
+
+
+def cmd_fk(args: argparse.Namespace) -> int:
+    from d3ke_assets.biomech.commands import fk_command
+
+    n_frames, n_markers, missing = fk_command(Path(args.model), Path(args.motion), Path(args.out))
+    if missing:
+        print(f"note: {len(missing)} coordinates not in {args.motion} stay at their default: {', '.join(missing)}")
+    print(f"wrote {args.out}: {n_markers} markers x {n_frames} frames, metres")
+    return 0
+
+
 def cmd_ui(args: argparse.Namespace) -> int:
     root = _prepare_environment(args)
     bin_dir = Path(sys.executable).parent
@@ -191,6 +216,22 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", action="store_true")
     bench.add_argument("--data-root", default=None)
     bench.set_defaults(func=cmd_bench)
+
+    ik = sub.add_parser("ik", help="OpenSim scaling on a static trial, then inverse kinematics on a motion")
+    ik.add_argument("--model", required=True, help="generic model (.osim)")
+    ik.add_argument("--static", required=True, help="static trial (.trc)")
+    ik.add_argument("--motion", required=True, help="motion trial (.trc)")
+    ik.add_argument("--out", required=True, help="folder for setup files, scaled.osim and <motion>.mot")
+    ik.add_argument("--mass", type=float, default=None, help="subject mass in kg (default: the setup's, or 75)")
+    ik.add_argument("--scale-setup", default=None, help="an OpenSim ScaleTool setup to follow")
+    ik.add_argument("--ik-setup", default=None, help="an OpenSim InverseKinematicsTool setup to follow")
+    ik.set_defaults(func=cmd_ik)
+
+    fk = sub.add_parser("fk", help="marker positions of a model at the poses of a .mot (skeletal layer)")
+    fk.add_argument("--model", required=True)
+    fk.add_argument("--motion", required=True)
+    fk.add_argument("--out", required=True, help="output .sto (<marker>_tx/_ty/_tz, metres)")
+    fk.set_defaults(func=cmd_fk)
 
     ui = sub.add_parser("ui", help="start the Dagster or MLflow UI on this machine")
     ui.add_argument("which", choices=["dagster", "mlflow"])

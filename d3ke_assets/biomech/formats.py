@@ -121,3 +121,14 @@ def read_mot(path: str | Path) -> tuple[np.ndarray, list[str], np.ndarray, bool]
     if data.shape[1] != len(cols):
         raise D3keError(f"{path}: {len(cols)} column names but {data.shape[1]} columns of data")
     return data[:, 0], cols[1:], data[:, 1:], in_degrees
+
+
+def write_sto(path: str | Path, time_s: np.ndarray, names: list[str], values: np.ndarray,
+              title: str = "Table") -> None:
+    """An OpenSim `.sto` table of plain numbers (no degree conversion: `inDegrees=no`)."""
+    out = io.StringIO()
+    out.write(f"{title}\nversion=1\nnRows={len(time_s)}\nnColumns={len(names) + 1}\ninDegrees=no\nendheader\n")
+    out.write("time\t" + "\t".join(names) + "\n")
+    for t, row in zip(time_s, np.asarray(values, float)):
+        out.write(f"{t:.8f}\t" + "\t".join(f"{v:.9g}" for v in row) + "\n")
+    atomic_write_text(path, out.getvalue())

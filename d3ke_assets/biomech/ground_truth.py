@@ -175,6 +175,18 @@ def ik_capture_frames(trial: TrialMocap, n_capture: int, capture_rate_hz: float,
     return np.array(sorted(frames), int)
 
 
+def _checked_trial(trial: TrialMocap, model_markers: list[str], weights: dict[str, float], ik_rate: str):
+    markers = read_trc(trial.trc)
+    frames = ik_capture_frames(trial, len(markers.time_s), markers.rate_hz, ik_rate)
+    n_video = trial.video_end_frame - trial.video_start_frame
+    if n_video <= 0 or len(markers.time_s) < (n_video - 1) * trial.capture_per_video_frame + 1:
+        raise D3keError(f"{trial.trc}: {len(markers.time_s)} capture frames do not cover the trial's "
+                        f"{n_video} video frames")
+    op.check_markers(markers, trial.trc, model_markers, weights,
+                     (float(markers.time_s[frames[0]]), float(markers.time_s[frames[-1]])))
+    return markers, frames
+
+
 def _stamped_dir_current(folder: Path, stamp: str) -> bool:
     rec = read_stamp(folder)
     return bool(rec and rec.get("stamp") == stamp)
@@ -231,16 +243,14 @@ def compute_subject(mocap_dir: str | Path, generic_model: str | Path, out_dir: s
     trial_data = {}
     todo: list[tuple[TrialMocap, Path]] = []
     outcomes: dict[str, TrialOutcome] = {}
+    failures: list[str] = []  # a bad trial fails the subject, after the good ones are solved and kept
     for trial in mocap.trials:
-        markers = read_trc(trial.trc)
-        rate = markers.rate_hz
-        frames = ik_capture_frames(trial, len(markers.time_s), rate, config.ik_rate)
-        n_video = trial.video_end_frame - trial.video_start_frame
-        if len(markers.time_s) < (n_video - 1) * trial.capture_per_video_frame + 1:
-            raise D3keError(f"{trial.trc}: {len(markers.time_s)} capture frames do not cover the trial's "
-                            f"{n_video} video frames")
-        op.check_markers(markers, trial.trc, layer_generic.marker_names, weights,
-                         (float(markers.time_s[frames[0]]), float(markers.time_s[frames[-1]])))
+        try:
+            markers, frames = _checked_trial(trial, layer_generic.marker_names, weights, config.ik_rate)
+        except D3keError as exc:
+            failures.append(str(exc))
+            log(f"{mocap.key}: trial {trial.name} skipped: {exc}")
+            continue
         trial_data[trial.name] = (markers, frames)
         tdir = out / "ik" / trial.name
         stamp = canonical_hash({"scale": scale_stamp, "trial": trial.name, "frames": frames.tolist(),
@@ -279,6 +289,9 @@ def compute_subject(mocap_dir: str | Path, generic_model: str | Path, out_dir: s
             if item[0].name not in outcomes:
                 item[2].__exit__(type(exc), exc, exc.__traceback__)
         raise
+
+    if failures:
+        raise D3keError("; ".join(failures) + f" (the other {len(outcomes)} trials are solved and kept)")
 
     # --- labels at every video frame ---------------------------------------------------------
     t_lab = time.perf_counter()
