@@ -201,3 +201,28 @@ def test_a_movi_file_changed_after_its_manifest_is_damage_until_rewritten(tmp_pa
     assert main(["verify", "--data-root", str(root), "--write-manifest"]) == 0  # the user's "on purpose"
     again = raw.movi_subject(root, "Subject_1", movi.MoviIndex.scan(movi_root))
     assert again.reused and again.data_version != first.data_version
+
+
+def test_opensim_gt_partition_materializes_with_passing_checks_and_is_reused(materialized):
+    root, instance, _, _ = materialized
+    result = _materialize(["mocap_markers", "opensim_gt"], root, instance, "Subject_1")
+    assert result.success
+    version, meta = _data_version(result, "opensim_gt")
+    assert meta["n_label_frames"].value == meta["n_video_frames"].value > 0
+    assert meta["reused"].value is False and meta["ik_marker_rms_error_mm_worst_trial"].value < 10
+    checks = {e.asset_check_evaluation_data.check_name: e.asset_check_evaluation_data.passed
+              for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"}
+    assert checks == {"ik_marker_error_below_threshold": True, "labels_have_no_nan": True,
+                      "label_frames_match_video": True}
+    for name in ("scaled.osim", "labels.npz", "labels.json", "ik_marker_errors.parquet", "scale/Setup_Scale.xml"):
+        assert (root / "opensim_gt" / "Subject_1" / name).is_file(), name
+    assert (root / "opensim_gt" / "Subject_1" / "ik" / "walking" / "Setup_IK.xml").is_file()
+    again = _materialize(["mocap_markers", "opensim_gt"], root, instance, "Subject_1")
+    version_again, meta_again = _data_version(again, "opensim_gt")
+    assert version_again == version and meta_again["reused"].value is True
+
+
+def test_opensim_gt_without_its_inputs_says_what_to_materialize(tmp_path):
+    result = _materialize(["opensim_gt"], tmp_path, dg.DagsterInstance.ephemeral(), "Subject_1")
+    assert not result.success
+    assert "mocap_markers is not materialized" in _failure(result)
