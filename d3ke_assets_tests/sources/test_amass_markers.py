@@ -309,3 +309,33 @@ def test_smplh_dir_from_env(monkeypatch, tmp_path):
         am.smplh_dir_from_env()
     monkeypatch.setenv(am.SMPLH_DIR_ENV, str(tmp_path))
     assert am.smplh_dir_from_env() == tmp_path
+
+
+def test_movi_mocap_writes_trials_with_their_video_frames(model, tmp_path):
+    """The real-data path of `mocap_markers`, on generated SMPL-H-format files (not the real model)."""
+    import scipy.io
+
+    from d3ke_assets.biomech.ground_truth import read_subject_mocap
+    from d3ke_assets.sources import mocap, movi
+
+    smplh_dir, _ = model
+    poses = []
+    for n, frames in ((1, 240), (2, 120)):
+        path = tmp_path / f"Subject_7_F_{n}_poses.npz"
+        write_poses(path, np.zeros((frames, 156)), np.tile([0.0, 0.0, 0.9], (frames, 1)))
+        poses.append(path)
+    v3d = tmp_path / "F_v3d_Subject_7.mat"
+    scipy.io.savemat(v3d, {"Subject_7_F": {"move": {"flags30": np.array([[1, 60], [61, 90]])}}})
+    flags = movi.read_flags30(v3d)
+    assert flags == [(0, 60), (60, 90)]  # MATLAB's 1-based inclusive -> 0-based [start, end)
+    out = tmp_path / "mocap"
+    out.mkdir()
+    mocap.movi_mocap("Subject_7", poses, flags, smplh_dir, out)
+    subject = read_subject_mocap(out)
+    assert [t.name for t in subject.trials] == ["Subject_7_F_1", "Subject_7_F_2"]
+    assert subject.n_video_frames == 90 and subject.trials[0].capture_per_video_frame == 4
+    assert subject.static.trc.is_file() and subject.trials[1].trc.is_file()
+    bad = tmp_path / "bad.mat"
+    scipy.io.savemat(bad, {"x": np.zeros(3)})
+    with pytest.raises(D3keError, match="bad.mat: no move.flags30 table"):
+        movi.read_flags30(bad)
