@@ -8,11 +8,11 @@ Writers follow OpenSim's own conventions so OpenSim's readers accept the files:
 from __future__ import annotations
 
 import io
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from d3ke_assets.errors import D3keError
 from d3ke_assets.storage import atomic_write_text
@@ -39,9 +39,11 @@ def write_trc(path: str | Path, traj: MarkerTrajectories, units: str = "mm") -> 
     out.write("Frame#\tTime\t" + "\t".join(f"{m}\t\t" for m in traj.marker_names).rstrip("\t") + "\n")
     out.write("\t\t" + "\t".join(f"X{i + 1}\tY{i + 1}\tZ{i + 1}" for i in range(n_markers)) + "\n\n")
     values = traj.positions_m.reshape(n_frames, -1) * scale
-    for i in range(n_frames):
-        row = "\t".join("" if math.isnan(v) else f"{v:.5f}" for v in values[i])
-        out.write(f"{i + 1}\t{traj.time_s[i]:.6f}\t{row}\n")
+    table = np.column_stack([np.arange(1, n_frames + 1), traj.time_s, values])
+    body = io.StringIO()
+    np.savetxt(body, table, fmt=["%d", "%.6f"] + ["%.5f"] * values.shape[1], delimiter="\t")
+    # gaps are empty cells in a .trc (numpy writes "nan")
+    out.write(body.getvalue().replace("\tnan", "\t"))
     atomic_write_text(path, out.getvalue())
 
 
@@ -64,21 +66,31 @@ def read_trc(path: str | Path) -> MarkerTrajectories:
     if units not in ("mm", "m"):
         raise D3keError(f"{path}: unknown units {units!r} in the header: use mm or m")
     scale = 0.001 if units == "mm" else 1.0
-    rows = []
-    for number, ln in enumerate(lines[5:], start=6):
-        if not ln.strip():
-            continue
-        cells = ln.split("\t")
-        try:
-            vals = [float(c) if c.strip() else np.nan for c in cells[1:2 + 3 * len(names)]]
-        except ValueError as exc:
-            raise D3keError(f"{path}: line {number} is not numbers ({exc})") from None
-        vals += [np.nan] * (1 + 3 * len(names) - len(vals))
-        rows.append(vals)
-    if not rows:
+    width = 2 + 3 * len(names)
+    data = "\n".join(ln for ln in lines[5:] if ln.strip())
+    if not data:
         raise D3keError(f"{path}: the file has no frames")
-    arr = np.asarray(rows, float)
-    return MarkerTrajectories(names, arr[:, 0], arr[:, 1:].reshape(len(rows), len(names), 3) * scale, rate)
+    try:  # empty cells (gaps) become NaN
+        table = pd.read_csv(io.StringIO(data), sep="\t", header=None, usecols=range(min(width, data.split("\n")[0].count("\t") + 1)),
+                            dtype=float, engine="c")
+    except ValueError:
+        raise D3keError(_first_bad_line(path, lines)) from None
+    arr = table.to_numpy()
+    if arr.shape[1] < width:
+        arr = np.hstack([arr, np.full((arr.shape[0], width - arr.shape[1]), np.nan)])
+    n = arr.shape[0]
+    return MarkerTrajectories(names, arr[:, 1], arr[:, 2:width].reshape(n, len(names), 3) * scale, rate)
+
+
+def _first_bad_line(path: Path, lines: list[str]) -> str:
+    """Slow path, only after the fast parser failed: which line is not numbers."""
+    for number, ln in enumerate(lines[5:], start=6):
+        for cell in ln.split("\t"):
+            try:
+                float(cell) if cell.strip() else None
+            except ValueError:
+                return f"{path}: line {number} is not numbers ({cell.strip()!r})"
+    return f"{path}: the marker table is not numbers"
 
 
 def write_mot(path: str | Path, time_s: np.ndarray, names: list[str], values: np.ndarray,

@@ -254,7 +254,7 @@ def compute_subject(mocap_dir: str | Path, generic_model: str | Path, out_dir: s
         trial_data[trial.name] = (markers, frames)
         tdir = out / "ik" / trial.name
         stamp = canonical_hash({"scale": scale_stamp, "trial": trial.name, "frames": frames.tolist(),
-                                "markers": canonical_hash(markers.positions_m[frames].round(7).tolist())})
+                                "markers": hashlib.sha256(markers.positions_m[frames].tobytes()).hexdigest()})
         if _stamped_dir_current(tdir, stamp):
             outcomes[trial.name] = TrialOutcome(trial.name, len(frames), 0.0, True)
             continue
