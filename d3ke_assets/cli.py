@@ -142,8 +142,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     if args.name not in BENCHMARKS:
         raise D3keError(f"no benchmark {args.name!r}: use one of {', '.join(BENCHMARKS)}")
+    from d3ke_assets.biomech.opensim_tools import native_stdout_to_stderr
+
     root = settings.data_root(args.data_root) if args.data_root else None
-    result = BENCHMARKS[args.name](data_root=root)
+    with native_stdout_to_stderr():  # stdout carries only the figures (OpenSim logs to stdout)
+        result = BENCHMARKS[args.name](data_root=root)
     if args.json:
         print(json.dumps(result, indent=2))
     else:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from d3ke_assets.biomech.formats import MarkerTrajectories, read_mot, read_trc, write_trc
-from d3ke_assets.biomech.opensim_tools import load_model, opensim_module
+from d3ke_assets.biomech.opensim_tools import load_model, native_stdout_to_stderr, opensim_module
 from d3ke_assets.errors import D3keError
 
 SCALE_SETUP = "Setup_Scale.xml"
@@ -262,8 +262,9 @@ def run_scale(setup: Path) -> ScaleResult:
     osim = opensim_module()
     start = time.perf_counter()
     try:
-        tool = osim.ScaleTool(str(setup))
-        ok = tool.run()
+        with native_stdout_to_stderr():
+            tool = osim.ScaleTool(str(setup))
+            ok = tool.run()
     except RuntimeError as exc:
         raise D3keError(f"{setup}: OpenSim ScaleTool failed ({_first_line(exc)})") from None
     seconds = time.perf_counter() - start
@@ -296,9 +297,10 @@ def run_ik(setup: Path) -> IkResult:
     model = load_model(model_file)  # held here: the tool does not keep it alive
     start = time.perf_counter()
     try:
-        tool = osim.InverseKinematicsTool(str(setup))
-        tool.setModel(model)
-        ok = tool.run()
+        with native_stdout_to_stderr():
+            tool = osim.InverseKinematicsTool(str(setup))
+            tool.setModel(model)
+            ok = tool.run()
     except RuntimeError as exc:
         raise D3keError(f"{setup}: OpenSim InverseKinematicsTool failed ({_first_line(exc)})") from None
     seconds = time.perf_counter() - start

@@ -6,7 +6,10 @@ every wrapper holds its own reference to the `Model` it uses.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +26,37 @@ def opensim_module():
     osim.Logger.removeFileSink()
     osim.Logger.setLevelString("warn")
     return osim
+
+
+def _libc_fflush() -> None:
+    import ctypes
+
+    try:
+        ctypes.CDLL(None).fflush(None)
+    except (OSError, AttributeError):
+        pass
+
+
+@contextlib.contextmanager
+def native_stdout_to_stderr():
+    """OpenSim's tools print model summaries to the C stdout; send them to stderr instead,
+    so that stdout stays clean for results (`d3ke bench ... --json`)."""
+    try:
+        sys.stdout.flush()
+        saved = os.dup(1)
+    except (OSError, ValueError):  # no real stdout (embedded): nothing to protect
+        yield
+        return
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        try:
+            sys.stdout.flush()
+            _libc_fflush()  # C++ iostreams buffer in C stdio when stdout is a pipe
+        finally:
+            os.dup2(saved, 1)
+            os.close(saved)
 
 
 def load_model(path: str | Path):

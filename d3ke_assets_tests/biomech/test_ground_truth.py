@@ -126,3 +126,14 @@ def test_bad_marker_files_get_one_line_errors(tmp_path, smoke_subject, generic_m
     static.write_text(original.replace("RASI", "R_ASIS"))
     with pytest.raises(D3keError, match=r"markers \['RASI'\] of the model's marker set are not in the file"):
         gt.compute_subject(tmp_path / "mocap", generic_model[0], tmp_path / "gt")
+
+
+def test_trials_solved_in_parallel_processes_give_the_same_labels(solved, generic_model):
+    base, _ = solved
+    parallel = gt.compute_subject(base / "mocap", generic_model[0], base / "gt_parallel",
+                                  gt.GroundTruthConfig(workers=2))
+    assert not any(t.reused for t in parallel.trials)
+    ours, _ = gt.load_labels(base / "gt_parallel")
+    reference, _ = gt.load_labels(base / "gt")
+    for name in ("coordinates", "markers_m", "coordinate_mask"):
+        assert np.allclose(ours[name], reference[name], atol=1e-9), name
