@@ -31,7 +31,7 @@ import pandas as pd
 import torch
 
 from d3ke_assets.biomech import opensim_pipeline as op
-from d3ke_assets.biomech.formats import read_trc, write_trc
+from d3ke_assets.biomech.formats import read_trc, write_mot, write_trc
 from d3ke_assets.biomech.skeletal_layer import SkeletalModel
 from d3ke_assets.errors import D3keError
 from d3ke_assets.storage import atomic_dir, atomic_write_bytes, atomic_write_json
@@ -175,6 +175,40 @@ def ik_capture_frames(trial: TrialMocap, n_capture: int, capture_rate_hz: float,
     return np.array(sorted(frames), int)
 
 
+STATIC_POSE_FRAMES = 10  # static IK frames: the pose is averaged anyway
+STATIC_IK_ACCURACY = 1e-6  # at 1e-5 the first frame can stop short of the pose (seen on the forearm)
+
+
+def _scale_with_guided_placement(tmp: Path, static, static_range, generic_model: Path, mocap: SubjectMocap,
+                                 weights: dict[str, float], layer: SkeletalModel) -> op.ScaleResult:
+    """Scale, solve the static pose with the scaled model, then scale again and place markers from that pose.
+
+    OpenSim's marker placement solves the static pose from the model's default coordinates; a
+    coordinate whose default sits on its range bound (the forearm's pro_sup at 0) stays there and
+    the markers are moved to fit, which biases every later trial.  Giving the placer the static
+    pose IK found first (as a coordinate file with light coordinate tasks) avoids that.
+    """
+    write_trc(tmp / "static.trc", static)
+    common = dict(generic_model=str(generic_model), static_trc="static.trc", time_range=static_range,
+                  mass_kg=mocap.mass_kg, measurements=PROJECT_MEASUREMENTS, marker_weights=weights, name=mocap.key)
+    first = op.run_scale(op.write_scale_setup(tmp / "Setup_Scale_measurements.xml", place_markers=False, **common))
+    frames = np.unique(np.linspace(0, len(static.time_s) - 1, STATIC_POSE_FRAMES).round().astype(int))
+    op.subsample_trc(static, frames, tmp / "static_pose.trc")
+    ik = op.run_ik(op.write_ik_setup(tmp / "Setup_IK_static.xml", first.model_path.name, "static_pose.trc",
+                                     (float(static.time_s[frames[0]]), float(static.time_s[frames[-1]])),
+                                     "static_ik.mot", weights, accuracy=STATIC_IK_ACCURACY))
+    # one pose over the whole static time range: the median of the solved frames (robust to a slow first frame)
+    pose = np.median(ik.values, axis=0)
+    times = np.linspace(*static_range, 8)  # OpenSim fits a quintic GCV spline: it needs 6 rows or more
+    write_mot(tmp / "static_pose.mot", times, ik.coordinate_names, np.tile(pose, (len(times), 1)),
+              [layer.rotational[layer.coordinate_names.index(n)] for n in ik.coordinate_names],
+              title="static pose for marker placement")
+    coordinate_weights = {c: 1.0 for c in layer.free_coordinate_names}
+    final = op.run_scale(op.write_scale_setup(tmp / op.SCALE_SETUP, coordinate_file="static_pose.mot",
+                                              coordinate_weights=coordinate_weights, **common))
+    return op.ScaleResult(final.model_path, final.scale_factors, first.seconds + ik.seconds + final.seconds)
+
+
 def _checked_trial(trial: TrialMocap, model_markers: list[str], weights: dict[str, float], ik_rate: str):
     markers = read_trc(trial.trc)
     frames = ik_capture_frames(trial, len(markers.time_s), markers.rate_hz, ik_rate)
@@ -228,10 +262,8 @@ def compute_subject(mocap_dir: str | Path, generic_model: str | Path, out_dir: s
         log(f"{mocap.key}: scaled model unchanged, reused")
     else:
         with atomic_dir(scale_dir) as tmp:
-            write_trc(tmp / "static.trc", static)
-            setup = op.write_scale_setup(tmp / op.SCALE_SETUP, str(generic_model), "static.trc", static_range,
-                                         mocap.mass_kg, PROJECT_MEASUREMENTS, weights, name=mocap.key)
-            result = op.run_scale(setup)
+            result = _scale_with_guided_placement(tmp, static, static_range, generic_model, mocap, weights,
+                                                  layer_generic)
             write_stamp(tmp, scale_stamp, scale_stamp)
         scale_factors, scale_seconds, scale_reused = result.scale_factors, result.seconds, False
         log(f"{mocap.key}: scaled the generic model on {mocap.static.trc.name} in {scale_seconds:.1f} s")

@@ -26,6 +26,7 @@ SCALE_SETUP = "Setup_Scale.xml"
 IK_SETUP = "Setup_IK.xml"
 SCALED_MODEL = "scaled.osim"
 SCALE_FACTORS = "scale_factors.xml"
+UNPLACED_MODEL = "scaled_unplaced.osim"
 
 
 @dataclass
@@ -61,18 +62,29 @@ def _el(parent: ET.Element, tag: str, text: str | None = None, **attrib) -> ET.E
     return e
 
 
-def _task_set(parent: ET.Element, name: str, weights: dict[str, float]) -> None:
+def _task_set(parent: ET.Element, name: str, weights: dict[str, float],
+              coordinate_weights: dict[str, float] | None = None) -> None:
     tasks = _el(_el(parent, "IKTaskSet", name=name), "objects")
     for marker, w in weights.items():
         t = _el(tasks, "IKMarkerTask", name=marker)
         _el(t, "apply", "true")
         _el(t, "weight", f"{w:g}")
+    for coordinate, w in (coordinate_weights or {}).items():
+        t = _el(tasks, "IKCoordinateTask", name=coordinate)
+        _el(t, "apply", "true")
+        _el(t, "weight", f"{w:g}")
+        _el(t, "value_type", "from_file")
 
 
 def write_scale_setup(path: Path, generic_model: str, static_trc: str, time_range: tuple[float, float],
                       mass_kg: float, measurements: list[Measurement], marker_weights: dict[str, float],
-                      name: str = "subject") -> Path:
-    """An OpenSim ScaleTool setup: measurement-based scaling, then marker placement on the static trial."""
+                      name: str = "subject", place_markers: bool = True, coordinate_file: str | None = None,
+                      coordinate_weights: dict[str, float] | None = None) -> Path:
+    """An OpenSim ScaleTool setup: measurement-based scaling, then marker placement on the static trial.
+
+    Without marker placement the ModelScaler writes `UNPLACED_MODEL`.  With a `coordinate_file`
+    (a static-pose `.mot`), marker placement is guided towards that pose by coordinate tasks.
+    """
     root = ET.Element("OpenSimDocument", Version="40000")
     tool = _el(root, "ScaleTool", name=name)
     _el(tool, "mass", f"{mass_kg:.4f}")
@@ -96,10 +108,14 @@ def write_scale_setup(path: Path, generic_model: str, static_trc: str, time_rang
     _el(scaler, "time_range", f"{time_range[0]:.6f} {time_range[1]:.6f}")
     _el(scaler, "preserve_mass_distribution", "true")
     _el(scaler, "output_scale_file", SCALE_FACTORS)
+    if not place_markers:
+        _el(scaler, "output_model_file", UNPLACED_MODEL)
     placer = _el(tool, "MarkerPlacer")
-    _el(placer, "apply", "true")
-    _task_set(placer, "static_tasks", marker_weights)
+    _el(placer, "apply", "true" if place_markers else "false")
+    _task_set(placer, "static_tasks", marker_weights, coordinate_weights if coordinate_file else None)
     _el(placer, "marker_file", static_trc)
+    if coordinate_file:
+        _el(placer, "coordinate_file", coordinate_file)
     _el(placer, "time_range", f"{time_range[0]:.6f} {time_range[1]:.6f}")
     _el(placer, "output_model_file", SCALED_MODEL)
     _el(placer, "max_marker_movement", "-1")
@@ -269,8 +285,12 @@ def run_scale(setup: Path) -> ScaleResult:
         raise D3keError(f"{setup}: OpenSim ScaleTool failed ({_first_line(exc)})") from None
     seconds = time.perf_counter() - start
     scaled = setup.parent / SCALED_MODEL
+    placer = _tool_element(_parse_setup(setup).getroot(), "ScaleTool", setup).find("MarkerPlacer")
+    if placer is not None and (placer.findtext("apply") or "").strip().lower() == "false":
+        scaled = setup.parent / UNPLACED_MODEL  # ScaleTool.run() says False when it places no markers
+        ok = True
     if not ok or not scaled.is_file():
-        raise D3keError(f"{setup}: OpenSim ScaleTool did not write {SCALED_MODEL}: check the marker names "
+        raise D3keError(f"{setup}: OpenSim ScaleTool did not write {scaled.name}: check the marker names "
                         f"in the measurement set against the static trial")
     return ScaleResult(scaled, read_scale_factors(setup.parent / SCALE_FACTORS), seconds)
 
