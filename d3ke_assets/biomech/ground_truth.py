@@ -17,6 +17,7 @@ rerun after one bad trial was fixed reuses the trials that were already solved.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import multiprocessing
@@ -255,7 +256,8 @@ def compute_subject(mocap_dir: str | Path, generic_model: str | Path, out_dir: s
     static_range = (float(static.time_s[0]), float(static.time_s[-1]))
     op.check_markers(static, mocap.static.trc, layer_generic.marker_names, weights, static_range)
     scale_dir = out / "scale"
-    scale_stamp = canonical_hash({"base": base_stamp, "static": mocap.static.name})
+    scale_stamp = canonical_hash({"base": base_stamp, "static": mocap.static.name,
+                                  "markers": hashlib.sha256(static.positions_m.tobytes()).hexdigest()})
     if _stamped_dir_current(scale_dir, scale_stamp):
         scale_factors = op.read_scale_factors(scale_dir / op.SCALE_FACTORS)
         scale_seconds, scale_reused = 0.0, True
@@ -273,7 +275,7 @@ def compute_subject(mocap_dir: str | Path, generic_model: str | Path, out_dir: s
     # --- IK per trial, each in its own folder ------------------------------------------------
     t_prep = time.perf_counter()
     trial_data = {}
-    todo: list[tuple[TrialMocap, Path]] = []
+    todo: list[tuple[TrialMocap, Path, contextlib.ExitStack, str]] = []  # trial, temp folder, its swap, stamp
     outcomes: dict[str, TrialOutcome] = {}
     failures: list[str] = []  # a bad trial fails the subject, after the good ones are solved and kept
     for trial in mocap.trials:
@@ -290,19 +292,19 @@ def compute_subject(mocap_dir: str | Path, generic_model: str | Path, out_dir: s
         if _stamped_dir_current(tdir, stamp):
             outcomes[trial.name] = TrialOutcome(trial.name, len(frames), 0.0, True)
             continue
-        tmp_ctx = atomic_dir(tdir)
-        tmp = tmp_ctx.__enter__()
+        swap = contextlib.ExitStack()  # the trial folder is swapped in only once its IK is solved
+        tmp = swap.enter_context(atomic_dir(tdir))
         op.subsample_trc(markers, frames, tmp / f"{trial.name}.trc")
         op.write_ik_setup(tmp / op.IK_SETUP, "../../" + op.SCALED_MODEL, f"{trial.name}.trc",
                           (float(markers.time_s[frames[0]]), float(markers.time_s[frames[-1]])),
                           f"{trial.name}.mot", weights, config.accuracy)
-        todo.append((trial, tmp, tmp_ctx, stamp))
+        todo.append((trial, tmp, swap, stamp))
     timings["prepare_s"] = time.perf_counter() - t_prep
 
     def finish(item, seconds, n):
-        trial, tmp, ctx, stamp = item
+        trial, tmp, swap, stamp = item
         write_stamp(tmp, stamp, stamp)
-        ctx.__exit__(None, None, None)
+        swap.close()
         outcomes[trial.name] = TrialOutcome(trial.name, n, seconds, False)
         log(f"{mocap.key}: IK {trial.name}: {n} frames in {seconds:.1f} s ({n / max(seconds, 1e-9):.0f} frames/s)")
 
@@ -317,7 +319,7 @@ def compute_subject(mocap_dir: str | Path, generic_model: str | Path, out_dir: s
             for item in todo:
                 finish(item, *_solve_trial(str(item[1] / op.IK_SETUP)))
     except BaseException as exc:
-        for item in todo:  # unfinished trial folders: drop their temporaries
+        for item in todo:  # unfinished trial folders: drop their temporaries, keep what was there
             if item[0].name not in outcomes:
                 item[2].__exit__(type(exc), exc, exc.__traceback__)
         raise
