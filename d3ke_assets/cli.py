@@ -57,10 +57,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
         summary = materialize_graph(defs, instance, subjects)
     wall = time.perf_counter() - start
     print("\nSummary")
-    print(f"{'asset':<28}{'partition':<14}{'status':<8}{'seconds':>8}")
+    width = max([len(", ".join(r.assets)) for r in summary.results] + [5]) + 2
+    print(f"{'assets':<{width}}{'partition':<14}{'status':<8}{'seconds':>8}")
     for r in summary.results:
         status = "ok" if r.ok else ("skipped" if r.run_id is None else "FAILED")
-        print(f"{', '.join(r.assets):<28}{r.partition or '-':<14}{status:<8}{r.seconds:>8.1f}")
+        print(f"{', '.join(r.assets):<{width}}{r.partition or '-':<14}{status:<8}{r.seconds:>8.1f}")
         if r.error:
             print(f"    {r.error}")
     n_skipped = sum(1 for r in summary.failed if r.run_id is None)
