@@ -82,3 +82,16 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def read_json(path: str | os.PathLike, when_missing: str) -> dict:
+    """A JSON file written by the platform; one-line errors say what to do when it is missing or damaged."""
+    from d3ke_assets.errors import D3keError
+
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise D3keError(f"{path}: missing: {when_missing}") from None
+    except json.JSONDecodeError as exc:
+        raise D3keError(f"{path}: not valid JSON ({exc}): delete it and {when_missing}") from None

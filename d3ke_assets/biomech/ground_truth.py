@@ -35,7 +35,7 @@ from d3ke_assets.biomech import opensim_pipeline as op
 from d3ke_assets.biomech.formats import read_trc, write_mot, write_trc
 from d3ke_assets.biomech.skeletal_layer import SkeletalModel
 from d3ke_assets.errors import D3keError
-from d3ke_assets.storage import atomic_dir, atomic_write_bytes, atomic_write_json
+from d3ke_assets.storage import atomic_dir, atomic_write_bytes, atomic_write_json, read_json
 from d3ke_assets.versioning import canonical_hash, read_stamp, write_stamp, STAMP_NAME
 
 GROUND_TRUTH_CODE_VERSION = "1"
@@ -109,13 +109,7 @@ def write_trials_file(folder: Path, key: str, mass_kg: float, static: dict, tria
 
 def read_subject_mocap(folder: str | Path) -> SubjectMocap:
     folder = Path(folder)
-    path = folder / TRIALS_FILE
-    try:
-        facts = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise D3keError(f"{path}: missing: materialize mocap_markers for this subject first") from None
-    except json.JSONDecodeError as exc:
-        raise D3keError(f"{path}: not valid JSON ({exc})") from None
+    facts = read_json(folder / TRIALS_FILE, "materialize mocap_markers for this subject")
 
     def trial(d: dict) -> TrialMocap:
         return TrialMocap(d["name"], folder / d["trc"], d.get("video_start_frame"), d.get("video_end_frame"),
@@ -443,11 +437,7 @@ def _write_labels(out: Path, labels: dict) -> None:
 
 
 def read_summary(out_dir: str | Path) -> dict:
-    path = Path(out_dir) / "summary.json"
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise D3keError(f"{path}: missing: materialize opensim_gt for this subject") from None
+    return read_json(Path(out_dir) / "summary.json", "materialize opensim_gt for this subject")
 
 
 def load_labels(out_dir: str | Path) -> tuple[dict[str, np.ndarray], dict]:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from d3ke_assets.biomech.formats import MarkerTrajectories, read_mot, read_trc, write_trc
+from d3ke_assets.biomech.formats import MarkerTrajectories, read_mot, write_trc
 from d3ke_assets.biomech.opensim_tools import load_model, native_stdout_to_stderr, opensim_module
 from d3ke_assets.errors import D3keError
 

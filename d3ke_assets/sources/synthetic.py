@@ -20,7 +20,6 @@ Deterministic by (seed, subject id).  Per subject:
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,9 +34,8 @@ from d3ke_assets.frames.video import write_video
 from d3ke_assets.settings import SyntheticSize
 from d3ke_assets.sources import motions, render
 from d3ke_assets.sources.camera import Camera, look_at_camera
-from d3ke_assets.errors import D3keError
 from d3ke_assets.sources.subjects import movi_video_name, subject_id
-from d3ke_assets.storage import atomic_write_json
+from d3ke_assets.storage import atomic_write_json, read_json
 
 GENERATOR_CODE_VERSION = "2"
 VIDEO_FPS = 30
@@ -278,10 +276,4 @@ def preview_jpeg(raw_dir: str | Path, trials: tuple[str, ...] = ("walking", "squ
 
 
 def load_subject_facts(raw_dir: str | Path) -> dict:
-    path = Path(raw_dir) / "subject.json"
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise D3keError(f"{path}: subject facts are missing: materialize raw_subject for this subject") from None
-    except json.JSONDecodeError as exc:
-        raise D3keError(f"{path}: not valid JSON ({exc}): delete the subject folder to regenerate it") from None
+    return read_json(Path(raw_dir) / "subject.json", "materialize raw_subject for this subject")

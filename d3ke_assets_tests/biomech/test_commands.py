@@ -80,8 +80,8 @@ def test_bad_inputs_get_one_line_errors(tmp_path, smoke_subject, generic_model, 
     err = capsys.readouterr().err
     assert "empty.trc: the file has no frames" in err and err.count("\n") == 1
     setup = tmp_path / "Setup_IK.xml"
-    setup.write_text(f"<OpenSimDocument><InverseKinematicsTool><time_range>50 60</time_range>"
-                     f"</InverseKinematicsTool></OpenSimDocument>")
+    setup.write_text("<OpenSimDocument><InverseKinematicsTool><time_range>50 60</time_range>"
+                     "</InverseKinematicsTool></OpenSimDocument>")
     assert main(["ik", "--model", str(generic_model[0]), "--static", str(static), "--motion", str(static),
                  "--out", str(tmp_path / "o"), "--ik-setup", str(setup)]) == 2
     assert "no frames in the time range 50-60 s" in capsys.readouterr().err

@@ -36,31 +36,31 @@ def solved(tmp_path_factory, smoke_subject, generic_model):
     return base, result
 
 
-def test_ik_recovers_the_generators_true_coordinates(solved, smoke_subject):
-    base, result = solved
-    arrays, names = gt.load_labels(base / "gt")
+def _rms_against_truth(gt_dir: Path, raw_dir: Path, coordinates) -> list[tuple[str, str, float]]:
+    """(trial, coordinate, RMS degrees) of the labels against the generator's true .mot."""
+    arrays, names = gt.load_labels(gt_dir)
+    out = []
     for ti, trial in enumerate(names["trials"]):
-        t, cols, values, in_degrees = read_mot(smoke_subject / "truth" / f"{trial}.mot")
+        t, cols, values, _ = read_mot(raw_dir / "truth" / f"{trial}.mot")
         sel = arrays["trial_index"] == ti
-        truth_rows = np.searchsorted(t, arrays["time_s"][sel] - 1e-9)
-        for c in CHECKED:
+        rows = np.searchsorted(t, arrays["time_s"][sel] - 1e-9)
+        for c in coordinates:
             ours = arrays["coordinates"][sel][:, names["coordinates"].index(c)]
-            true = np.radians(values[truth_rows, cols.index(c)])
-            assert _angle_rms_deg(ours, true) <= 2.0, (trial, c, _angle_rms_deg(ours, true))
+            out.append((trial, c, _angle_rms_deg(ours, np.radians(values[rows, cols.index(c)]))))
+    return out
+
+
+def test_ik_recovers_the_generators_true_coordinates(solved, smoke_subject):
+    for trial, c, rms in _rms_against_truth(solved[0] / "gt", smoke_subject, CHECKED):
+        assert rms <= 2.0, (trial, c, rms)
 
 
 def test_marker_placement_does_not_bias_the_forearm(solved, smoke_subject):
     """The static pose has pro_sup at 45 degrees, the model's default is its range bound (0): placed
     from the default pose, markers absorbed the difference and every trial was 40-50 degrees off."""
-    base, _ = solved
-    arrays, names = gt.load_labels(base / "gt")
-    for ti, trial in enumerate(names["trials"]):
-        t, cols, values, _ = read_mot(smoke_subject / "truth" / f"{trial}.mot")
-        sel = arrays["trial_index"] == ti
-        rows = np.searchsorted(t, arrays["time_s"][sel] - 1e-9)
-        for c in ("pro_sup_r", "pro_sup_l", "wrist_dev_r", "wrist_dev_l"):
-            ours = arrays["coordinates"][sel][:, names["coordinates"].index(c)]
-            assert _angle_rms_deg(ours, np.radians(values[rows, cols.index(c)])) < 20.0, (trial, c)
+    for trial, c, rms in _rms_against_truth(solved[0] / "gt", smoke_subject,
+                                            ("pro_sup_r", "pro_sup_l", "wrist_dev_r", "wrist_dev_l")):
+        assert rms < 20.0, (trial, c, rms)
 
 
 def test_scale_factors_recover_the_generators_within_3_percent(solved, smoke_subject):
