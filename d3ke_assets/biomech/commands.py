@@ -60,8 +60,7 @@ def ik_command(model: Path, static: Path, motion: Path, out: Path, mass_kg: floa
 
     if scale_setup is not None:
         setup = op.adapt_scale_setup(Path(scale_setup), out, str(model), static_name, mass_kg)
-        weights = {m: w for m, w in _task_weights(setup, "MarkerPlacer").items()} or \
-            gt.project_marker_weights(model_markers)
+        weights = _task_weights(setup, "MarkerPlacer") or gt.project_marker_weights(model_markers)
         time_range = op.setup_time_range(setup, "MarkerPlacer") or op.setup_time_range(setup, "ModelScaler")
     else:
         common = [m for m in model_markers if m in static_trc.marker_names]

@@ -124,7 +124,6 @@ class GroundTruthConfig:
     ik_rate: str = "video"  # "video" (one IK frame per video frame) or a rate in Hz, e.g. "120"
     accuracy: float = 1e-5
     workers: int = 1  # trials solved in parallel processes
-    max_trial_rms_error_m: float = 0.02  # asset check threshold
 
     def as_dict(self) -> dict:
         return {"ik_rate": self.ik_rate, "accuracy": self.accuracy}  # workers do not change results

@@ -76,8 +76,7 @@ def opensim_gt(context: dg.AssetExecutionContext, config: OpenSimGtConfig, data_
     """OpenSim ScaleTool on the static trial, InverseKinematicsTool per trial (at video frames by
     default), and per video frame the labels the network learns from."""
     key = context.partition_key
-    gt_config = ground_truth.GroundTruthConfig(config.ik_rate, config.accuracy, config.trial_workers,
-                                               config.max_trial_rms_error_m)
+    gt_config = ground_truth.GroundTruthConfig(config.ik_rate, config.accuracy, config.trial_workers)
     with user_errors_as_failures():
         mocap_dir = data_root.asset_dir("mocap_markers", key)
         model_dir = data_root.asset_dir("opensim_model")
