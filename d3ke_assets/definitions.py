@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import dagster as dg
 
+from d3ke_assets.defs.frames_assets import frames
 from d3ke_assets.defs.ground_truth_assets import mocap_markers, opensim_gt
 from d3ke_assets.defs.model_assets import opensim_model
 from d3ke_assets.defs.raw_assets import raw_subject
 from d3ke_assets.defs.resources import resources_from_environment
 
-ALL_ASSETS = [opensim_model, raw_subject, mocap_markers, opensim_gt]
+ALL_ASSETS = [opensim_model, raw_subject, mocap_markers, opensim_gt, frames]
 
 defs = dg.Definitions(assets=ALL_ASSETS, resources=resources_from_environment())

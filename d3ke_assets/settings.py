@@ -37,6 +37,7 @@ class Preset:
     name: str
     synthetic: SyntheticSize
     description: str
+    crop_px: int  # side of the square frames the network sees (D3KE: 256)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -48,12 +49,14 @@ PRESETS: dict[str, Preset] = {
         SyntheticSize(n_subjects=3, trial_seconds=1.0, static_seconds=0.5,
                       video_width_px=160, video_height_px=120),
         "seconds; for tests",
+        crop_px=64,
     ),
     "demo": Preset(
         "demo",
         SyntheticSize(n_subjects=8, trial_seconds=3.0, static_seconds=1.0,
                       video_width_px=320, video_height_px=240),
         "the README's main job: minutes on two CPU cores",
+        crop_px=128,
     ),
     "paper": Preset(
         "paper",
@@ -61,6 +64,7 @@ PRESETS: dict[str, Preset] = {
         SyntheticSize(n_subjects=90, trial_seconds=10.0, static_seconds=2.0,
                       video_width_px=800, video_height_px=600),
         "the published settings; meant for a GPU and the real data",
+        crop_px=256,
     ),
 }
 DEFAULT_PRESET = "demo"

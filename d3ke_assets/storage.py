@@ -95,3 +95,16 @@ def read_json(path: str | os.PathLike, when_missing: str) -> dict:
         raise D3keError(f"{path}: missing: {when_missing}") from None
     except json.JSONDecodeError as exc:
         raise D3keError(f"{path}: not valid JSON ({exc}): delete it and {when_missing}") from None
+
+
+def ensure_free_space(folder: str | os.PathLike, needed_bytes: int, what: str) -> None:
+    """Fail before writing when the disk holding `folder` has less room than `needed_bytes`."""
+    from d3ke_assets.errors import D3keError
+
+    probe = Path(folder)
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    if free < needed_bytes:
+        raise D3keError(f"{what} needs about {needed_bytes / 1e6:,.0f} MB at {folder} but only "
+                        f"{free / 1e6:,.0f} MB are free there: free some space or set D3KE_DATA_ROOT to a larger disk")

@@ -62,3 +62,20 @@ def build_if_stale(folder: str | Path, stamp: str, build) -> tuple[str, bool]:
         build(Path(tmp))
         write_stamp(tmp, stamp, stamp)
     return stamp, False
+
+
+def build_in_place_if_stale(folder: str | Path, stamp: str, build) -> tuple[str, bool]:
+    """Like `build_if_stale`, for outputs that keep reusable parts across runs (e.g. per-trial folders).
+
+    The old stamp is removed before anything changes and the new one written last, so the
+    folder never carries a stamp while it is partly rewritten.
+    """
+    folder = Path(folder)
+    current = stored_version_if_current(folder, stamp)
+    if current:
+        return current, True
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / STAMP_NAME).unlink(missing_ok=True)
+    build(folder)
+    write_stamp(folder, stamp, stamp)
+    return stamp, False

@@ -346,21 +346,11 @@ def model_file(folder: str | Path) -> Path:
 def ensure_model(folder: str | Path) -> tuple[Path, str, bool]:
     """Write the generic model into `folder` unless the same code version is there.
 
-    Returns (path, data version, reused).  The data version is the file's sha256.
+    Returns (path, data version, reused), through the project's one skip mechanism
+    (`versioning.build_if_stale`): the data version is the hash of the code version.
     """
-    from d3ke_assets.sources.checksums import sha256_file
-    from d3ke_assets.storage import atomic_path
-    from d3ke_assets.versioning import stored_version_if_current, version_stamp, write_stamp
+    from d3ke_assets.versioning import build_if_stale, version_stamp
 
-    folder = Path(folder)
-    path = model_file(folder)
-    stamp = version_stamp(MODEL_CODE_VERSION, {}, {})
-    recorded = stored_version_if_current(folder, stamp)
-    if recorded and path.is_file() and sha256_file(path) == recorded:
-        return path, recorded, True
-    folder.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        write_model(tmp)
-    version = sha256_file(path)
-    write_stamp(folder, stamp, version)
-    return path, version, False
+    version, reused = build_if_stale(folder, version_stamp(MODEL_CODE_VERSION, {}, {}),
+                                     lambda tmp: write_model(model_file(tmp)))
+    return model_file(folder), version, reused

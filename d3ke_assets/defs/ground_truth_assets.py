@@ -10,16 +10,9 @@ from d3ke_assets.defs.model_assets import opensim_model
 from d3ke_assets.defs.partitions import subject_partitions
 from d3ke_assets.defs.raw_assets import raw_subject
 from d3ke_assets.defs.resources import DataRootResource, DatasetResource
-from d3ke_assets.errors import D3keError
-from d3ke_assets.sources import amass_markers, checksums, mocap, movi, raw
-from d3ke_assets.versioning import read_stamp, version_stamp, build_if_stale, stored_version_if_current, write_stamp
-
-
-def _upstream_version(folder, what: str) -> str:
-    rec = read_stamp(folder)
-    if rec is None:
-        raise D3keError(f"{folder}: {what} is not materialized for this subject: materialize it first")
-    return rec["data_version"]
+from d3ke_assets.defs.versioned import build_versioned
+from d3ke_assets.sources import amass_markers, mocap, movi, raw
+from d3ke_assets.storage import ensure_free_space
 
 
 @dg.asset(partitions_def=subject_partitions, deps=[raw_subject], code_version=mocap.MOCAP_CODE_VERSION,
@@ -34,13 +27,7 @@ def mocap_markers(context: dg.AssetExecutionContext, data_root: DataRootResource
     key = context.partition_key
     with user_errors_as_failures():
         raw_folder = raw.raw_dir(data_root.root(), key)
-        manifest_path = raw_folder / checksums.MANIFEST_NAME
-        if not manifest_path.is_file():
-            raise D3keError(f"{manifest_path}: raw_subject is not materialized for {key}: materialize it first")
-        raw_version = checksums.Manifest.read(manifest_path).digest
         name = dataset.checked_name()
-        stamp = version_stamp(mocap.MOCAP_CODE_VERSION, {"dataset": name}, {"raw_subject": raw_version})
-        out = data_root.asset_dir("mocap_markers", key)
         facts: dict = {}
         if name == "synthetic":
             build = lambda tmp: facts.update(mocap.synthetic_mocap(raw_folder, tmp, log=context.log.info))  # noqa: E731
@@ -52,12 +39,13 @@ def mocap_markers(context: dg.AssetExecutionContext, data_root: DataRootResource
             v3d = next(f for f in files if f.name.endswith(".mat"))
             build = lambda tmp: facts.update(mocap.movi_mocap(  # noqa: E731
                 key, poses, movi.read_flags30(v3d), smplh, tmp, log=context.log.info))
-        version, reused = build_if_stale(out, stamp, build)
-        subject = ground_truth.read_subject_mocap(out)
-    context.log.info(f"{key}: mocap_markers {'unchanged, reused' if reused else 'written'}")
-    return dg.MaterializeResult(data_version=dg.DataVersion(version), metadata={
-        "reused": reused, "n_trials": len(subject.trials), "n_video_frames": subject.n_video_frames,
-        "trials": ", ".join(t.name for t in subject.trials), "path": dg.MetadataValue.path(str(out)), **facts})
+        out = build_versioned(data_root, "mocap_markers", key, mocap.MOCAP_CODE_VERSION, {"dataset": name},
+                              {"raw_subject": key}, build)
+        subject = ground_truth.read_subject_mocap(out.folder)
+    context.log.info(f"{key}: mocap_markers {'unchanged, reused' if out.reused else 'written'}")
+    return dg.MaterializeResult(data_version=dg.DataVersion(out.data_version), metadata={
+        **out.metadata(), "n_trials": len(subject.trials), "n_video_frames": subject.n_video_frames,
+        "trials": ", ".join(t.name for t in subject.trials), "path": dg.MetadataValue.path(str(out.folder)), **facts})
 
 
 class OpenSimGtConfig(dg.Config):
@@ -79,29 +67,27 @@ def opensim_gt(context: dg.AssetExecutionContext, config: OpenSimGtConfig, data_
     gt_config = ground_truth.GroundTruthConfig(config.ik_rate, config.accuracy, config.trial_workers)
     with user_errors_as_failures():
         mocap_dir = data_root.asset_dir("mocap_markers", key)
-        model_dir = data_root.asset_dir("opensim_model")
-        inputs = {"mocap_markers": _upstream_version(mocap_dir, "mocap_markers"),
-                  "opensim_model": _upstream_version(model_dir, "opensim_model")}
-        stamp = version_stamp(ground_truth.GROUND_TRUTH_CODE_VERSION, gt_config.as_dict(), inputs)
-        out = data_root.asset_dir("opensim_gt", key)
-        reused = stored_version_if_current(out, stamp) is not None
-        if not reused:
-            ground_truth.compute_subject(mocap_dir, model_builder.model_file(model_dir), out, gt_config,
-                                         input_version=stamp, log=context.log.info)
-            write_stamp(out, stamp, stamp)  # last: a folder with a stamp is complete
-        summary = ground_truth.read_summary(out)
-        arrays, names = ground_truth.load_labels(out)
+        model_path = model_builder.model_file(data_root.asset_dir("opensim_model"))
+        labels_estimate = 4 * sum(p.stat().st_size for p in mocap_dir.glob("*.trc"))  # setups, subsampled .trc, labels
+        ensure_free_space(data_root.asset_dir("opensim_gt", key), labels_estimate, f"opensim_gt for {key}")
+        out = build_versioned(
+            data_root, "opensim_gt", key, ground_truth.GROUND_TRUTH_CODE_VERSION, gt_config.as_dict(),
+            {"mocap_markers": key, "opensim_model": None},
+            lambda folder: ground_truth.compute_subject(mocap_dir, model_path, folder, gt_config, log=context.log.info),
+            in_place=True)  # per-trial folders survive a failed run and are reused
+        summary = ground_truth.read_summary(out.folder)
+        arrays, names = ground_truth.load_labels(out.folder)
     trials = summary["trials"]
     worst = max(t["rms_error_m"] for t in trials)
     n_nan = int(sum(np.isnan(v).sum() for v in arrays.values() if v.dtype.kind == "f"))
     table = "| trial | IK frames | IK s | RMS error mm | max error mm |\n|---|---|---|---|---|\n" + "\n".join(
         f"| {t['name']} | {t['n_ik_frames']} | {t['ik_seconds']:.1f} | {1000 * t['rms_error_m']:.1f} | "
         f"{1000 * t['max_error_m']:.1f} |" for t in trials)
-    yield dg.MaterializeResult(data_version=dg.DataVersion(stamp), metadata={
-        "reused": reused, "n_label_frames": summary["n_label_frames"], "n_video_frames": summary["n_video_frames"],
+    yield dg.MaterializeResult(data_version=dg.DataVersion(out.data_version), metadata={
+        **out.metadata(), "n_label_frames": summary["n_label_frames"], "n_video_frames": summary["n_video_frames"],
         "ik_marker_rms_error_mm_worst_trial": round(1000 * worst, 2),
         "ik_seconds": round(sum(t["ik_seconds"] for t in trials), 2), "seconds": round(summary["seconds"], 2),
-        "ik_trials": dg.MetadataValue.md(table), "scaled_model": dg.MetadataValue.path(str(out / "scaled.osim")),
+        "ik_trials": dg.MetadataValue.md(table), "scaled_model": dg.MetadataValue.path(str(out.folder / "scaled.osim")),
         "masked_coordinate_share": round(float(1 - arrays["coordinate_mask"].mean()), 4),
         "scale_factors": dg.MetadataValue.json({b: list(map(float, f)) for b, f in zip(
             names["bodies"], arrays["scale_factors"][0])} if len(arrays["scale_factors"]) else {}),

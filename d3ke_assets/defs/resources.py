@@ -39,6 +39,9 @@ class DatasetResource(dg.ConfigurableResource):
     def split(self) -> SubjectSplit:
         return split_for(self.checked_name(), self.synthetic_size().n_subjects)
 
+    def crop_px(self) -> int:
+        return settings.get_preset(self.preset).crop_px
+
 
 class MlflowTrackingResource(dg.ConfigurableResource):
     """MLflow tracking on a SQLite store with artifacts, both under `<data root>/mlflow`."""

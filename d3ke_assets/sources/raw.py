@@ -135,3 +135,34 @@ def subject_folders(data_root: str | Path) -> list[Path]:
 
 def manifests_under(data_root: str | Path) -> list[Path]:
     return [f / MANIFEST_NAME for f in subject_folders(data_root) if (f / MANIFEST_NAME).is_file()]
+
+
+def camera_videos(data_root: str | Path, key: str) -> list:
+    """Each camera's video and calibration of one subject (`frames.processing.CameraVideo`)."""
+    from d3ke_assets.frames.processing import CameraVideo
+    from d3ke_assets.sources.camera import Camera, camera_from_movi
+    from d3ke_assets.sources.subjects import movi_video_name
+
+    folder = raw_dir(data_root, key)
+    manifest_path = folder / MANIFEST_NAME
+    if not manifest_path.is_file():
+        raise D3keError(f"{manifest_path}: raw_subject is not materialized for {key}: materialize it first")
+    manifest = Manifest.read(manifest_path)
+    if manifest.dataset == "synthetic":
+        facts = synthetic.load_subject_facts(folder)
+        out = []
+        for cam, files in facts["cameras"].items():
+            calibration = folder / files["calibration"]
+            out.append(CameraVideo(cam, folder / files["video"], Camera.from_json(calibration), calibration))
+        return out
+    base = Path(manifest.base_dir)
+    by_name = {Path(n).name: base / n for n in manifest.files}
+    out = []
+    for cam in ("PG1", "PG2"):
+        intrinsics, extrinsics = (by_name.get(f"{kind}_{cam}.npz") for kind in ("cameraParams", "Extrinsics"))
+        video = by_name.get(movi_video_name(cam, key))
+        if intrinsics is None or extrinsics is None or video is None:
+            raise RawDataError(f"{manifest_path}: no {movi_video_name(cam, key)} or calibration of {cam} in the "
+                               f"manifest: run `d3ke verify --write-manifest` after adding the files")
+        out.append(CameraVideo(cam, video, camera_from_movi(cam, intrinsics, extrinsics), intrinsics))
+    return out

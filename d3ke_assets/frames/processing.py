@@ -1,0 +1,239 @@
+"""Processed frames: square crops around the subject, stored compactly, with a label index.
+
+For each camera of a subject, the video is decoded once, in order.  Every video
+frame that has labels (from `opensim_gt`) gets a square box around the model
+markers projected with the camera calibration (plus a margin), is cropped,
+resized to the preset's size and JPEG-encoded into a few large shard files.
+`index.parquet` holds one row per stored frame: where its bytes are, its box,
+and its labels.  Unlike the original layout (every full frame, gzip in HDF5),
+only what training needs is kept.
+
+Pixel convention (OpenCV's, as in `sources.camera`): pixel i is centred at i.
+A point at video pixel u lands in the crop at `(u - x0 + 0.5) * S / size - 0.5`
+(`to_crop_px`), S being the crop size.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from d3ke_assets.errors import D3keError
+from d3ke_assets.sources.camera import Camera
+
+FRAMES_CODE_VERSION = "1"
+INDEX_NAME = "index.parquet"
+CAMERAS_NAME = "cameras.json"
+BOX_MARGIN = 0.25  # box side = marker extent * (1 + margin): hands, feet and head stick out of the markers
+USED_MOVEMENT_M = 0.02  # D3KE: a frame is used when some marker moved > 20 mm since the last used frame
+JPEG_QUALITY = 90
+SHARD_BYTES = 256 << 20
+FPS_TOLERANCE = 0.01
+# Label arrays copied from opensim_gt into the index, one list column each (float32).
+LABEL_COLUMNS = ("coordinates", "coordinate_mask", "scale_factors", "markers_m", "joint_centres_m",
+                 "pelvis_rotation", "pelvis_origin_m")
+
+
+@dataclass
+class CameraVideo:
+    name: str
+    video: Path
+    camera: Camera
+    calibration: Path
+
+
+def to_crop_px(uv: np.ndarray, box: np.ndarray, crop_px: int) -> np.ndarray:
+    """Video pixel coordinates (..., 2) -> crop pixel coordinates, for boxes (..., 3) = (x0, y0, size)."""
+    scale = crop_px / box[..., 2:3]
+    return (uv - box[..., :2] + 0.5) * scale - 0.5
+
+
+def square_boxes(points_px: np.ndarray, margin: float = BOX_MARGIN, min_size_px: int = 16) -> np.ndarray:
+    """(F, M, 2) projected points -> (F, 3) integer boxes (x0, y0, size) centred on the points' extent."""
+    lo = np.nanmin(points_px, axis=1)
+    hi = np.nanmax(points_px, axis=1)
+    centre = (lo + hi) / 2
+    size = np.maximum(np.ceil((hi - lo).max(axis=1) * (1 + margin)), min_size_px)
+    x0y0 = np.round(centre - size[:, None] / 2)
+    return np.column_stack([x0y0, size]).astype(np.int64)
+
+
+def used_flags(trial_index: np.ndarray, markers_m: np.ndarray, threshold_m: float = USED_MOVEMENT_M) -> np.ndarray:
+    """First frame of each trial, then every frame where a marker moved > threshold since the last used one."""
+    used = np.zeros(len(trial_index), bool)
+    last = None
+    for i in range(len(trial_index)):
+        if i == 0 or trial_index[i] != trial_index[i - 1]:
+            used[i], last = True, markers_m[i]
+            continue
+        if np.nanmax(np.linalg.norm(markers_m[i] - last, axis=-1)) > threshold_m:
+            used[i], last = True, markers_m[i]
+    return used
+
+
+def crop_to_jpeg(frame: np.ndarray, box: np.ndarray, crop_px: int, quality: int = JPEG_QUALITY) -> bytes:
+    """Crop (zero padding outside the frame), resize with antialiasing, encode as JPEG."""
+    from PIL import Image
+
+    x0, y0, size = (int(v) for v in box)
+    img = Image.fromarray(frame).crop((x0, y0, x0 + size, y0 + size)).resize((crop_px, crop_px), Image.BILINEAR)
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
+class ShardWriter:
+    """Appends encoded frames to a few large files; returns where each one went."""
+
+    def __init__(self, folder: Path, prefix: str, shard_bytes: int = SHARD_BYTES):
+        self.folder, self.prefix, self.shard_bytes = folder, prefix, shard_bytes
+        self.index, self.offset, self.fh = -1, 0, None
+
+    def add(self, data: bytes) -> tuple[str, int, int]:
+        if self.fh is None or self.offset + len(data) > self.shard_bytes:
+            self.close()
+            self.index += 1
+            self.fh = open(self.folder / self.name, "wb")
+            self.offset = 0
+        where = (self.name, self.offset, len(data))
+        self.fh.write(data)
+        self.offset += len(data)
+        return where
+
+    @property
+    def name(self) -> str:
+        return f"{self.prefix}_{self.index:03d}.jpgs"
+
+    def close(self) -> None:
+        if self.fh is not None:
+            self.fh.close()
+            self.fh = None
+
+
+def check_video(cam: CameraVideo, n_needed: int) -> float:
+    """Size and frame rate from the container, before decoding; returns the frame rate."""
+    import av
+
+    try:
+        with av.open(str(cam.video)) as container:
+            stream = container.streams.video[0]
+            width, height = stream.codec_context.width, stream.codec_context.height
+            fps = float(stream.average_rate or stream.base_rate or 0)
+    except (av.error.FFmpegError, IndexError, OSError) as exc:
+        raise D3keError(f"{cam.video}: cannot open video ({exc}): download or regenerate it") from None
+    if (width, height) != (cam.camera.width_px, cam.camera.height_px):
+        raise D3keError(f"{cam.video}: video is {width}x{height} but its calibration {cam.calibration.name} is "
+                        f"{cam.camera.width_px}x{cam.camera.height_px}: the video or the calibration is the wrong one")
+    if abs(fps - cam.camera.fps) > FPS_TOLERANCE * cam.camera.fps:
+        raise D3keError(f"{cam.video}: video runs at {fps:g} fps but the capture expects {cam.camera.fps:g} fps")
+    return fps
+
+
+def _decode(cam: CameraVideo):
+    import av
+
+    try:
+        with av.open(str(cam.video)) as container:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            for frame in container.decode(stream):
+                yield frame.to_ndarray(format="rgb24")
+    except av.error.FFmpegError as exc:
+        raise D3keError(f"{cam.video}: video is truncated or damaged ({exc}): download or regenerate it") from None
+
+
+def _fixed_list(values: np.ndarray) -> pa.Array:
+    flat = np.ascontiguousarray(values, np.float32).reshape(len(values), -1)
+    return pa.FixedSizeListArray.from_arrays(pa.array(flat.ravel()), flat.shape[1])
+
+
+def process_subject(key: str, cameras: list[CameraVideo], labels: dict[str, np.ndarray], label_names: dict,
+                    labels_path: Path, out_dir: Path, crop_px: int,
+                    log: Callable[[str], None] = lambda m: None) -> dict:
+    """Crops and index of one subject into `out_dir` (an empty folder); returns a summary."""
+    start = time.perf_counter()
+    bad = [k for k in LABEL_COLUMNS if np.isnan(labels[k]).any()]
+    if bad:
+        raise D3keError(f"{labels_path}: labels {bad} contain NaN: fix the subject's motion capture and "
+                        f"materialize opensim_gt again")
+    order = np.argsort(labels["video_frame"], kind="stable")
+    labels = {k: v[order] for k, v in labels.items()}
+    frames = labels["video_frame"]
+    n_needed = int(frames.max()) + 1
+    used = used_flags(labels["trial_index"], labels["markers_m"])
+    tables, n_decoded, bytes_written = [], 0, 0
+    cam_facts = {}
+    for cam in cameras:
+        if not cam.calibration.is_file():
+            raise D3keError(f"{cam.calibration}: calibration of camera {cam.name} is missing")
+        check_video(cam, n_needed)
+        uv = cam.camera.project(labels["markers_m"])
+        boxes = square_boxes(uv)
+        if np.isnan(uv).all(axis=(1, 2)).any():
+            raise D3keError(f"{labels_path}: in some frames every marker is behind camera {cam.name}: "
+                            f"check {cam.calibration.name}")
+        writer = ShardWriter(out_dir, cam.name)
+        where = []
+        want = 0
+        try:
+            for index, image in enumerate(_decode(cam)):
+                n_decoded += 1
+                while want < len(frames) and frames[want] == index:
+                    where.append(writer.add(crop_to_jpeg(image, boxes[want], crop_px)))
+                    want += 1
+                if want == len(frames):
+                    break
+        finally:
+            writer.close()
+        if want < len(frames):
+            raise D3keError(f"{cam.video}: video has {index + 1} frames but the capture needs {n_needed}: "
+                            f"the video is truncated or shorter than its motion capture")
+        shards, offsets, lengths = zip(*where)
+        bytes_written += sum(lengths)
+        columns = {
+            "subject": pa.array([key] * len(frames)),
+            "trial": pa.array([label_names["trials"][i] for i in labels["trial_index"]]),
+            "camera": pa.array([cam.name] * len(frames)),
+            "frame": pa.array(frames.astype(np.int32)),
+            "time_s": pa.array(labels["time_s"].astype(np.float64)),
+            "box_x0_px": pa.array(boxes[:, 0].astype(np.int32)),
+            "box_y0_px": pa.array(boxes[:, 1].astype(np.int32)),
+            "box_size_px": pa.array(boxes[:, 2].astype(np.int32)),
+            "used": pa.array(used),
+            "shard": pa.array(list(shards)),
+            "offset": pa.array(np.asarray(offsets, np.int64)),
+            "length": pa.array(np.asarray(lengths, np.int32)),
+            **{k: _fixed_list(labels[k]) for k in LABEL_COLUMNS},
+        }
+        tables.append(pa.table(columns))
+        cam_facts[cam.name] = cam.camera.to_json_dict()
+        log(f"{key}: {cam.name}: {len(frames)} frames cropped to {crop_px} px ({sum(lengths) / 1e6:.1f} MB)")
+    table = pa.concat_tables(tables)
+    table = table.replace_schema_metadata({"crop_px": str(crop_px), "label_names": json.dumps(label_names)})
+    pq.write_table(table, out_dir / INDEX_NAME)
+    (out_dir / CAMERAS_NAME).write_text(json.dumps(cam_facts, indent=1))
+    seconds = time.perf_counter() - start
+    return {"n_frames": table.num_rows, "n_used": int(used.sum()) * len(cameras), "n_decoded": n_decoded,
+            "bytes": bytes_written, "crop_px": crop_px, "seconds": seconds,
+            "frames_per_s": table.num_rows / max(seconds, 1e-9)}
+
+
+def estimate_bytes(n_label_frames: int, n_cameras: int, crop_px: int) -> int:
+    """Output size before writing: JPEG at quality 90 stays under ~0.35 byte per pixel channel-triple."""
+    return int(n_label_frames * n_cameras * (crop_px * crop_px * 0.35 + 600)) + (1 << 20)
+
+
+
+def read_index(folder: Path) -> pa.Table:
+    path = Path(folder) / INDEX_NAME
+    if not path.is_file():
+        raise D3keError(f"{path}: missing: materialize frames for this subject")
+    return pq.read_table(path)
