@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from d3ke_assets.defs.automation import build_automation
 from d3ke_assets.defs.frames_assets import frames
 from d3ke_assets.defs.ground_truth_assets import mocap_markers, opensim_gt
 from d3ke_assets.defs.model_assets import opensim_model
@@ -12,4 +13,7 @@ from d3ke_assets.defs.resources import resources_from_environment
 
 ALL_ASSETS = [opensim_model, raw_subject, mocap_markers, opensim_gt, frames]
 
-defs = dg.Definitions(assets=ALL_ASSETS, resources=resources_from_environment())
+raw_subject_sensor, stale_subjects_schedule = build_automation(ALL_ASSETS)
+
+defs = dg.Definitions(assets=ALL_ASSETS, sensors=[raw_subject_sensor], schedules=[stale_subjects_schedule],
+                      resources=resources_from_environment())

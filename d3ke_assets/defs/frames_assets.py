@@ -4,19 +4,20 @@ import dagster as dg
 import numpy as np
 
 from d3ke_assets.biomech import ground_truth
+from d3ke_assets.defs.automation import on_changed_data_versions
 from d3ke_assets.defs.common import user_errors_as_failures
 from d3ke_assets.defs.ground_truth_assets import opensim_gt
 from d3ke_assets.defs.partitions import subject_partitions
 from d3ke_assets.defs.raw_assets import raw_subject
 from d3ke_assets.defs.resources import DataRootResource, DatasetResource
-from d3ke_assets.defs.versioned import build_versioned
+from d3ke_assets.defs.versioned import build_versioned, code_version_of
 from d3ke_assets.frames import processing
 from d3ke_assets.sources import raw
 from d3ke_assets.storage import ensure_free_space
 
 
 @dg.asset(partitions_def=subject_partitions, deps=[raw_subject, opensim_gt], code_version=processing.FRAMES_CODE_VERSION,
-          group_name="frames", kinds={"video", "parquet"},
+          automation_condition=on_changed_data_versions(), group_name="frames", kinds={"video", "parquet"},
           check_specs=[dg.AssetCheckSpec("labelled_frames_stored", asset="frames")])
 def frames(context: dg.AssetExecutionContext, data_root: DataRootResource, dataset: DatasetResource):
     """Both cameras' video frames cropped around the subject (JPEG shards) and a Parquet index of their labels."""
@@ -31,7 +32,7 @@ def frames(context: dg.AssetExecutionContext, data_root: DataRootResource, datas
                           f"frames for {key}")
         summary: dict = {}
         out = build_versioned(
-            data_root, "frames", key, processing.FRAMES_CODE_VERSION,
+            data_root, "frames", key, code_version_of(context),
             {"crop_px": crop_px, "margin": processing.BOX_MARGIN, "jpeg_quality": processing.JPEG_QUALITY},
             {"raw_subject": key, "opensim_gt": key},
             lambda tmp: summary.update(processing.process_subject(

@@ -5,18 +5,19 @@ import numpy as np
 
 from d3ke_assets import settings
 from d3ke_assets.biomech import ground_truth, model_builder
+from d3ke_assets.defs.automation import on_changed_data_versions
 from d3ke_assets.defs.common import user_errors_as_failures
 from d3ke_assets.defs.model_assets import opensim_model
 from d3ke_assets.defs.partitions import subject_partitions
 from d3ke_assets.defs.raw_assets import raw_subject
 from d3ke_assets.defs.resources import DataRootResource, DatasetResource
-from d3ke_assets.defs.versioned import build_versioned
+from d3ke_assets.defs.versioned import build_versioned, code_version_of
 from d3ke_assets.sources import amass_markers, mocap, movi, raw
 from d3ke_assets.storage import ensure_free_space
 
 
 @dg.asset(partitions_def=subject_partitions, deps=[raw_subject], code_version=mocap.MOCAP_CODE_VERSION,
-          group_name="biomech", kinds={"mocap"})
+          automation_condition=on_changed_data_versions(), group_name="biomech", kinds={"mocap"})
 def mocap_markers(context: dg.AssetExecutionContext, data_root: DataRootResource,
                   dataset: DatasetResource) -> dg.MaterializeResult:
     """Marker trajectories per trial (.trc) and the trials' video frames (trials.json).
@@ -39,7 +40,7 @@ def mocap_markers(context: dg.AssetExecutionContext, data_root: DataRootResource
             v3d = next(f for f in files if f.name.endswith(".mat"))
             build = lambda tmp: facts.update(mocap.movi_mocap(  # noqa: E731
                 key, poses, movi.read_flags30(v3d), smplh, tmp, log=context.log.info))
-        out = build_versioned(data_root, "mocap_markers", key, mocap.MOCAP_CODE_VERSION, {"dataset": name},
+        out = build_versioned(data_root, "mocap_markers", key, code_version_of(context), {"dataset": name},
                               {"raw_subject": key}, build)
         subject = ground_truth.read_subject_mocap(out.folder)
     context.log.info(f"{key}: mocap_markers {'unchanged, reused' if out.reused else 'written'}")
@@ -56,7 +57,8 @@ class OpenSimGtConfig(dg.Config):
 
 
 @dg.asset(partitions_def=subject_partitions, deps=[mocap_markers, opensim_model],
-          code_version=ground_truth.GROUND_TRUTH_CODE_VERSION, group_name="biomech", kinds={"opensim"},
+          code_version=ground_truth.GROUND_TRUTH_CODE_VERSION,
+          automation_condition=on_changed_data_versions(), group_name="biomech", kinds={"opensim"},
           check_specs=[dg.AssetCheckSpec("ik_marker_error_below_threshold", asset="opensim_gt"),
                        dg.AssetCheckSpec("labels_have_no_nan", asset="opensim_gt"),
                        dg.AssetCheckSpec("label_frames_match_video", asset="opensim_gt")])
@@ -71,7 +73,7 @@ def opensim_gt(context: dg.AssetExecutionContext, config: OpenSimGtConfig, data_
         labels_estimate = 4 * sum(p.stat().st_size for p in mocap_dir.glob("*.trc"))  # setups, subsampled .trc, labels
         ensure_free_space(data_root.asset_dir("opensim_gt", key), labels_estimate, f"opensim_gt for {key}")
         out = build_versioned(
-            data_root, "opensim_gt", key, ground_truth.GROUND_TRUTH_CODE_VERSION, gt_config.as_dict(),
+            data_root, "opensim_gt", key, code_version_of(context), gt_config.as_dict(),
             {"mocap_markers": key, "opensim_model": None},
             lambda folder: ground_truth.compute_subject(mocap_dir, model_path, folder, gt_config, log=context.log.info),
             in_place=True)  # per-trial folders survive a failed run and are reused

@@ -29,6 +29,11 @@ class VersionedBuild:
         return {"reused": self.reused, "input_data_versions": {k: v[:12] for k, v in self.inputs.items()}}
 
 
+def code_version_of(context) -> str:
+    """The asset's own code version as Dagster knows it: one source for Dagster's staleness and our stamps."""
+    return context.assets_def.code_versions_by_key[context.asset_key]
+
+
 def input_version(data_root: DataRootResource, asset: str, partition: str | None) -> str:
     """The data version of an upstream output, read from disk; a clear error when it is not there."""
     folder = data_root.asset_dir(asset, partition)

@@ -166,3 +166,31 @@ def camera_videos(data_root: str | Path, key: str) -> list:
                                f"manifest: run `d3ke verify --write-manifest` after adding the files")
         out.append(CameraVideo(cam, video, camera_from_movi(cam, intrinsics, extrinsics), intrinsics))
     return out
+
+
+def subject_digests(data_root: str | Path, dataset: str, keys: list[str], movi_root: str | Path | None = None,
+                    log: Callable[[str], None] = lambda m: None) -> dict[str, str]:
+    """Manifest digest of each subject's raw files as they are now (hashes come from the cache when
+    path, size and mtime are unchanged).  Subjects without raw files are left out."""
+    cache = hash_cache(data_root)
+    out: dict[str, str] = {}
+    if dataset == "synthetic":
+        for folder in subject_folders(data_root):
+            if folder.name in keys and (folder / MANIFEST_NAME).is_file():
+                out[folder.name] = build_manifest(folder.name, "synthetic", folder, listed_files(folder), cache).digest
+        return out
+    index = movi.MoviIndex.scan(movi_root)
+    for key in keys:
+        try:
+            files = movi.subject_files(index, key)
+        except RawDataError as exc:
+            log(str(exc))
+            continue
+        names = [str(p.relative_to(index.root)) for p in files]
+        out[key] = build_manifest(key, "movi", index.root, names, cache).digest
+    return out
+
+
+def changed_subjects(previous: dict[str, str], current: dict[str, str]) -> list[str]:
+    """Subjects that are new or whose raw files changed since `previous`."""
+    return sorted(k for k, digest in current.items() if previous.get(k) != digest)

@@ -1,0 +1,114 @@
+"""Partial reruns: a sensor for new or changed raw subjects, a schedule for stale partitions, and the
+automation condition the derived assets use."""
+
+import json
+import os
+
+import dagster as dg
+
+from d3ke_assets import settings
+from d3ke_assets.defs.partitions import subject_partitions
+from d3ke_assets.defs.resources import DataRootResource, DatasetResource
+from d3ke_assets.sources import raw
+
+RERUN_CRON_ENV = "D3KE_RERUN_CRON"
+DEFAULT_RERUN_CRON = "0 3 * * *"  # nightly at 03:00
+CODE_VERSION_TAG = "dagster/code_version"
+DATA_VERSION_TAG = "dagster/data_version"
+INPUT_DATA_VERSION_TAG = "dagster/input_data_version/"
+
+
+def on_changed_data_versions() -> dg.AutomationCondition:
+    """Like `eager()`, but an upstream counts as updated only when its data version changed.
+
+    `eager()` reacts to every new materialization, so a rerun that reused its output (same data
+    version) would cascade through the graph for nothing.
+    """
+    upstream_changed = dg.AutomationCondition.any_deps_match(dg.AutomationCondition.data_version_changed())
+    return (
+        (dg.AutomationCondition.newly_missing() | upstream_changed | dg.AutomationCondition.code_version_changed())
+        .since_last_handled()
+        & ~dg.AutomationCondition.any_deps_missing()
+        & ~dg.AutomationCondition.any_deps_in_progress()
+        & ~dg.AutomationCondition.in_progress()
+    ).with_label("on_changed_data_versions")
+
+
+def rerun_cron() -> str:
+    return os.environ.get(RERUN_CRON_ENV, DEFAULT_RERUN_CRON)
+
+
+def _latest(instance: dg.DagsterInstance, key: dg.AssetKey, partition: str | None):
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition] if partition else None), limit=1).records
+    return records[0].asset_materialization if records else None
+
+
+def stale_assets_by_partition(instance: dg.DagsterInstance, assets: list[dg.AssetsDefinition],
+                              partitions: list[str]) -> dict[str | None, list[str]]:
+    """Which assets of which subject partition are missing or stale, from materialization tags.
+
+    Stale: the code version changed, an input's data version differs from the one recorded when
+    the asset was materialized, or an input is itself stale.  Dagster's own `stale_assets_only`
+    (1.13) resolves staleness without the partition key, so the schedule computes it per partition.
+    `assets` must be in topological order; the key None holds unpartitioned assets.
+    """
+    out: dict[str | None, list[str]] = {}
+    for partition in [None, *partitions]:
+        bad: set[dg.AssetKey] = set()
+        for a in assets:
+            key = a.key
+            partitioned = a.partitions_def is not None
+            if partitioned != (partition is not None):
+                if not partitioned and key in out.get(None, []):
+                    bad.add(key)
+                continue
+            mat = _latest(instance, key, partition)
+            stale = mat is None or mat.tags.get(CODE_VERSION_TAG) != a.code_versions_by_key.get(key)
+            for dep in a.dependency_keys:
+                dep_def = next((d for d in assets if d.key == dep), None)
+                if dep_def is None:
+                    continue
+                if dep in bad:
+                    stale = True
+                    continue
+                upstream = _latest(instance, dep, partition if dep_def.partitions_def is not None else None)
+                recorded = mat.tags.get(INPUT_DATA_VERSION_TAG + dep.to_user_string()) if mat else None
+                if upstream is None or upstream.tags.get(DATA_VERSION_TAG) != recorded:
+                    stale = True
+            if stale:
+                bad.add(key)
+                out.setdefault(partition, []).append(key.to_user_string())
+    return out
+
+
+def build_automation(assets: list[dg.AssetsDefinition]):
+    """The sensor and the schedule, for the project's assets (in topological order)."""
+    subject_assets = [a for a in assets if a.partitions_def is not None]
+
+    @dg.sensor(name="raw_subject_sensor", target=subject_assets, minimum_interval_seconds=60,
+               description="Requests runs for the partitions of subjects whose raw files are new or changed "
+                           "(compared by manifest digest).")
+    def raw_subject_sensor(context: dg.SensorEvaluationContext, data_root: DataRootResource,
+                           dataset: DatasetResource):
+        keys = dataset.split().all
+        current = raw.subject_digests(data_root.root(), dataset.checked_name(), keys,
+                                      settings.movi_root(dataset.movi_root) if dataset.checked_name() == "movi"
+                                      else None, log=context.log.info)
+        previous = json.loads(context.cursor) if context.cursor else {}
+        changed = raw.changed_subjects(previous, current)
+        return dg.SensorResult(
+            run_requests=[dg.RunRequest(run_key=f"{k}:{current[k][:16]}", partition_key=k) for k in changed],
+            cursor=json.dumps(current, sort_keys=True))
+
+    @dg.schedule(name="stale_subjects_schedule", cron_schedule=rerun_cron(), target=assets,
+                 description=f"Reruns only the stale assets of stale subject partitions (cron from {RERUN_CRON_ENV}).")
+    def stale_subjects_schedule(context: dg.ScheduleEvaluationContext):
+        stale = stale_assets_by_partition(context.instance, assets, subject_partitions.get_partition_keys())
+        if not stale:
+            return dg.SkipReason("no stale or missing asset partitions")
+        return [dg.RunRequest(run_key=f"{context.scheduled_execution_time}:{p or 'unpartitioned'}",
+                              partition_key=p, asset_selection=[dg.AssetKey(a) for a in names])
+                for p, names in stale.items()]
+
+    return raw_subject_sensor, stale_subjects_schedule
