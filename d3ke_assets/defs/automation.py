@@ -9,13 +9,13 @@ import dagster as dg
 from d3ke_assets import settings
 from d3ke_assets.defs.partitions import subject_partitions
 from d3ke_assets.defs.resources import DataRootResource, DatasetResource
+from d3ke_assets.defs.versioned import INPUT_VERSIONS_KEY
 from d3ke_assets.sources import raw
 
 RERUN_CRON_ENV = "D3KE_RERUN_CRON"
 DEFAULT_RERUN_CRON = "0 3 * * *"  # nightly at 03:00
 CODE_VERSION_TAG = "dagster/code_version"
 DATA_VERSION_TAG = "dagster/data_version"
-INPUT_DATA_VERSION_TAG = "dagster/input_data_version/"
 
 
 def on_changed_data_versions() -> dg.AutomationCondition:
@@ -44,13 +44,19 @@ def _latest(instance: dg.DagsterInstance, key: dg.AssetKey, partition: str | Non
     return records[0].asset_materialization if records else None
 
 
+def _recorded_inputs(mat) -> dict[str, str]:
+    value = mat.metadata.get(INPUT_VERSIONS_KEY)
+    return dict(value.value) if value is not None else {}
+
+
 def stale_assets_by_partition(instance: dg.DagsterInstance, assets: list[dg.AssetsDefinition],
                               partitions: list[str]) -> dict[str | None, list[str]]:
     """Which assets of which subject partition are missing or stale, from materialization tags.
 
-    Stale: the code version changed, an input's data version differs from the one recorded when
-    the asset was materialized, or an input is itself stale.  Dagster's own `stale_assets_only`
-    (1.13) resolves staleness without the partition key, so the schedule computes it per partition.
+    Stale: the code version changed, an input's data version differs from the one the output
+    was built from (its `input_data_versions` metadata), or an input is itself stale.  Dagster's
+    own `stale_assets_only` (1.13) resolves staleness without the partition key, so the schedule
+    computes it per partition.
     `assets` must be in topological order; the key None holds unpartitioned assets.
     """
     out: dict[str | None, list[str]] = {}
@@ -67,13 +73,13 @@ def stale_assets_by_partition(instance: dg.DagsterInstance, assets: list[dg.Asse
             stale = mat is None or mat.tags.get(CODE_VERSION_TAG) != a.code_versions_by_key.get(key)
             for dep in a.dependency_keys:
                 dep_def = next((d for d in assets if d.key == dep), None)
-                if dep_def is None:
-                    continue
+                recorded = _recorded_inputs(mat).get(dep.to_user_string()) if mat else None
+                if dep_def is None or (mat is not None and recorded is None):
+                    continue  # not an input of this output (e.g. the model for real raw data)
                 if dep in bad:
                     stale = True
                     continue
                 upstream = _latest(instance, dep, partition if dep_def.partitions_def is not None else None)
-                recorded = mat.tags.get(INPUT_DATA_VERSION_TAG + dep.to_user_string()) if mat else None
                 if upstream is None or upstream.tags.get(DATA_VERSION_TAG) != recorded:
                     stale = True
             if stale:

@@ -11,6 +11,7 @@ from d3ke_assets.defs.common import user_errors_as_failures
 from d3ke_assets.defs.model_assets import opensim_model
 from d3ke_assets.defs.partitions import subject_partitions
 from d3ke_assets.defs.resources import DataRootResource, DatasetResource
+from d3ke_assets.defs.versioned import input_versions_metadata
 from d3ke_assets.sources import movi, raw, synthetic
 from d3ke_assets.versioning import read_stamp
 
@@ -60,4 +61,6 @@ def raw_subject(context: dg.AssetExecutionContext, data_root: DataRootResource,
         metadata.update(sex=facts["sex"], height_m=facts["height_m"], mass_kg=facts["mass_kg"],
                         n_video_frames=facts["n_video_frames"],
                         trials=", ".join(t["name"] for t in facts["trials"]))
-    return dg.MaterializeResult(data_version=dg.DataVersion(result.data_version), metadata=metadata)
+    inputs = {"opensim_model": model_stamp["data_version"]} if result.dataset == "synthetic" else {}
+    return dg.MaterializeResult(data_version=dg.DataVersion(result.data_version),
+                                metadata={**metadata, **input_versions_metadata(inputs)})

@@ -22,11 +22,17 @@ class StageResult:
     seconds: float
     run_id: str | None
     error: str | None = None
+    recomputed: list[str] = field(default_factory=list)  # assets whose output was (re)written, not reused
 
 
 @dataclass
 class GraphRunSummary:
     results: list[StageResult] = field(default_factory=list)
+
+    @property
+    def recomputed(self) -> list[tuple[str, str | None]]:
+        """(asset, partition) pairs whose output was written in this run."""
+        return [(a, r.partition) for r in self.results for a in r.recomputed]
 
     @property
     def failed(self) -> list[StageResult]:
@@ -58,6 +64,17 @@ def _failure_message(result: dg.ExecuteInProcessResult) -> str:
     return "run failed"
 
 
+def _recomputed(result: dg.ExecuteInProcessResult) -> list[str]:
+    """Assets of a run that wrote their output (their materialization says `reused: false`)."""
+    out = []
+    for event in result.get_asset_materialization_events():
+        mat = event.event_specific_data.materialization
+        reused = mat.metadata.get("reused")
+        if reused is None or not reused.value:
+            out.append(mat.asset_key.to_user_string())
+    return out
+
+
 def materialize_graph(defs: dg.Definitions, instance: dg.DagsterInstance, partitions: list[str],
                       log: Callable[[str], None] = print, log_level: str = "INFO") -> GraphRunSummary:
     assets = list(defs.assets or [])
@@ -80,8 +97,11 @@ def materialize_graph(defs: dg.Definitions, instance: dg.DagsterInstance, partit
                                     tags={"d3ke/launched_by": "d3ke demo"})
             seconds = time.perf_counter() - start
             error = None if result.success else _failure_message(result)
-            summary.results.append(StageResult(names, partition, result.success, seconds, result.run_id, error))
-            log(f"  {'ok' if result.success else 'FAILED'} in {seconds:.1f} s" + (f": {error}" if error else ""))
+            recomputed = _recomputed(result) if result.success else []
+            summary.results.append(StageResult(names, partition, result.success, seconds, result.run_id, error,
+                                               recomputed))
+            reuse = f", recomputed {', '.join(recomputed) or 'nothing'}" if result.success else ""
+            log(f"  {'ok' if result.success else 'FAILED'} in {seconds:.1f} s{reuse}" + (f": {error}" if error else ""))
             if not result.success and not partitioned:
                 return summary  # nothing downstream can run without it
     return summary

@@ -9,6 +9,8 @@ digest at the raw edge), which also proves the input is complete.
 """
 
 from dataclasses import dataclass
+
+import dagster as dg
 from pathlib import Path
 from typing import Callable
 
@@ -26,7 +28,20 @@ class VersionedBuild:
     inputs: dict[str, str]
 
     def metadata(self) -> dict:
-        return {"reused": self.reused, "input_data_versions": {k: v[:12] for k, v in self.inputs.items()}}
+        return {"reused": self.reused, **input_versions_metadata(self.inputs)}
+
+
+INPUT_VERSIONS_KEY = "input_data_versions"
+
+
+def input_versions_metadata(inputs: dict[str, str]) -> dict:
+    """The inputs' data versions this output was built from, kept with its materialization.
+
+    Dagster's own `dagster/input_data_version/*` tags do not record a partitioned upstream's
+    version reliably here (1.13), and tags cannot hold a whole hash, so staleness is judged
+    from this metadata.
+    """
+    return {INPUT_VERSIONS_KEY: dg.MetadataValue.json(dict(inputs))}
 
 
 def code_version_of(context) -> str:
