@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import shutil
 
 import numpy as np
@@ -67,9 +68,7 @@ def test_projected_labels_land_on_the_body_in_their_crop(subject, smoke_subject)
         cam = by_cam[ds.camera[i]]
         image = ds.image(i).permute(1, 2, 0).numpy().astype(float)
         room = (backgrounds[cam.name] * 255).clip(0, 255).astype(np.uint8)
-        x0, y0, size = ds.box[i]
-        room_crop = np.asarray(Image.fromarray(room).crop((x0, y0, x0 + size, y0 + size)).resize((CROP, CROP),
-                                                                                                  Image.BILINEAR), float)
+        room_crop = np.asarray(Image.open(io.BytesIO(fp.crop_to_jpeg(room, ds.box[i], CROP))), float)
         joints = ds.labels["joint_centres_m"][i].reshape(-1, 3)[pelvis_knees].astype(float)
         uv = fp.to_crop_px(cam.camera.project(joints), ds.box[i].astype(float), CROP)
         markers = fp.to_crop_px(cam.camera.project(ds.labels["markers_m"][i].reshape(-1, 3).astype(float)),
