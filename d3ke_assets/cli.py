@@ -54,7 +54,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"Dagster instance: DAGSTER_HOME={os.environ['DAGSTER_HOME']}")
     start = time.perf_counter()
     with dg.DagsterInstance.get() as instance:
-        summary = materialize_graph(defs, instance, subjects)
+        summary = materialize_graph(defs, instance, subjects, only_stale=not args.force)
     wall = time.perf_counter() - start
     print("\nSummary")
     width = max([len(", ".join(r.assets)) for r in summary.results] + [5]) + 2
@@ -64,6 +64,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"{', '.join(r.assets):<{width}}{r.partition or '-':<14}{status:<8}{r.seconds:>8.1f}")
         if r.error:
             print(f"    {r.error}")
+    if not summary.results:
+        print("nothing to do: every asset partition is up to date (use --force to launch every run anyway)")
     n_skipped = sum(1 for r in summary.failed if r.run_id is None)
     print(f"\n{len(summary.results) - len(summary.failed)} runs succeeded, {len(summary.failed) - n_skipped} failed, "
           f"{n_skipped} skipped, {wall:.0f} s in all.")
@@ -207,6 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--dataset", default=None, help="synthetic (default) or movi")
     demo.add_argument("--subjects", nargs="+", help="only these partitions, e.g. Subject_1 Subject_2")
     demo.add_argument("--data-root", default=None, help="default: D3KE_DATA_ROOT or ./data")
+    demo.add_argument("--force", action="store_true",
+                      help="launch every run, not only those of stale or missing asset partitions "
+                           "(unchanged outputs are still reused)")
     demo.set_defaults(func=cmd_demo)
 
     verify = sub.add_parser("verify", help="check every raw file against its sha256 manifest")

@@ -3,6 +3,7 @@ automation condition the derived assets use."""
 
 import json
 import os
+from typing import Callable
 
 import dagster as dg
 
@@ -50,7 +51,9 @@ def _recorded_inputs(mat) -> dict[str, str]:
 
 
 def stale_assets_by_partition(instance: dg.DagsterInstance, assets: list[dg.AssetsDefinition],
-                              partitions: list[str]) -> dict[str | None, list[str]]:
+                              partitions: list[str],
+                              on_disk: Callable[[str, str | None], str | None] | None = None
+                              ) -> dict[str | None, list[str]]:
     """Which assets of which subject partition are missing or stale, from materialization tags.
 
     Stale: the code version changed, an input's data version differs from the one the output
@@ -58,6 +61,8 @@ def stale_assets_by_partition(instance: dg.DagsterInstance, assets: list[dg.Asse
     own `stale_assets_only` (1.13) resolves staleness without the partition key, so the schedule
     computes it per partition.
     `assets` must be in topological order; the key None holds unpartitioned assets.
+    `on_disk(asset, partition)`, when given, is the data version of the output on disk now (None
+    when it is gone): an output deleted, or raw files recorded anew, also makes an asset stale.
     """
     out: dict[str | None, list[str]] = {}
     for partition in [None, *partitions]:
@@ -71,6 +76,8 @@ def stale_assets_by_partition(instance: dg.DagsterInstance, assets: list[dg.Asse
                 continue
             mat = _latest(instance, key, partition)
             stale = mat is None or mat.tags.get(CODE_VERSION_TAG) != a.code_versions_by_key.get(key)
+            if not stale and on_disk is not None:
+                stale = on_disk(key.to_user_string(), partition) != mat.tags.get(DATA_VERSION_TAG)
             for dep in a.dependency_keys:
                 dep_def = next((d for d in assets if d.key == dep), None)
                 recorded = _recorded_inputs(mat).get(dep.to_user_string()) if mat else None

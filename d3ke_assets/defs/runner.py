@@ -76,7 +76,16 @@ def _recomputed(result: dg.ExecuteInProcessResult) -> list[str]:
 
 
 def materialize_graph(defs: dg.Definitions, instance: dg.DagsterInstance, partitions: list[str],
-                      log: Callable[[str], None] = print, log_level: str = "INFO") -> GraphRunSummary:
+                      log: Callable[[str], None] = print, log_level: str = "INFO",
+                      only_stale: bool = False) -> GraphRunSummary:
+    """Every stage's runs; with `only_stale`, only the runs of stale or missing asset partitions.
+
+    A launched run whose inputs are unchanged reuses its outputs, but Dagster's own cost of a run
+    (event log writes) remains: `only_stale` does not launch it at all.
+    """
+    from d3ke_assets.defs.automation import stale_assets_by_partition
+    from d3ke_assets.defs.versioned import version_on_disk
+
     assets = list(defs.assets or [])
     resources = dict(defs.resources or {})
     summary = GraphRunSummary()
@@ -84,14 +93,22 @@ def materialize_graph(defs: dg.Definitions, instance: dg.DagsterInstance, partit
         names = [k.to_user_string() for k in keys]
         failed_before = summary.failed_partitions()
         targets = [p for p in partitions if p not in failed_before] if partitioned else [None]
+        selections = {p: keys for p in targets}
+        if only_stale:  # judged per stage: upstream stages may just have changed data versions
+            data_root = resources["data_root"]
+            stale = stale_assets_by_partition(instance, assets, [p for p in targets if p],
+                                              on_disk=lambda a, p: version_on_disk(data_root, a, p))
+            selections = {p: [k for k in keys if k.to_user_string() in stale.get(p, [])] for p in targets}
+            targets = [p for p in targets if selections[p]]
         if partitioned:
             for partition in sorted(set(partitions) & failed_before):
                 summary.results.append(StageResult(names, partition, False, 0.0, None, "skipped: upstream failed"))
         for partition in targets:
+            names = [k.to_user_string() for k in selections[partition]]
             label = f"{', '.join(names)}" + (f" [{partition}]" if partition else "")
             log(f"materializing {label} ...")
             start = time.perf_counter()
-            result = dg.materialize(assets, instance=instance, resources=resources, selection=keys,
+            result = dg.materialize(assets, instance=instance, resources=resources, selection=selections[partition],
                                     run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
                                     partition_key=partition, raise_on_error=False,
                                     tags={"d3ke/launched_by": "d3ke demo"})

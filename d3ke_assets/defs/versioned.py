@@ -64,6 +64,14 @@ def input_version(data_root: DataRootResource, asset: str, partition: str | None
     return rec["data_version"]
 
 
+def version_on_disk(data_root: DataRootResource, asset: str, partition: str | None) -> str | None:
+    """`input_version`, or None when the output is not (or no longer) there."""
+    try:
+        return input_version(data_root, asset, partition)
+    except D3keError:
+        return None
+
+
 def build_versioned(data_root: DataRootResource, asset: str, partition: str | None, code_version: str,
                     config: dict, inputs: dict[str, str | None], build: Callable[[Path], object],
                     in_place: bool = False) -> VersionedBuild:

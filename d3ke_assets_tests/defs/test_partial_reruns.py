@@ -7,6 +7,7 @@ changed raw file, a code-version bump, an interrupted write and a bad subject.
 from __future__ import annotations
 
 import json
+import shutil
 
 import dagster as dg
 import pytest
@@ -109,6 +110,21 @@ def test_a_changed_raw_file_reruns_exactly_that_subjects_partitions(graph):
     assert not rerun.failed
     assert set(rerun.recomputed) == {("mocap_markers", "Subject_2"), ("opensim_gt", "Subject_2"),
                                      ("frames", "Subject_2")}
+
+
+def test_only_stale_launches_no_run_when_nothing_changed_and_notices_outputs_on_disk(graph):
+    root, instance = graph["root"], graph["instance"]
+    quiet = materialize_graph(_defs(root), instance, SUBJECTS, log=lambda m: None, only_stale=True)
+    assert quiet.results == []
+    shutil.rmtree(root / "frames" / "Subject_1")  # an output deleted by hand
+    trc = root / "raw_subject" / "Subject_2" / "mocap" / "Subject_2_walking.trc"
+    trc.write_text(trc.read_text().replace("\t1.", "\t2.", 1))  # a raw file replaced on purpose ...
+    assert main(["verify", "--write-manifest", "--data-root", str(root)]) == 0  # ... and recorded
+    again = materialize_graph(_defs(root), instance, SUBJECTS, log=lambda m: None, only_stale=True)
+    assert sorted((tuple(r.assets), r.partition) for r in again.results) == [
+        (("frames",), "Subject_1"), (tuple(PER_SUBJECT), "Subject_2")]
+    assert set(again.recomputed) == {("frames", "Subject_1"), ("mocap_markers", "Subject_2"),
+                                     ("opensim_gt", "Subject_2"), ("frames", "Subject_2")}
 
 
 def test_a_code_version_bump_makes_every_partition_of_that_asset_stale(graph):
