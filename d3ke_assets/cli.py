@@ -57,15 +57,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
         summary = materialize_graph(defs, instance, subjects, only_stale=not args.force)
     wall = time.perf_counter() - start
     print("\nSummary")
-    width = max([len(", ".join(r.assets)) for r in summary.results] + [5]) + 2
-    print(f"{'assets':<{width}}{'partition':<14}{'status':<8}{'seconds':>8}")
-    for r in summary.results:
-        status = "ok" if r.ok else ("skipped" if r.run_id is None else "FAILED")
-        print(f"{', '.join(r.assets):<{width}}{r.partition or '-':<14}{status:<8}{r.seconds:>8.1f}")
-        if r.error:
-            print(f"    {r.error}")
     if not summary.results:
         print("nothing to do: every asset partition is up to date (use --force to launch every run anyway)")
+    else:
+        width = max(len(", ".join(r.assets)) for r in summary.results) + 2
+        print(f"{'assets':<{width}}{'partition':<14}{'status':<8}{'seconds':>8}  outputs written")
+        for r in summary.results:
+            status = "ok" if r.ok else ("skipped" if r.run_id is None else "FAILED")
+            written = ", ".join(r.recomputed) if r.ok else ""
+            print(f"{', '.join(r.assets):<{width}}{r.partition or '-':<14}{status:<8}{r.seconds:>8.1f}  "
+                  f"{written or ('none (reused)' if r.ok else '')}")
+            if r.error:
+                print(f"    {r.error}")
     n_skipped = sum(1 for r in summary.failed if r.run_id is None)
     print(f"\n{len(summary.results) - len(summary.failed)} runs succeeded, {len(summary.failed) - n_skipped} failed, "
           f"{n_skipped} skipped, {wall:.0f} s in all.")
