@@ -16,7 +16,7 @@ from d3ke_assets.settings import SyntheticSize
 from d3ke_assets.sources import movi, synthetic
 from d3ke_assets.sources.checksums import (MANIFEST_NAME, HashCache, Manifest, build_manifest,
                                           compare_with_manifest, verify_manifest_cached)
-from d3ke_assets.storage import atomic_dir, atomic_write_bytes
+from d3ke_assets.storage import atomic_dir, atomic_write_bytes, ensure_free_space
 from d3ke_assets.sources.subjects import is_subject_key
 from d3ke_assets.versioning import stored_version_if_current, version_stamp, write_stamp
 
@@ -78,6 +78,7 @@ def synthetic_subject(data_root: str | Path, key: str, size: SyntheticSize, seed
         log(f"{key}: synthetic files unchanged ({len(manifest.files)} files), reused")
         return RawSubject(key, "synthetic", out, manifest, reused=True)
     log(f"{key}: generating synthetic subject into {out}")
+    ensure_free_space(out, synthetic.estimate_bytes(size), f"raw_subject for {key}")
     with atomic_dir(out) as tmp:
         synthetic.generate_subject(key, tmp, size, seed, generic_model, log)
         atomic_write_bytes(tmp / PREVIEW_NAME, synthetic.preview_jpeg(tmp))

@@ -234,6 +234,15 @@ def generate_subject(key: str, out_dir: str | Path, size: SyntheticSize, seed: i
     return facts
 
 
+def estimate_bytes(size: SyntheticSize) -> int:
+    """Upper bound of one subject's files: two MPEG-4 videos (well under 0.1 byte per pixel) and
+    the .trc files (47 markers, 120 Hz, ~50 bytes a value)."""
+    video_frames = len(TRIALS) * size.trial_seconds * VIDEO_FPS
+    capture_frames = (len(TRIALS) * size.trial_seconds + size.static_seconds) * motions.CAPTURE_RATE_HZ
+    return int(len(CAMERAS) * video_frames * size.video_width_px * size.video_height_px * 0.1
+               + capture_frames * 47 * 3 * 12 + (2 << 20))
+
+
 def background_for(camera: Camera, seed: int, key: str) -> np.ndarray:
     """The subject's empty room as seen by `camera` (float RGB), as used in its video."""
     return render.render_background(camera, _camera_rng(seed, key, camera.name))

@@ -210,3 +210,20 @@ def test_probe_and_write_video_other_containers_and_errors(tmp_path, smoke_subje
         probe_video(tmp_path / "junk.avi")
     with pytest.raises(D3keError, match="clip.xyz"):
         write_video(tmp_path / "clip.xyz", frames, 30, 64, 48)
+
+
+def test_generation_checks_free_disk_space_first(tmp_path, monkeypatch, generic_model, smoke_subject):
+    import shutil
+
+    from d3ke_assets import storage
+    from d3ke_assets.errors import D3keError
+    from d3ke_assets.settings import PRESETS
+    from d3ke_assets.sources import raw, synthetic
+
+    size = PRESETS["smoke"].synthetic
+    written = sum(p.stat().st_size for p in smoke_subject.rglob("*") if p.is_file())
+    assert written <= synthetic.estimate_bytes(size)  # the estimate is an upper bound
+    monkeypatch.setattr(storage.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(1 << 40, 1 << 40, 4096))
+    with pytest.raises(D3keError, match=r"raw_subject for Subject_2 needs about \d+ MB at .* are free there"):
+        raw.synthetic_subject(tmp_path, "Subject_2", size, 0, generic_model[0], generic_model[1])
+    assert not (tmp_path / "raw_subject" / "Subject_2").exists()
