@@ -126,7 +126,7 @@ class ShardWriter:
             self.fh = None
 
 
-def check_video(cam: CameraVideo, n_needed: int) -> float:
+def check_video(cam: CameraVideo) -> float:
     """Size and frame rate from the container, before decoding; returns the frame rate."""
     import av
 
@@ -196,13 +196,12 @@ def process_subject(key: str, cameras: list[CameraVideo], labels: dict[str, np.n
     order = np.argsort(labels["video_frame"], kind="stable")
     labels = {k: v[order] for k, v in labels.items()}
     frames = labels["video_frame"]
-    n_needed = int(frames.max()) + 1
     used = used_flags(labels["trial_index"], labels["markers_m"])
     boxes_by_camera = {}
     for cam in cameras:
         if not cam.calibration.is_file():
             raise D3keError(f"{cam.calibration}: calibration of camera {cam.name} is missing")
-        check_video(cam, n_needed)
+        check_video(cam)
         uv = cam.camera.project(labels["markers_m"])
         if np.isnan(uv).all(axis=(1, 2)).any():
             raise D3keError(f"{labels_path}: in some frames every marker is behind camera {cam.name}: "
@@ -248,8 +247,8 @@ def process_subject(key: str, cameras: list[CameraVideo], labels: dict[str, np.n
 
 
 def estimate_bytes(n_label_frames: int, n_cameras: int, crop_px: int) -> int:
-    """Output size before writing: JPEG at quality 90 stays under ~0.35 byte per pixel channel-triple."""
-    return int(n_label_frames * n_cameras * (crop_px * crop_px * 0.35 + 600)) + (1 << 20)
+    """Output size before writing: these JPEG crops at quality 90 take ~0.2-0.4 byte per pixel."""
+    return int(n_label_frames * n_cameras * (crop_px * crop_px * 0.5 + 600)) + (1 << 20)
 
 
 
