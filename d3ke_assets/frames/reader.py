@@ -61,6 +61,13 @@ class FrameDataset(torch.utils.data.Dataset):
         self.frame = cat("frame", plain)
         self.box = np.column_stack([cat(c, plain) for c in ("box_x0_px", "box_y0_px", "box_size_px")])
         self.labels = {name: cat(name, _column) for name in LABEL_COLUMNS}
+        # each frame's camera rotation (world -> camera), for labels in the camera frame
+        rotations = {}
+        for k, folder in enumerate(self.folders):
+            for cam, facts in json.loads((folder / CAMERAS_NAME).read_text()).items():
+                rotations[(k, cam)] = np.asarray(facts["R"], np.float32)
+        self.camera_R = np.stack([rotations[(int(k), str(c))] for k, c in zip(self.folder_index, self.camera)]) \
+            if len(self.folder_index) else np.zeros((0, 3, 3), np.float32)
         self._files: dict[tuple[int, str], int] = {}
         self._pid = None
 
@@ -94,6 +101,7 @@ class FrameDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> dict:
         item = {name: torch.from_numpy(values[i]) for name, values in self.labels.items()}
         item["image"] = self.image(i)
+        item["camera_R"] = torch.from_numpy(self.camera_R[i])
         item["index"] = i
         return item
 

@@ -1,0 +1,129 @@
+"""The D3KE frame model: a torchvision backbone, a 1x1-convolution head, and the skeletal layer.
+
+The head predicts, per image, every coordinate except the pelvis's six (mapped into the
+coordinate's range by a sigmoid), per-body scale factors (mapped into `SCALE_RANGE`) and the
+pelvis orientation as a 6D rotation (Zhou et al. 2019), all in the camera frame.  The skeletal
+layer of the generic model turns coordinates and scales into markers and joint centres with the
+pelvis at the origin, which the predicted orientation then rotates: pelvis-relative outputs in
+the camera frame, as the loss compares them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from d3ke_assets.biomech.skeletal_layer import SkeletalModel
+from d3ke_assets.errors import D3keError
+
+PELVIS_COORDINATES = ("pelvis_tilt", "pelvis_list", "pelvis_rotation", "pelvis_tx", "pelvis_ty", "pelvis_tz")
+SCALE_RANGE = (0.7, 1.3)
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    name: str
+    features: int  # channels of the last feature map
+
+
+BACKBONES = {
+    "resnext50_32x4d": BackboneSpec("resnext50_32x4d", 2048),  # the paper's
+    "efficientnet_v2_s": BackboneSpec("efficientnet_v2_s", 1280),  # the lighter one compared for ROMP
+    "resnet18": BackboneSpec("resnet18", 512),  # small, for CPU presets
+    "mobilenet_v3_small": BackboneSpec("mobilenet_v3_small", 576),  # smaller still, for tests
+}
+
+
+def build_backbone(name: str, weights_file: str | Path | None = None) -> torch.nn.Module:
+    """A torchvision backbone up to its last feature map; weights only from a local file."""
+    import torchvision
+
+    if name not in BACKBONES:
+        raise D3keError(f"backbone {name!r} does not exist: use one of {', '.join(BACKBONES)}")
+    net = getattr(torchvision.models, name)(weights=None)
+    if weights_file is not None:
+        path = Path(weights_file)
+        if not path.is_file():
+            raise D3keError(f"pretrained weights file {path} does not exist: nothing is downloaded at run time; "
+                            f"put the torchvision {name} ImageNet state_dict there, or set no weights file to "
+                            f"train from scratch")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            net.load_state_dict(state)
+        except (RuntimeError, KeyError, ValueError) as exc:
+            raise D3keError(f"{path}: not a {name} state_dict ({str(exc).splitlines()[0]})") from None
+    if name.startswith(("resnet", "resnext")):
+        return torch.nn.Sequential(*list(net.children())[:-2])
+    return net.features  # efficientnet, mobilenet
+
+
+def rotation_6d_to_matrix(x: torch.Tensor) -> torch.Tensor:
+    """(B, 6) -> (B, 3, 3): Gram-Schmidt on two predicted columns (Zhou et al. 2019)."""
+    a, b = x[:, :3], x[:, 3:]
+    c1 = F.normalize(a, dim=-1)
+    c2 = F.normalize(b - (c1 * b).sum(-1, keepdim=True) * c1, dim=-1)
+    c3 = torch.cross(c1, c2, dim=-1)
+    return torch.stack([c1, c2, c3], dim=-1)
+
+
+class FrameModel(torch.nn.Module):
+    def __init__(self, layer: SkeletalModel, backbone: str = "resnet18", weights_file: str | Path | None = None):
+        super().__init__()
+        self.layer = layer
+        self.backbone_name = backbone
+        self.backbone = build_backbone(backbone, weights_file)
+        names = layer.coordinate_names
+        missing = [c for c in PELVIS_COORDINATES if c not in names]
+        if missing:
+            raise D3keError(f"{layer.spec.path}: the frame model needs the pelvis coordinates {missing}")
+        self.predicted = [i for i, n in enumerate(names) if n not in PELVIS_COORDINATES]
+        lo = torch.tensor([layer.spec.coordinates[i].range[0] for i in self.predicted], dtype=torch.float32)
+        hi = torch.tensor([layer.spec.coordinates[i].range[1] for i in self.predicted], dtype=torch.float32)
+        self.register_buffer("range_lo", lo)
+        self.register_buffer("range_span", hi - lo)
+        n_out = len(self.predicted) + 3 * layer.n_bodies + 6
+        self.head = torch.nn.Conv2d(BACKBONES[backbone].features, n_out, kernel_size=1)
+        torch.nn.init.zeros_(self.head.bias)
+        with torch.no_grad():  # start at the identity orientation
+            self.head.bias[-6:] = torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 0.0])
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """`images`: (B, 3, S, S) float, normalised.  Returns predictions as the loss expects them."""
+        out = self.head(self.backbone(images)).mean(dim=(2, 3)).float()
+        n_q = len(self.predicted)
+        batch = out.shape[0]
+        q = torch.zeros(batch, len(self.layer.coordinate_names), device=out.device)
+        q[:, self.predicted] = self.range_lo + self.range_span * torch.sigmoid(out[:, :n_q])
+        lo, hi = SCALE_RANGE
+        scales = lo + (hi - lo) * torch.sigmoid(out[:, n_q:n_q + 3 * self.layer.n_bodies])
+        scales = scales.view(batch, self.layer.n_bodies, 3)
+        with torch.autocast(out.device.type, enabled=False):  # kinematics in float32 even under AMP
+            rotation = rotation_6d_to_matrix(out[:, -6:])
+            pose = self.layer(q, scales)  # pelvis at the origin, unrotated
+        rotate = lambda p: p @ rotation.transpose(1, 2)  # noqa: E731  (row vectors)
+        return {"coordinates": q, "scale_factors": scales, "pelvis_rotation": rotation,
+                "markers_m": rotate(pose.markers_m), "joint_centres_m": rotate(pose.joint_centres_m),
+                "pelvis_origin_m": torch.zeros(batch, 3, device=out.device)}
+
+
+def camera_frame_targets(batch: dict, camera_R: torch.Tensor, layer: SkeletalModel) -> dict[str, torch.Tensor]:
+    """Labels from the frame index (ground frame) as the model predicts them: camera frame,
+    pelvis-relative; the pelvis's own coordinates masked out of the coordinate loss."""
+    b = camera_R.shape[0]
+    markers = batch["markers_m"].view(b, -1, 3).float()
+    joints = batch["joint_centres_m"].view(b, -1, 3).float()
+    pelvis = batch["pelvis_origin_m"].view(b, 3).float()
+    R = camera_R.float()
+    to_cam = lambda p: (p - pelvis[:, None, :]) @ R.transpose(1, 2)  # noqa: E731
+    mask = batch["coordinate_mask"].float().clone()
+    for i, n in enumerate(layer.coordinate_names):
+        if n in PELVIS_COORDINATES:
+            mask[:, i] = 0.0
+    return {"coordinates": batch["coordinates"].float(), "coordinate_mask": mask,
+            "scale_factors": batch["scale_factors"].view(b, -1, 3).float(),
+            "markers_m": to_cam(markers), "joint_centres_m": to_cam(joints),
+            "pelvis_origin_m": torch.zeros(b, 3, device=R.device),
+            "pelvis_rotation": R @ batch["pelvis_rotation"].view(b, 3, 3).float()}

@@ -1,0 +1,261 @@
+"""One readable training loop for the frame model, as torchvision's reference scripts have it.
+
+Every hyperparameter is a field of `TrainConfig`.  The device is chosen automatically (CUDA
+when present, then mixed precision and channels-last).  A checkpoint (`last.pt`, a plain
+state_dict bundle loaded with `weights_only=True`) is written atomically after every epoch; a
+training started again with the same configuration resumes from it.  A NaN loss stops the
+training with a message and never overwrites the last good checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from d3ke_assets.errors import D3keError
+from d3ke_assets.learning.losses import LossWeights, d3ke_loss
+from d3ke_assets.learning.model import FrameModel, camera_frame_targets
+from d3ke_assets.storage import atomic_path
+from d3ke_assets.versioning import canonical_hash
+
+CHECKPOINT = "last.pt"
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class TrainConfig:
+    backbone: str = "resnet18"
+    epochs: int = 30
+    batch_size: int = 64
+    lr_start: float = 5e-4  # the paper: 5e-4 -> 3.33e-5 over the first 28 of 30 epochs ...
+    lr_mid: float = 3.33e-5
+    lr_tail_start: float = 3.33e-6  # ... then 3.33e-6 -> 1e-6 over the last 2
+    lr_end: float = 1e-6
+    tail_fraction: float = 2 / 30
+    weight_decay: float = 1e-3
+    loss_weights: LossWeights = field(default_factory=LossWeights)
+    augment: bool = True
+    max_shift: float = 0.1  # of the crop size
+    max_scale: float = 0.1
+    max_rotation_deg: float = 15.0
+    colour: float = 0.2
+    seed: int = 0
+    num_workers: int = 2
+    weights_file: str | None = None
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["loss_weights"] = self.loss_weights.as_dict()
+        return d
+
+    def fingerprint(self) -> str:
+        """What a resumed training must share with the one that wrote the checkpoint."""
+        d = self.as_dict()
+        d.pop("num_workers")
+        return canonical_hash(d)
+
+
+def learning_rate(config: TrainConfig, epoch_progress: float) -> float:
+    """The two-step exponential decay, at a fractional epoch in [0, epochs)."""
+    tail = max(1, round(config.epochs * config.tail_fraction)) if config.epochs > 1 else 0
+    head = config.epochs - tail
+    if epoch_progress < head:
+        f = epoch_progress / head
+        return config.lr_start * (config.lr_mid / config.lr_start) ** f
+    f = (epoch_progress - head) / max(tail, 1)
+    return config.lr_tail_start * (config.lr_end / config.lr_tail_start) ** min(f, 1.0)
+
+
+def choose_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def augment(images: torch.Tensor, camera_R: torch.Tensor, config: TrainConfig,
+            generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Shift, scale, in-plane rotation and colour (no flip).  The in-plane rotation turns the
+    camera about its viewing axis, so the camera-frame labels turn with it."""
+    import torchvision.transforms.v2.functional as TF
+
+    b = images.shape[0]
+    size = images.shape[-1]
+    u = lambda lo, hi: lo + (hi - lo) * torch.rand(b, generator=generator)  # noqa: E731
+    angles = u(-config.max_rotation_deg, config.max_rotation_deg)
+    scales = u(1 - config.max_scale, 1 + config.max_scale)
+    shifts = u(-config.max_shift, config.max_shift) * size, u(-config.max_shift, config.max_shift) * size
+    brightness, contrast = u(1 - config.colour, 1 + config.colour), u(1 - config.colour, 1 + config.colour)
+    out = []
+    for k in range(b):
+        img = TF.affine(images[k], angle=float(angles[k]), translate=[float(shifts[0][k]), float(shifts[1][k])],
+                        scale=float(scales[k]), shear=[0.0, 0.0])
+        img = TF.adjust_contrast(TF.adjust_brightness(img, float(brightness[k])), float(contrast[k]))
+        out.append(img)
+    # torchvision rotates the image counter-clockwise on screen: about the camera's -z axis (z into the scene)
+    theta = torch.deg2rad(angles)
+    c, s = torch.cos(theta), torch.sin(theta)
+    rz = torch.zeros(b, 3, 3)
+    rz[:, 0, 0], rz[:, 0, 1], rz[:, 1, 0], rz[:, 1, 1], rz[:, 2, 2] = c, s, -s, c, 1.0
+    return torch.stack(out), rz @ camera_R
+
+
+def normalise(images: torch.Tensor) -> torch.Tensor:
+    x = images.float() / 255.0
+    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+@dataclass
+class EpochRecord:
+    epoch: int
+    train_loss: float
+    terms: dict[str, float]
+    val_loss: float
+    val_coordinate_mae_deg: float
+    val_marker_error_mm: float
+    lr: float
+    seconds: float
+    data_wait_share: float
+
+
+def _checkpoint_bundle(model, optimizer, epoch: int, history: list[EpochRecord], config: TrainConfig) -> dict:
+    return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
+            "fingerprint": config.fingerprint(),
+            "history": [asdict(h) for h in history]}
+
+
+def save_checkpoint(path: Path, bundle: dict) -> None:
+    with atomic_path(path) as tmp:  # a killed save never leaves a half-written last.pt
+        torch.save(bundle, tmp)
+
+
+def load_checkpoint(path: Path) -> dict:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for a damaged file
+        raise D3keError(f"{path}: cannot load the checkpoint ({type(exc).__name__}): delete it to start over") from None
+
+
+@torch.no_grad()
+def evaluate(model: FrameModel, loader, config: TrainConfig, device: torch.device,
+             rotational: torch.Tensor) -> tuple[float, float, float]:
+    """(loss, coordinate MAE in degrees over unmasked rotational coordinates, marker error in mm)."""
+    model.eval()
+    total, n, abs_deg, n_deg, marker_mm = 0.0, 0, 0.0, 0.0, 0.0
+    for batch in loader:
+        images = normalise(batch["image"].to(device))
+        targets = camera_frame_targets({k: v.to(device) for k, v in batch.items() if k != "image"},
+                                       batch["camera_R"].to(device), model.layer)
+        pred = model(images)
+        loss, _ = d3ke_loss(pred, targets, config.loss_weights, rotational)
+        b = images.shape[0]
+        total += loss.item() * b
+        n += b
+        mask = targets["coordinate_mask"] * rotational.float()
+        abs_deg += (torch.rad2deg((pred["coordinates"] - targets["coordinates"]).abs()) * mask).sum().item()
+        n_deg += mask.sum().item()
+        marker_mm += 1000 * (pred["markers_m"] - targets["markers_m"]).norm(dim=-1).mean(dim=1).sum().item()
+    model.train()
+    if n == 0:
+        return float("nan"), float("nan"), float("nan")
+    return total / n, abs_deg / max(n_deg, 1.0), marker_mm / n
+
+
+def train_frame_model(model: FrameModel, train_set, val_set, config: TrainConfig, checkpoint_dir: Path,
+                      log: Callable[[str], None] = print,
+                      on_epoch: Callable[[EpochRecord], None] = lambda r: None) -> list[EpochRecord]:
+    """Train (or resume) and return the per-epoch history; the best is the last checkpoint's model."""
+    if len(train_set) == 0:
+        raise D3keError("no training frames: materialize frames for the train subjects (or use a preset with more "
+                        "subjects)")
+    if len(val_set) == 0:
+        raise D3keError("the validation set is empty: the subject split needs at least one validation subject "
+                        "with frames")
+    device = choose_device()
+    seed_everything(config.seed)
+    model.to(device)
+    if device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+    rotational = torch.tensor(model.layer.rotational, device=device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr_start, weight_decay=config.weight_decay)
+    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
+    history: list[EpochRecord] = []
+    start_epoch = 0
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    path = checkpoint_dir / CHECKPOINT
+    if path.is_file():
+        bundle = load_checkpoint(path)
+        if bundle.get("fingerprint") == config.fingerprint():
+            model.load_state_dict(bundle["model"])
+            optimizer.load_state_dict(bundle["optimizer"])
+            history = [EpochRecord(**h) for h in bundle["history"]]
+            start_epoch = int(bundle["epoch"]) + 1
+            log(f"resuming from {path} after epoch {start_epoch}")
+        else:
+            log(f"{path} was written with another configuration: starting over")
+    loader_kw = dict(batch_size=config.batch_size, num_workers=config.num_workers,
+                     persistent_workers=config.num_workers > 0, pin_memory=device.type == "cuda")
+    val_loader = torch.utils.data.DataLoader(val_set, shuffle=False, **loader_kw)
+    steps = max(1, math.ceil(len(train_set) / config.batch_size))
+    for epoch in range(start_epoch, config.epochs):
+        # the same shuffle for an epoch whether or not the run was resumed
+        order = torch.Generator().manual_seed(config.seed * 1000 + epoch)
+        generator = torch.Generator().manual_seed(config.seed * 1000 + epoch + 500)  # augmentation draws
+        loader = torch.utils.data.DataLoader(train_set, shuffle=True, generator=order, drop_last=False, **loader_kw)
+        model.train()
+        t0, waited, total, seen = time.perf_counter(), 0.0, 0.0, 0
+        sums: dict[str, float] = {}
+        t_wait = time.perf_counter()
+        for step, batch in enumerate(loader):
+            waited += time.perf_counter() - t_wait
+            lr = learning_rate(config, epoch + step / steps)
+            for g in optimizer.param_groups:
+                g["lr"] = lr
+            images, camera_R = batch["image"], batch["camera_R"]
+            if config.augment:
+                images, camera_R = augment(images, camera_R, config, generator)
+            images = normalise(images.to(device, non_blocking=True))
+            if device.type == "cuda":
+                images = images.contiguous(memory_format=torch.channels_last)
+            targets = camera_frame_targets({k: v.to(device) for k, v in batch.items() if k != "image"},
+                                           camera_R.to(device), model.layer)
+            with torch.autocast(device.type, enabled=device.type == "cuda"):
+                pred = model(images)
+            loss, terms = d3ke_loss(pred, targets, config.loss_weights, rotational)
+            if not torch.isfinite(loss):
+                raise D3keError(f"the loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}: lower "
+                                f"lr_start (now {config.lr_start:g}) or check the labels; the last good checkpoint "
+                                f"{path} is kept")
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            b = images.shape[0]
+            total += loss.item() * b
+            seen += b
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0.0) + v.item() * b
+            t_wait = time.perf_counter()
+        val_loss, val_mae, val_mm = evaluate(model, val_loader, config, device, rotational)
+        seconds = time.perf_counter() - t0
+        record = EpochRecord(epoch, total / seen, {k: v / seen for k, v in sums.items()}, val_loss, val_mae, val_mm,
+                             lr, seconds, waited / seconds)
+        history.append(record)
+        save_checkpoint(path, _checkpoint_bundle(model, optimizer, epoch, history, config))
+        log(f"epoch {epoch + 1}/{config.epochs}: loss {record.train_loss:.4f}, val loss {val_loss:.4f}, "
+            f"val coordinate MAE {val_mae:.2f} deg, val marker error {val_mm:.1f} mm ({seconds:.1f} s)")
+        on_epoch(record)
+    return history

@@ -1,0 +1,138 @@
+"""The frame model and its training loop: schedule, resume, NaN guard, bad input."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from d3ke_assets.biomech import ground_truth as gt
+from d3ke_assets.biomech.skeletal_layer import SkeletalModel
+from d3ke_assets.errors import D3keError
+from d3ke_assets.frames import processing as fp
+from d3ke_assets.frames.reader import FrameDataset
+from d3ke_assets.learning import training as T
+from d3ke_assets.learning.model import FrameModel, rotation_6d_to_matrix
+from d3ke_assets.sources import mocap, raw
+
+
+@pytest.fixture(scope="module")
+def frames_dir(tmp_path_factory, smoke_root, smoke_subject, generic_model):
+    base = tmp_path_factory.mktemp("learning")
+    (base / "mocap").mkdir()
+    mocap.synthetic_mocap(smoke_subject, base / "mocap")
+    gt.compute_subject(base / "mocap", generic_model[0], base / "gt")
+    labels, names = gt.load_labels(base / "gt")
+    (base / "frames").mkdir()
+    fp.process_subject("Subject_1", raw.camera_videos(smoke_root, "Subject_1"), labels, names,
+                       base / "gt" / "labels.npz", base / "frames", 64)
+    return base / "frames"
+
+
+def _config(**kw):
+    base = dict(backbone="mobilenet_v3_small", epochs=2, batch_size=16, num_workers=0, seed=3)
+    return T.TrainConfig(**{**base, **kw})
+
+
+def _model(generic_model, backbone="mobilenet_v3_small"):
+    torch.manual_seed(0)
+    return FrameModel(SkeletalModel.from_osim(generic_model[0]), backbone)
+
+
+def test_the_papers_learning_rate_schedule():
+    c = T.TrainConfig(epochs=30)
+    assert math.isclose(T.learning_rate(c, 0), 5e-4)
+    assert math.isclose(T.learning_rate(c, 27.9999), 3.33e-5, rel_tol=1e-3)
+    assert math.isclose(T.learning_rate(c, 28), 3.33e-6)
+    assert math.isclose(T.learning_rate(c, 29.9999), 1e-6, rel_tol=1e-3)
+    assert math.isclose(T.learning_rate(c, 14), math.sqrt(5e-4 * 3.33e-5), rel_tol=1e-6)  # exponential
+
+
+def test_6d_rotation_is_a_rotation_and_the_head_starts_at_identity(generic_model):
+    r = rotation_6d_to_matrix(torch.randn(5, 6))
+    assert torch.allclose(r @ r.transpose(1, 2), torch.eye(3).expand(5, 3, 3), atol=1e-5)
+    assert torch.allclose(torch.det(r), torch.ones(5), atol=1e-5)
+    model = _model(generic_model)
+    torch.nn.init.zeros_(model.head.weight)
+    out = model(torch.zeros(2, 3, 64, 64))
+    assert torch.allclose(out["pelvis_rotation"], torch.eye(3).expand(2, 3, 3), atol=1e-6)
+    lo = model.range_lo
+    assert torch.allclose(out["coordinates"][:, model.predicted], lo + model.range_span / 2)  # sigmoid(0)
+    assert out["markers_m"].shape == (2, len(model.layer.marker_names), 3)
+
+
+def test_a_killed_training_resumes_from_its_checkpoint_and_ends_where_an_unbroken_one_does(
+        frames_dir, generic_model, tmp_path):
+    train = FrameDataset([frames_dir], used_only=False, cameras=("PG1",))
+    val = FrameDataset([frames_dir], used_only=False, cameras=("PG2",))
+    unbroken = _model(generic_model)
+    history = T.train_frame_model(unbroken, train, val, _config(), tmp_path / "a", log=lambda m: None)
+    assert [h.epoch for h in history] == [0, 1]
+
+    def killed(record):
+        raise KeyboardInterrupt("killed after the first epoch")
+
+    with pytest.raises(KeyboardInterrupt):
+        T.train_frame_model(_model(generic_model), train, val, _config(), tmp_path / "b", log=lambda m: None,
+                            on_epoch=killed)
+    saved = T.load_checkpoint(tmp_path / "b" / T.CHECKPOINT)
+    assert saved["epoch"] == 0 and saved["optimizer"]["state"]  # AdamW moments are in the checkpoint
+    messages = []
+    resumed_model = _model(generic_model)
+    resumed = T.train_frame_model(resumed_model, train, val, _config(), tmp_path / "b", log=messages.append)
+    assert any("resuming" in m and "after epoch 1" in m for m in messages)
+    assert [h.epoch for h in resumed] == [0, 1]
+    assert resumed[0].train_loss == history[0].train_loss
+    for (name, a), (_, b) in zip(unbroken.state_dict().items(), resumed_model.state_dict().items()):
+        assert torch.allclose(a.float(), b.float(), atol=1e-5), name
+
+
+def test_a_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(frames_dir, generic_model, tmp_path,
+                                                                            monkeypatch):
+    train = FrameDataset([frames_dir], used_only=False, cameras=("PG1",))
+    val = FrameDataset([frames_dir], used_only=False, cameras=("PG2",))
+    def killed(record):
+        raise KeyboardInterrupt("killed after the first epoch")
+
+    with pytest.raises(KeyboardInterrupt):
+        T.train_frame_model(_model(generic_model), train, val, _config(), tmp_path, log=lambda m: None,
+                            on_epoch=killed)
+    good = (tmp_path / T.CHECKPOINT).read_bytes()
+    original = T.d3ke_loss
+
+    def nan_loss(*args, **kwargs):
+        loss, terms = original(*args, **kwargs)
+        return loss * float("nan"), terms
+
+    monkeypatch.setattr(T, "d3ke_loss", nan_loss)
+    with pytest.raises(D3keError, match=r"the loss became nan at epoch 2, step 1: lower lr_start .* is kept"):
+        T.train_frame_model(_model(generic_model), train, val, _config(), tmp_path, log=lambda m: None)
+    assert (tmp_path / T.CHECKPOINT).read_bytes() == good
+
+
+def test_bad_training_input_says_what_to_change(frames_dir, generic_model, tmp_path):
+    train = FrameDataset([frames_dir], used_only=False, cameras=("PG1",))
+    empty = FrameDataset([frames_dir], used_only=False, cameras=("PG9",))
+    with pytest.raises(D3keError, match="no training frames: materialize frames for the train subjects"):
+        T.train_frame_model(_model(generic_model), empty, train, _config(), tmp_path)
+    with pytest.raises(D3keError, match="the validation set is empty"):
+        T.train_frame_model(_model(generic_model), train, empty, _config(), tmp_path)
+    with pytest.raises(D3keError, match="backbone 'resnet1000' does not exist: use one of"):
+        _model(generic_model, "resnet1000")
+    with pytest.raises(D3keError, match="nothing is downloaded at run time"):
+        FrameModel(SkeletalModel.from_osim(generic_model[0]), "resnet18", tmp_path / "absent.pth")
+
+
+def test_camera_frame_targets_match_the_labels_geometry(frames_dir, generic_model):
+    """Rotating the labels into a camera keeps pelvis-relative distances (a rigid motion)."""
+    from d3ke_assets.learning.model import camera_frame_targets
+
+    ds = FrameDataset([frames_dir], used_only=False)
+    batch = torch.utils.data.default_collate([ds[i] for i in range(4)])
+    layer = SkeletalModel.from_osim(generic_model[0])
+    targets = camera_frame_targets(batch, batch["camera_R"], layer)
+    world = batch["markers_m"].view(4, -1, 3) - batch["pelvis_origin_m"].view(4, 1, 3)
+    assert torch.allclose(targets["markers_m"].norm(dim=-1), world.norm(dim=-1), atol=1e-5)
+    assert np.allclose(torch.det(targets["pelvis_rotation"]).numpy(), 1.0, atol=1e-4)
