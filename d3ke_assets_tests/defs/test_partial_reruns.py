@@ -21,6 +21,8 @@ from d3ke_assets.frames import processing
 from d3ke_assets.versioning import read_stamp
 
 SUBJECTS = ["Subject_1", "Subject_2"]
+# the per-subject graph and the model it builds on; training has its own tests
+ASSETS = [a for a in ALL_ASSETS if a.key != dg.AssetKey("frame_model")]
 PER_SUBJECT = ["raw_subject", "mocap_markers", "opensim_gt", "frames"]
 
 
@@ -30,7 +32,7 @@ def _resources(root):
             "mlflow": MlflowTrackingResource(data_root=str(root))}
 
 
-def _defs(root, assets=ALL_ASSETS):
+def _defs(root, assets=ASSETS):
     return dg.Definitions(assets=assets, resources=_resources(root))
 
 
@@ -65,14 +67,14 @@ def test_a_rerun_with_nothing_changed_recomputes_nothing(graph):
     assert not again.failed and again.recomputed == []
     after = {(a, s): _latest_version(graph["instance"], a, s) for a in PER_SUBJECT for s in SUBJECTS}
     assert after == before
-    assert stale_assets_by_partition(graph["instance"], ALL_ASSETS, SUBJECTS) == {}
+    assert stale_assets_by_partition(graph["instance"], ASSETS, SUBJECTS) == {}
 
 
 def test_automation_ignores_a_new_materialization_with_the_same_data_version(graph):
     root, instance = graph["root"], graph["instance"]
     first = dg.evaluate_automation_conditions(defs=_defs(root), instance=instance)
     assert first.total_requested == 0
-    again = dg.materialize(ALL_ASSETS, selection=["raw_subject"], partition_key="Subject_1", instance=instance,
+    again = dg.materialize(ASSETS, selection=["raw_subject"], partition_key="Subject_1", instance=instance,
                            resources=_resources(root))
     assert again.success  # a new materialization, with the same data version
     second = dg.evaluate_automation_conditions(defs=_defs(root), instance=instance, cursor=first.cursor)
@@ -82,7 +84,7 @@ def test_automation_ignores_a_new_materialization_with_the_same_data_version(gra
 
 def test_a_changed_raw_file_reruns_exactly_that_subjects_partitions(graph):
     root, instance = graph["root"], graph["instance"]
-    sensor, _ = build_automation(ALL_ASSETS)
+    sensor, _ = build_automation(ASSETS)
     first_tick = sensor(dg.build_sensor_context(instance=instance, resources=_resources(root)))
     assert sorted(r.partition_key for r in first_tick.run_requests) == SUBJECTS  # both new to the sensor
     cursor = first_tick.cursor
@@ -100,7 +102,7 @@ def test_a_changed_raw_file_reruns_exactly_that_subjects_partitions(graph):
 
     assert main(["verify", "--write-manifest", "--data-root", str(root)]) == 0  # accept the change
     for s in SUBJECTS:
-        assert dg.materialize(ALL_ASSETS, selection=["raw_subject"], partition_key=s, instance=instance,
+        assert dg.materialize(ASSETS, selection=["raw_subject"], partition_key=s, instance=instance,
                               resources=_resources(root)).success
     evaluation = dg.evaluate_automation_conditions(defs=_defs(root), instance=instance,
                                                    cursor=graph["automation_cursor"])
@@ -129,7 +131,7 @@ def test_only_stale_launches_no_run_when_nothing_changed_and_notices_outputs_on_
 
 def test_a_code_version_bump_makes_every_partition_of_that_asset_stale(graph):
     root, instance = graph["root"], graph["instance"]
-    bumped = [a if a.key != dg.AssetKey("frames") else _with_code_version(a, "bumped") for a in ALL_ASSETS]
+    bumped = [a if a.key != dg.AssetKey("frames") else _with_code_version(a, "bumped") for a in ASSETS]
     assert stale_assets_by_partition(instance, bumped, SUBJECTS) == {s: ["frames"] for s in SUBJECTS}
     _, schedule = build_automation(bumped)
     import datetime
@@ -159,7 +161,7 @@ def test_an_interrupted_write_leaves_no_output_that_passes_as_complete(graph, mo
         return original(*args, **kwargs)
 
     monkeypatch.setattr(processing, "crop_to_jpeg", dies_halfway)
-    assets = [a if a.key != dg.AssetKey("frames") else _with_code_version(a, "again") for a in ALL_ASSETS]
+    assets = [a if a.key != dg.AssetKey("frames") else _with_code_version(a, "again") for a in ASSETS]
     with pytest.raises(KeyboardInterrupt):
         dg.materialize(assets, selection=["frames"], partition_key="Subject_1", instance=instance,
                        resources=_resources(root))
@@ -178,7 +180,7 @@ def test_a_bad_subject_fails_alone_with_the_file_named(graph):
     saved = calibration.read_bytes()
     calibration.unlink()
     try:
-        assets = [a if a.key != dg.AssetKey("frames") else _with_code_version(a, "third") for a in ALL_ASSETS]
+        assets = [a if a.key != dg.AssetKey("frames") else _with_code_version(a, "third") for a in ASSETS]
         results = {s: dg.materialize(assets, selection=["frames"], partition_key=s, instance=instance,
                                      resources=_resources(root), raise_on_error=False) for s in SUBJECTS}
         assert results["Subject_1"].success and not results["Subject_2"].success
@@ -196,7 +198,7 @@ def test_disk_preflight_fails_before_writing(graph, monkeypatch):
 
     root, instance = graph["root"], graph["instance"]
     monkeypatch.setattr(storage.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(1 << 40, 1 << 40, 1000))
-    assets = [a if a.key != dg.AssetKey("frames") else _with_code_version(a, "fourth") for a in ALL_ASSETS]
+    assets = [a if a.key != dg.AssetKey("frames") else _with_code_version(a, "fourth") for a in ASSETS]
     result = dg.materialize(assets, selection=["frames"], partition_key="Subject_1", instance=instance,
                             resources=_resources(root), raise_on_error=False)
     failure = next(e.step_failure_data.user_failure_data.description for e in result.all_events if e.is_step_failure)

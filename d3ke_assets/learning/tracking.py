@@ -1,0 +1,109 @@
+"""MLflow tracking of a training: parameters, per-epoch metrics, artifacts, a registered model.
+
+Nothing is pickled: the checkpoint is a state_dict bundle (`torch.save`, loaded with
+`weights_only=True`) logged as an artifact, and the registered model version points at it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from d3ke_assets.learning.training import EpochRecord
+
+
+@dataclass
+class TrackedRun:
+    run_id: str
+    experiment_id: str
+    tracking_uri: str
+    model_name: str | None = None
+    model_version: str | None = None
+
+    def ui_url(self, host: str = "http://127.0.0.1:5000") -> str:
+        return f"{host}/#/experiments/{self.experiment_id}/runs/{self.run_id}"
+
+
+class TrainingTracker:
+    """One MLflow run; `log_epoch` after each epoch, `finish` with the artifacts."""
+
+    def __init__(self, tracking_uri: str, experiment_id: str, run_name: str, params: dict, tags: dict | None = None):
+        os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # no calls home from a lab machine
+        import mlflow
+
+        self.client = mlflow.MlflowClient(tracking_uri)
+        self.run = TrackedRun(self.client.create_run(experiment_id, run_name=run_name, tags=tags or {}).info.run_id,
+                              experiment_id, tracking_uri)
+        for key, value in _flatten(params).items():
+            self.client.log_param(self.run.run_id, key, str(value)[:500])
+
+    def log_epoch(self, record: EpochRecord) -> None:
+        metrics = {"train_loss": record.train_loss, "val_loss": record.val_loss,
+                   "val_coordinate_mae_deg": record.val_coordinate_mae_deg,
+                   "val_marker_error_mm": record.val_marker_error_mm, "lr": record.lr,
+                   "data_wait_share": record.data_wait_share,
+                   **{f"train_loss_{k}": v for k, v in record.terms.items()}}
+        for key, value in metrics.items():
+            self.client.log_metric(self.run.run_id, key, float(value), step=record.epoch)
+
+    def finish(self, checkpoint: Path, config: dict, history: list[EpochRecord], model_name: str,
+               status: str = "FINISHED") -> TrackedRun:
+        import mlflow
+
+        with tempfile.TemporaryDirectory() as tmp:
+            tmp = Path(tmp)
+            (tmp / "config.json").write_text(json.dumps(config, indent=1, default=str))
+            curve = tmp / "learning_curve.png"
+            learning_curve_png(history, curve)
+            self.client.log_artifact(self.run.run_id, str(tmp / "config.json"))
+            self.client.log_artifact(self.run.run_id, str(curve))
+        self.client.log_artifact(self.run.run_id, str(checkpoint), artifact_path="checkpoint")
+        # a model version pointing at the state_dict checkpoint (MLflow's logged-model flavours pickle)
+        try:
+            self.client.get_registered_model(model_name)
+        except mlflow.exceptions.MlflowException:
+            self.client.create_registered_model(model_name, description="D3KE models; load the checkpoint's "
+                                                "state_dict with torch.load(weights_only=True)")
+        source = f"{self.client.get_run(self.run.run_id).info.artifact_uri}/checkpoint"
+        version = self.client.create_model_version(model_name, source, run_id=self.run.run_id)
+        self.run.model_name, self.run.model_version = model_name, str(version.version)
+        self.client.set_terminated(self.run.run_id, status)
+        return self.run
+
+    def fail(self) -> None:
+        self.client.set_terminated(self.run.run_id, "FAILED")
+
+
+def learning_curve_png(history: list[EpochRecord], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [h.epoch + 1 for h in history]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.2))
+    a.plot(epochs, [h.train_loss for h in history], "o-", label="train")
+    a.plot(epochs, [h.val_loss for h in history], "s-", label="validation")
+    a.set_xlabel("epoch")
+    a.set_ylabel("loss")
+    a.legend()
+    b.plot(epochs, [h.val_coordinate_mae_deg for h in history], "o-", color="tab:red")
+    b.set_xlabel("epoch")
+    b.set_ylabel("validation coordinate MAE (deg)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
