@@ -357,5 +357,84 @@ def bench_rerun(data_root: Path | None = None, preset: str = "demo") -> dict:
         shutil.rmtree(root, ignore_errors=True)
 
 
+def _train_steps(model, dataset, config, steps: int) -> tuple[float, float]:
+    """(images per second, share of wall time waiting for the DataLoader) over `steps` training steps."""
+    import torch
+
+    from d3ke_assets.learning.losses import d3ke_loss
+    from d3ke_assets.learning.model import camera_frame_targets
+    from d3ke_assets.learning.training import augment, choose_device, normalise
+
+    device = choose_device()
+    model.to(device).train()
+    rotational = torch.tensor(model.layer.rotational, device=device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=config.weight_decay)
+    sampler = torch.utils.data.RandomSampler(dataset, num_samples=(steps + 1) * config.batch_size)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=config.batch_size, sampler=sampler,
+                                         num_workers=config.num_workers)
+    generator = torch.Generator().manual_seed(0)
+    waited, images, start = 0.0, 0, None
+    t_wait = time.perf_counter()
+    for step, batch in enumerate(loader):
+        if step == 1:  # the first step warms up workers and kernels: not counted
+            waited, images, start = 0.0, 0, time.perf_counter()
+        elif step > 1:
+            waited += time.perf_counter() - t_wait
+        imgs, cam = augment(batch["image"], batch["camera_R"], config, generator)
+        targets = camera_frame_targets({k: v.to(device) for k, v in batch.items() if k != "image"},
+                                       cam.to(device), model.layer)
+        loss, _ = d3ke_loss(model(normalise(imgs.to(device))), targets, config.loss_weights, rotational)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if step >= 1:
+            images += len(imgs)
+        t_wait = time.perf_counter()
+    wall = time.perf_counter() - start
+    return images / wall, waited / wall
+
+
+def bench_train(data_root: Path | None = None, steps: int = 6) -> dict:
+    """Training images per second of each backbone at its preset's resolution, and the share of
+    each step spent waiting for data (DataLoader with the preset's workers)."""
+    import torch
+
+    from d3ke_assets.biomech import model_builder
+    from d3ke_assets.biomech.skeletal_layer import SkeletalModel
+    from d3ke_assets.frames import processing
+    from d3ke_assets.frames.reader import FrameDataset
+    from d3ke_assets.learning.model import FrameModel
+    from d3ke_assets.learning.presets import train_config
+    from d3ke_assets.settings import PRESETS
+
+    root = Path(tempfile.mkdtemp(prefix="d3ke-bench-train-"))
+    cases = [("smoke", "mobilenet_v3_small"), ("demo", "resnet18"), ("demo", "efficientnet_v2_s"),
+             ("paper", "efficientnet_v2_s"), ("paper", "resnext50_32x4d")]
+    out: dict = {"benchmark": "train", "device": "cuda" if torch.cuda.is_available() else "cpu",
+                 "torch_threads": torch.get_num_threads(), "steps_timed": steps}
+    try:
+        cameras, labels, names, labels_path = _frames_subject(root, PRESETS["demo"].synthetic, 128)
+        model_path = model_builder.model_file(root / "opensim_model")
+        folders = {}
+        for preset in {p for p, _ in cases}:
+            crop = PRESETS[preset].crop_px
+            folders[preset] = root / f"frames_{crop}"
+            folders[preset].mkdir(exist_ok=True)
+            processing.process_subject("Subject_1", cameras, labels, names, labels_path, folders[preset], crop)
+        for preset, backbone in cases:
+            config = train_config(preset, backbone=backbone, weights_file=None) if preset != "paper" else \
+                train_config("smoke", backbone=backbone, batch_size=16, num_workers=2)
+            torch.manual_seed(0)
+            model = FrameModel(SkeletalModel.from_osim(model_path), backbone)
+            images_per_s, wait = _train_steps(model, FrameDataset([folders[preset]], used_only=False), config,
+                                              steps if preset != "paper" else 3)
+            out[f"{preset}/{backbone}"] = {"crop_px": PRESETS[preset].crop_px, "batch_size": config.batch_size,
+                                           "workers": config.num_workers, "train_images_per_s": round(images_per_s, 1),
+                                           "data_wait_share": round(wait, 4)}
+        return out
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
 BENCHMARKS: dict[str, Callable[..., dict]] = {"verify": bench_verify, "ik": bench_ik, "fk": bench_fk,
-                                              "frames": bench_frames, "rerun": bench_rerun}
+                                              "frames": bench_frames, "rerun": bench_rerun, "train": bench_train}
