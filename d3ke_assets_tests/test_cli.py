@@ -4,7 +4,6 @@ import os
 import subprocess
 import sys
 
-import pytest
 
 from d3ke_assets.cli import main
 

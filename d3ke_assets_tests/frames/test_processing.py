@@ -10,27 +10,19 @@ import pytest
 import torch
 from PIL import Image
 
-from d3ke_assets.biomech import ground_truth as gt
 from d3ke_assets.errors import D3keError
 from d3ke_assets.frames import processing as fp
 from d3ke_assets.frames.reader import FrameDataset
-from d3ke_assets.sources import mocap, raw, synthetic
+from d3ke_assets.sources import synthetic
 
 CROP = 64
 
 
 @pytest.fixture(scope="module")
-def subject(tmp_path_factory, smoke_root, smoke_subject, generic_model):
+def subject(smoke_frames):
     """Subject_1's raw files, labels (opensim_gt) and frames, in one folder."""
-    base = tmp_path_factory.mktemp("frames")
-    (base / "mocap").mkdir()
-    mocap.synthetic_mocap(smoke_subject, base / "mocap")
-    gt.compute_subject(base / "mocap", generic_model[0], base / "gt")
-    labels, names = gt.load_labels(base / "gt")
-    cameras = raw.camera_videos(smoke_root, "Subject_1")
-    (base / "frames").mkdir()
-    summary = fp.process_subject("Subject_1", cameras, labels, names, base / "gt" / "labels.npz", base / "frames", CROP)
-    return base, cameras, labels, names, summary
+    f = smoke_frames
+    return f["base"], f["cameras"], f["labels"], f["names"], f["summary"]
 
 
 def test_to_crop_px_hand_computed():

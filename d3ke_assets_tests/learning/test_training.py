@@ -8,27 +8,16 @@ import numpy as np
 import pytest
 import torch
 
-from d3ke_assets.biomech import ground_truth as gt
 from d3ke_assets.biomech.skeletal_layer import SkeletalModel
 from d3ke_assets.errors import D3keError
-from d3ke_assets.frames import processing as fp
 from d3ke_assets.frames.reader import FrameDataset
 from d3ke_assets.learning import training as T
 from d3ke_assets.learning.model import FrameModel, rotation_6d_to_matrix
-from d3ke_assets.sources import mocap, raw
 
 
 @pytest.fixture(scope="module")
-def frames_dir(tmp_path_factory, smoke_root, smoke_subject, generic_model):
-    base = tmp_path_factory.mktemp("learning")
-    (base / "mocap").mkdir()
-    mocap.synthetic_mocap(smoke_subject, base / "mocap")
-    gt.compute_subject(base / "mocap", generic_model[0], base / "gt")
-    labels, names = gt.load_labels(base / "gt")
-    (base / "frames").mkdir()
-    fp.process_subject("Subject_1", raw.camera_videos(smoke_root, "Subject_1"), labels, names,
-                       base / "gt" / "labels.npz", base / "frames", 64)
-    return base / "frames"
+def frames_dir(smoke_frames):
+    return smoke_frames["base"] / "frames"
 
 
 def _config(**kw):
