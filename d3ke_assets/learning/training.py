@@ -103,11 +103,12 @@ def augment(images: torch.Tensor, camera_R: torch.Tensor, config: TrainConfig,
                         scale=float(scales[k]), shear=[0.0, 0.0])
         img = TF.adjust_contrast(TF.adjust_brightness(img, float(brightness[k])), float(contrast[k]))
         out.append(img)
-    # torchvision rotates the image counter-clockwise on screen: about the camera's -z axis (z into the scene)
+    # torchvision turns a positive angle clockwise on screen (x right, y down): (x, y) -> (x c - y s, x s + y c)
+    # about the crop centre; the camera-frame labels turn the same way about the viewing axis z
     theta = torch.deg2rad(angles)
     c, s = torch.cos(theta), torch.sin(theta)
     rz = torch.zeros(b, 3, 3)
-    rz[:, 0, 0], rz[:, 0, 1], rz[:, 1, 0], rz[:, 1, 1], rz[:, 2, 2] = c, s, -s, c, 1.0
+    rz[:, 0, 0], rz[:, 0, 1], rz[:, 1, 0], rz[:, 1, 1], rz[:, 2, 2] = c, -s, s, c, 1.0
     return torch.stack(out), rz @ camera_R
 
 

@@ -125,3 +125,22 @@ def test_camera_frame_targets_match_the_labels_geometry(frames_dir, generic_mode
     world = batch["markers_m"].view(4, -1, 3) - batch["pelvis_origin_m"].view(4, 1, 3)
     assert torch.allclose(targets["markers_m"].norm(dim=-1), world.norm(dim=-1), atol=1e-5)
     assert np.allclose(torch.det(targets["pelvis_rotation"]).numpy(), 1.0, atol=1e-4)
+
+
+def test_augmentation_turns_labels_with_the_image():
+    """A dot drawn where a camera-frame point projects moves, under the augmentation's in-plane
+    rotation, to where the augmented label projects (pinhole centred on the crop)."""
+    size, f = 65, 40.0
+    centre = (size - 1) / 2
+    point = torch.tensor([0.5, 0.2, 2.0])  # camera frame: right, down, ahead
+    u, v = centre + f * point[0] / point[2], centre + f * point[1] / point[2]
+    image = torch.zeros(1, 3, size, size, dtype=torch.uint8)
+    image[0, :, int(round(v.item())), int(round(u.item()))] = 255
+    config = T.TrainConfig(max_shift=0.0, max_scale=0.0, max_rotation_deg=40.0, colour=0.0)
+    for seed in range(4):
+        out, R = T.augment(image, torch.eye(3).unsqueeze(0), config, torch.Generator().manual_seed(seed))
+        moved = R[0] @ point
+        expected = centre + f * moved[0] / moved[2], centre + f * moved[1] / moved[2]
+        ys, xs = torch.nonzero(out[0, 0] > 40, as_tuple=True)
+        found = xs.float().mean(), ys.float().mean()
+        assert abs(found[0] - expected[0]) < 1.0 and abs(found[1] - expected[1]) < 1.0, (seed, found, expected)
