@@ -20,7 +20,7 @@ from d3ke_assets.learning.model import FrameModel
 from d3ke_assets.learning.tracking import TrainingTracker, learning_curve_png
 from d3ke_assets.versioning import build_in_place_if_stale, version_stamp
 
-FRAME_MODEL_CODE_VERSION = "1"
+FRAME_MODEL_CODE_VERSION = "2"  # bump when training changes what it learns
 HISTORY = "history.json"
 RUN_INFO = "mlflow_run.json"
 
