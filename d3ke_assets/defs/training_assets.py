@@ -69,7 +69,7 @@ def frame_model(context: dg.AssetExecutionContext, data_root: DataRootResource, 
             try:
                 history = training.train_frame_model(
                     model, FrameDataset(train_dirs), FrameDataset(val_dirs), config, out, log=context.log.info,
-                    on_epoch=tracker.log_epoch)
+                    on_epoch=tracker.log_epoch, resume_key=stamp)
             except BaseException:
                 tracker.fail()
                 raise

@@ -132,9 +132,10 @@ class EpochRecord:
     data_wait_share: float
 
 
-def _checkpoint_bundle(model, optimizer, epoch: int, history: list[EpochRecord], config: TrainConfig) -> dict:
+def _checkpoint_bundle(model, optimizer, epoch: int, history: list[EpochRecord], config: TrainConfig,
+                       resume_key: str) -> dict:
     return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
-            "fingerprint": config.fingerprint(),
+            "fingerprint": canonical_hash([config.fingerprint(), resume_key]),
             "history": [asdict(h) for h in history]}
 
 
@@ -177,8 +178,12 @@ def evaluate(model: FrameModel, loader, config: TrainConfig, device: torch.devic
 
 def train_frame_model(model: FrameModel, train_set, val_set, config: TrainConfig, checkpoint_dir: Path,
                       log: Callable[[str], None] = print,
-                      on_epoch: Callable[[EpochRecord], None] = lambda r: None) -> list[EpochRecord]:
-    """Train (or resume) and return the per-epoch history; the best is the last checkpoint's model."""
+                      on_epoch: Callable[[EpochRecord], None] = lambda r: None,
+                      resume_key: str = "") -> list[EpochRecord]:
+    """Train (or resume) and return the per-epoch history; the best is the last checkpoint's model.
+
+    A checkpoint is resumed only when it was written with the same configuration and `resume_key`
+    (the caller's version of code and inputs): new data or code starts over."""
     if len(train_set) == 0:
         raise D3keError("no training frames: materialize frames for the train subjects (or use a preset with more "
                         "subjects)")
@@ -199,7 +204,7 @@ def train_frame_model(model: FrameModel, train_set, val_set, config: TrainConfig
     path = checkpoint_dir / CHECKPOINT
     if path.is_file():
         bundle = load_checkpoint(path)
-        if bundle.get("fingerprint") == config.fingerprint():
+        if bundle.get("fingerprint") == canonical_hash([config.fingerprint(), resume_key]):
             model.load_state_dict(bundle["model"])
             optimizer.load_state_dict(bundle["optimizer"])
             history = [EpochRecord(**h) for h in bundle["history"]]
@@ -255,7 +260,7 @@ def train_frame_model(model: FrameModel, train_set, val_set, config: TrainConfig
         record = EpochRecord(epoch, total / seen, {k: v / seen for k, v in sums.items()}, val_loss, val_mae, val_mm,
                              lr, seconds, waited / seconds)
         history.append(record)
-        save_checkpoint(path, _checkpoint_bundle(model, optimizer, epoch, history, config))
+        save_checkpoint(path, _checkpoint_bundle(model, optimizer, epoch, history, config, resume_key))
         log(f"epoch {epoch + 1}/{config.epochs}: loss {record.train_loss:.4f}, val loss {val_loss:.4f}, "
             f"val coordinate MAE {val_mae:.2f} deg, val marker error {val_mm:.1f} mm ({seconds:.1f} s)")
         on_epoch(record)

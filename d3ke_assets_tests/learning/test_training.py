@@ -144,3 +144,14 @@ def test_augmentation_turns_labels_with_the_image():
         ys, xs = torch.nonzero(out[0, 0] > 40, as_tuple=True)
         found = xs.float().mean(), ys.float().mean()
         assert abs(found[0] - expected[0]) < 1.0 and abs(found[1] - expected[1]) < 1.0, (seed, found, expected)
+
+
+def test_a_checkpoint_of_other_code_or_data_is_not_resumed(frames_dir, generic_model, tmp_path):
+    train = FrameDataset([frames_dir], used_only=False, cameras=("PG1",))
+    val = FrameDataset([frames_dir], used_only=False, cameras=("PG2",))
+    T.train_frame_model(_model(generic_model), train, val, _config(epochs=1), tmp_path, log=lambda m: None,
+                        resume_key="inputs v1")
+    messages = []
+    history = T.train_frame_model(_model(generic_model), train, val, _config(epochs=1), tmp_path,
+                                  log=messages.append, resume_key="inputs v2")
+    assert any("another configuration: starting over" in m for m in messages) and len(history) == 1
