@@ -59,6 +59,7 @@ class FrameDataset(torch.utils.data.Dataset):
         self.trial = cat("trial", plain)
         self.camera = cat("camera", plain)
         self.frame = cat("frame", plain)
+        self.used = cat("used", plain).astype(bool)  # D3KE's moving frames
         self.box = np.column_stack([cat(c, plain) for c in ("box_x0_px", "box_y0_px", "box_size_px")])
         self.labels = {name: cat(name, _column) for name in LABEL_COLUMNS}
         # each frame's camera rotation (world -> camera), for labels in the camera frame

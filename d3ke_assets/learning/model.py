@@ -19,6 +19,8 @@ import torch.nn.functional as F
 from d3ke_assets.biomech.skeletal_layer import SkeletalModel
 from d3ke_assets.errors import D3keError
 
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 PELVIS_COORDINATES = ("pelvis_tilt", "pelvis_list", "pelvis_rotation", "pelvis_tx", "pelvis_ty", "pelvis_tz")
 SCALE_RANGE = (0.7, 1.3)
 
@@ -60,6 +62,14 @@ def build_backbone(name: str, weights_file: str | Path | None = None) -> torch.n
     return net.features  # efficientnet, mobilenet
 
 
+def normalise(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (B, 3, S, S) -> float normalised with the ImageNet statistics torchvision's backbones expect."""
+    x = images.float() / 255.0
+    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
 def rotation_6d_to_matrix(x: torch.Tensor) -> torch.Tensor:
     """(B, 6) -> (B, 3, 3): Gram-Schmidt on two predicted columns (Zhou et al. 2019)."""
     a, b = x[:, :3], x[:, 3:]
@@ -69,44 +79,63 @@ def rotation_6d_to_matrix(x: torch.Tensor) -> torch.Tensor:
     return torch.stack([c1, c2, c3], dim=-1)
 
 
+def predicted_coordinates(layer: SkeletalModel) -> tuple[list[int], torch.Tensor, torch.Tensor]:
+    """Indices of the coordinates the head predicts (all but the pelvis's), their lower bounds and spans."""
+    names = layer.coordinate_names
+    missing = [c for c in PELVIS_COORDINATES if c not in names]
+    if missing:
+        raise D3keError(f"{layer.spec.path}: the D3KE models need the pelvis coordinates {missing}")
+    predicted = [i for i, n in enumerate(names) if n not in PELVIS_COORDINATES]
+    lo = torch.tensor([layer.spec.coordinates[i].range[0] for i in predicted], dtype=torch.float32)
+    hi = torch.tensor([layer.spec.coordinates[i].range[1] for i in predicted], dtype=torch.float32)
+    return predicted, lo, hi - lo
+
+
 class FrameModel(torch.nn.Module):
     def __init__(self, layer: SkeletalModel, backbone: str = "resnet18", weights_file: str | Path | None = None):
         super().__init__()
         self.layer = layer
         self.backbone_name = backbone
         self.backbone = build_backbone(backbone, weights_file)
-        names = layer.coordinate_names
-        missing = [c for c in PELVIS_COORDINATES if c not in names]
-        if missing:
-            raise D3keError(f"{layer.spec.path}: the frame model needs the pelvis coordinates {missing}")
-        self.predicted = [i for i, n in enumerate(names) if n not in PELVIS_COORDINATES]
-        lo = torch.tensor([layer.spec.coordinates[i].range[0] for i in self.predicted], dtype=torch.float32)
-        hi = torch.tensor([layer.spec.coordinates[i].range[1] for i in self.predicted], dtype=torch.float32)
+        self.predicted, lo, span = predicted_coordinates(layer)
         self.register_buffer("range_lo", lo)
-        self.register_buffer("range_span", hi - lo)
-        n_out = len(self.predicted) + 3 * layer.n_bodies + 6
+        self.register_buffer("range_span", span)
+        n_out = self.n_outputs = len(self.predicted) + 3 * layer.n_bodies + 6
         self.head = torch.nn.Conv2d(BACKBONES[backbone].features, n_out, kernel_size=1)
         torch.nn.init.zeros_(self.head.bias)
         with torch.no_grad():  # start at the identity orientation
             self.head.bias[-6:] = torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 0.0])
 
+    def head_outputs(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, n_out) unsquashed head outputs: what the sequence model reads and refines."""
+        return self.head(self.backbone(images)).mean(dim=(2, 3)).float()
+
+    def decode(self, out: torch.Tensor) -> dict[str, torch.Tensor]:
+        return decode_head_outputs(out, self.layer, self.predicted, self.range_lo, self.range_span)
+
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """`images`: (B, 3, S, S) float, normalised.  Returns predictions as the loss expects them."""
-        out = self.head(self.backbone(images)).mean(dim=(2, 3)).float()
-        n_q = len(self.predicted)
-        batch = out.shape[0]
-        q = torch.zeros(batch, len(self.layer.coordinate_names), device=out.device)
-        q[:, self.predicted] = self.range_lo + self.range_span * torch.sigmoid(out[:, :n_q])
-        lo, hi = SCALE_RANGE
-        scales = lo + (hi - lo) * torch.sigmoid(out[:, n_q:n_q + 3 * self.layer.n_bodies])
-        scales = scales.view(batch, self.layer.n_bodies, 3)
-        with torch.autocast(out.device.type, enabled=False):  # kinematics in float32 even under AMP
-            rotation = rotation_6d_to_matrix(out[:, -6:])
-            pose = self.layer(q, scales)  # pelvis at the origin, unrotated
-        rotate = lambda p: p @ rotation.transpose(1, 2)  # noqa: E731  (row vectors)
-        return {"coordinates": q, "scale_factors": scales, "pelvis_rotation": rotation,
-                "markers_m": rotate(pose.markers_m), "joint_centres_m": rotate(pose.joint_centres_m),
-                "pelvis_origin_m": torch.zeros(batch, 3, device=out.device)}
+        return self.decode(self.head_outputs(images))
+
+
+def decode_head_outputs(out: torch.Tensor, layer: SkeletalModel, predicted: list[int], range_lo: torch.Tensor,
+                        range_span: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Unsquashed outputs (B, n_q + 3 * bodies + 6) -> coordinates in range, scale factors in
+    `SCALE_RANGE`, the pelvis rotation, and pelvis-relative markers and joint centres (camera frame)."""
+    n_q = len(predicted)
+    batch = out.shape[0]
+    q = torch.zeros(batch, len(layer.coordinate_names), device=out.device)
+    q[:, predicted] = range_lo + range_span * torch.sigmoid(out[:, :n_q])
+    lo, hi = SCALE_RANGE
+    scales = lo + (hi - lo) * torch.sigmoid(out[:, n_q:n_q + 3 * layer.n_bodies])
+    scales = scales.view(batch, layer.n_bodies, 3)
+    with torch.autocast(out.device.type, enabled=False):  # kinematics in float32 even under AMP
+        rotation = rotation_6d_to_matrix(out[:, -6:].float())
+        pose = layer(q, scales)  # pelvis at the origin, unrotated
+    rotate = lambda p: p @ rotation.transpose(1, 2)  # noqa: E731  (row vectors)
+    return {"coordinates": q, "scale_factors": scales, "pelvis_rotation": rotation,
+            "markers_m": rotate(pose.markers_m), "joint_centres_m": rotate(pose.joint_centres_m),
+            "pelvis_origin_m": torch.zeros(batch, 3, device=out.device)}
 
 
 def camera_frame_targets(batch: dict, camera_R: torch.Tensor, layer: SkeletalModel) -> dict[str, torch.Tensor]:

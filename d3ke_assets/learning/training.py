@@ -21,17 +21,30 @@ import torch
 
 from d3ke_assets.errors import D3keError
 from d3ke_assets.learning.losses import LossWeights, d3ke_loss
-from d3ke_assets.learning.model import FrameModel, camera_frame_targets
+from d3ke_assets.learning.model import FrameModel, camera_frame_targets, normalise  # noqa: F401 (re-exported)
 from d3ke_assets.storage import atomic_path
 from d3ke_assets.versioning import canonical_hash
 
 CHECKPOINT = "last.pt"
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class _Config:
+    """What both trainings' configurations share: a flat dict and a resume fingerprint."""
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["loss_weights"] = self.loss_weights.as_dict()
+        return d
+
+    def fingerprint(self) -> str:
+        """What a resumed training must share with the one that wrote the checkpoint."""
+        d = self.as_dict()
+        d.pop("num_workers")
+        return canonical_hash(d)
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(_Config):
     backbone: str = "resnet18"
     epochs: int = 30
     batch_size: int = 64
@@ -50,17 +63,6 @@ class TrainConfig:
     seed: int = 0
     num_workers: int = 2
     weights_file: str | None = None
-
-    def as_dict(self) -> dict:
-        d = asdict(self)
-        d["loss_weights"] = self.loss_weights.as_dict()
-        return d
-
-    def fingerprint(self) -> str:
-        """What a resumed training must share with the one that wrote the checkpoint."""
-        d = self.as_dict()
-        d.pop("num_workers")
-        return canonical_hash(d)
 
 
 def learning_rate(config: TrainConfig, epoch_progress: float) -> float:
@@ -112,13 +114,6 @@ def augment(images: torch.Tensor, camera_R: torch.Tensor, config: TrainConfig,
     return torch.stack(out), rz @ camera_R
 
 
-def normalise(images: torch.Tensor) -> torch.Tensor:
-    x = images.float() / 255.0
-    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
-    return (x - mean) / std
-
-
 @dataclass
 class EpochRecord:
     epoch: int
@@ -135,7 +130,7 @@ class EpochRecord:
 def _checkpoint_bundle(model, optimizer, epoch: int, history: list[EpochRecord], config: TrainConfig,
                        resume_key: str) -> dict:
     return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
-            "fingerprint": canonical_hash([config.fingerprint(), resume_key]),
+            "fingerprint": canonical_hash([config.fingerprint(), resume_key]), "config": config.as_dict(),
             "history": [asdict(h) for h in history]}
 
 
@@ -151,19 +146,21 @@ def load_checkpoint(path: Path) -> dict:
         raise D3keError(f"{path}: cannot load the checkpoint ({type(exc).__name__}): delete it to start over") from None
 
 
+# prepare(batch, generator, device) -> (model input, targets); generator is None when evaluating
+Prepare = Callable[[dict, "torch.Generator | None", torch.device], tuple[torch.Tensor, dict]]
+
+
 @torch.no_grad()
-def evaluate(model: FrameModel, loader, config: TrainConfig, device: torch.device,
-             rotational: torch.Tensor) -> tuple[float, float, float]:
+def evaluate(model, loader, config, device: torch.device, rotational: torch.Tensor,
+             prepare: Prepare) -> tuple[float, float, float]:
     """(loss, coordinate MAE in degrees over unmasked rotational coordinates, marker error in mm)."""
     model.eval()
     total, n, abs_deg, n_deg, marker_mm = 0.0, 0, 0.0, 0.0, 0.0
     for batch in loader:
-        images = normalise(batch["image"].to(device))
-        targets = camera_frame_targets({k: v.to(device) for k, v in batch.items() if k != "image"},
-                                       batch["camera_R"].to(device), model.layer)
-        pred = model(images)
+        inputs, targets = prepare(batch, None, device)
+        pred = model(inputs)
         loss, _ = d3ke_loss(pred, targets, config.loss_weights, rotational)
-        b = images.shape[0]
+        b = inputs.shape[0]
         total += loss.item() * b
         n += b
         mask = targets["coordinate_mask"] * rotational.float()
@@ -180,20 +177,41 @@ def train_frame_model(model: FrameModel, train_set, val_set, config: TrainConfig
                       log: Callable[[str], None] = print,
                       on_epoch: Callable[[EpochRecord], None] = lambda r: None,
                       resume_key: str = "") -> list[EpochRecord]:
-    """Train (or resume) and return the per-epoch history; the best is the last checkpoint's model.
-
-    A checkpoint is resumed only when it was written with the same configuration and `resume_key`
-    (the caller's version of code and inputs): new data or code starts over."""
+    """Train (or resume) the frame model and return the per-epoch history (see `fit`)."""
     if len(train_set) == 0:
         raise D3keError("no training frames: materialize frames for the train subjects (or use a preset with more "
                         "subjects)")
     if len(val_set) == 0:
         raise D3keError("the validation set is empty: the subject split needs at least one validation subject "
                         "with frames")
+
+    def prepare(batch, generator, device):
+        images, camera_R = batch["image"], batch["camera_R"]
+        if generator is not None and config.augment:
+            images, camera_R = augment(images, camera_R, config, generator)
+        images = normalise(images.to(device, non_blocking=True))
+        if device.type == "cuda":
+            images = images.contiguous(memory_format=torch.channels_last)
+        targets = camera_frame_targets({k: v.to(device) for k, v in batch.items() if k != "image"},
+                                       camera_R.to(device), model.layer)
+        return images, targets
+
+    return fit(model, train_set, val_set, config, checkpoint_dir, prepare, log, on_epoch, resume_key,
+               channels_last=True)
+
+
+def fit(model, train_set, val_set, config, checkpoint_dir: Path, prepare: Prepare,
+        log: Callable[[str], None] = print, on_epoch: Callable[[EpochRecord], None] = lambda r: None,
+        resume_key: str = "", channels_last: bool = False) -> list[EpochRecord]:
+    """The loop both models train with: AdamW, the two-step schedule per step, a checkpoint every
+    epoch, validation metrics every epoch.
+
+    A checkpoint is resumed only when it was written with the same configuration and `resume_key`
+    (the caller's version of code and inputs): new data or code starts over."""
     device = choose_device()
     seed_everything(config.seed)
     model.to(device)
-    if device.type == "cuda":
+    if device.type == "cuda" and channels_last:
         model.to(memory_format=torch.channels_last)
     rotational = torch.tensor(model.layer.rotational, device=device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr_start, weight_decay=config.weight_decay)
@@ -230,16 +248,9 @@ def train_frame_model(model: FrameModel, train_set, val_set, config: TrainConfig
             lr = learning_rate(config, epoch + step / steps)
             for g in optimizer.param_groups:
                 g["lr"] = lr
-            images, camera_R = batch["image"], batch["camera_R"]
-            if config.augment:
-                images, camera_R = augment(images, camera_R, config, generator)
-            images = normalise(images.to(device, non_blocking=True))
-            if device.type == "cuda":
-                images = images.contiguous(memory_format=torch.channels_last)
-            targets = camera_frame_targets({k: v.to(device) for k, v in batch.items() if k != "image"},
-                                           camera_R.to(device), model.layer)
+            inputs, targets = prepare(batch, generator, device)
             with torch.autocast(device.type, enabled=device.type == "cuda"):
-                pred = model(images)
+                pred = model(inputs)
             loss, terms = d3ke_loss(pred, targets, config.loss_weights, rotational)
             if not torch.isfinite(loss):
                 raise D3keError(f"the loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}: lower "
@@ -249,13 +260,13 @@ def train_frame_model(model: FrameModel, train_set, val_set, config: TrainConfig
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
-            b = images.shape[0]
+            b = inputs.shape[0]
             total += loss.item() * b
             seen += b
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0.0) + v.item() * b
             t_wait = time.perf_counter()
-        val_loss, val_mae, val_mm = evaluate(model, val_loader, config, device, rotational)
+        val_loss, val_mae, val_mm = evaluate(model, val_loader, config, device, rotational, prepare)
         seconds = time.perf_counter() - t0
         record = EpochRecord(epoch, total / seen, {k: v / seen for k, v in sums.items()}, val_loss, val_mae, val_mm,
                              lr, seconds, waited / seconds)

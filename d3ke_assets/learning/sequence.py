@@ -1,0 +1,256 @@
+"""D3KE's temporal stage: a network over a window of the frame model's outputs that refines the
+centre frame's coordinates, scale factors and pelvis orientation.
+
+The input of each frame is the frame model's unsquashed head output (what its sigmoid and 6D
+rotation read), so the sequence model sees exactly what the frame model decided.  It predicts the
+centre frame's head output as a learned filter over the window plus a network's correction (the
+filter starts at the centre frame and the correction at zero: an untrained sequence model
+reproduces the frame model), which the same decoding and skeletal layer turn into markers
+and joint centres, so it trains with the frame model's losses.
+
+Variants: `tcn` (VideoPose3D-style dilated temporal convolutions; the receptive field is a power
+of 3, the paper's 243 = 3^5), `lstm` (bidirectional) and `transformer` (encoder with learned
+positions); the last two accept any odd receptive field.  Windows never cross a trial or a camera;
+at a trial's ends the edge frame is repeated.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from d3ke_assets.biomech.skeletal_layer import SkeletalModel
+from d3ke_assets.errors import D3keError
+from d3ke_assets.frames.reader import FrameDataset
+from d3ke_assets.learning.losses import LossWeights
+from d3ke_assets.learning.model import (FrameModel, camera_frame_targets, decode_head_outputs, normalise,
+                                        predicted_coordinates)
+from d3ke_assets.learning.training import EpochRecord, _Config, choose_device, fit
+
+VARIANTS = ("tcn", "lstm", "transformer")
+FILTER_GAIN = 10.0
+
+
+@dataclass
+class SequenceConfig(_Config):
+    variant: str = "tcn"
+    receptive_field: int = 243  # frames; the paper's
+    hidden: int = 256
+    layers: int = 2  # of the LSTM or the transformer encoder
+    dropout: float = 0.1
+    input_noise: float = 0.0  # std of noise on the inputs while training: train-set outputs are better than test's
+    epochs: int = 30
+    batch_size: int = 256
+    lr_start: float = 1e-3
+    lr_mid: float = 1e-4
+    lr_tail_start: float = 5e-5
+    lr_end: float = 1e-5
+    tail_fraction: float = 2 / 30
+    weight_decay: float = 1e-3
+    loss_weights: LossWeights = field(default_factory=LossWeights)
+    seed: int = 0
+    num_workers: int = 0  # the windows are in memory
+
+    def check(self) -> None:
+        if self.variant not in VARIANTS:
+            raise D3keError(f"sequence model variant {self.variant!r} does not exist: use one of {', '.join(VARIANTS)}")
+        rf = self.receptive_field
+        if rf < 1 or rf % 2 == 0:
+            raise D3keError(f"receptive_field {rf} must be a positive odd number of frames (the centre frame is "
+                            f"the one refined)")
+        if self.variant == "tcn" and 3 ** round(math.log(rf, 3)) != rf:
+            raise D3keError(f"receptive_field {rf} is not a power of 3, as the tcn variant needs (27, 81, 243, ...): "
+                            f"change it or use the lstm or transformer variant")
+
+
+class _TemporalConvNet(torch.nn.Module):
+    """Dilated convolutions (kernel 3, dilations 1, 3, 9, ...) that shrink R = 3^k frames to one."""
+
+    def __init__(self, hidden: int, receptive_field: int, dropout: float):
+        super().__init__()
+        depth = round(math.log(receptive_field, 3))
+        self.expand = torch.nn.Conv1d(hidden, hidden, 3) if depth else torch.nn.Identity()
+        self.blocks = torch.nn.ModuleList()
+        for i in range(1, depth):
+            self.blocks.append(torch.nn.Sequential(
+                torch.nn.Conv1d(hidden, hidden, 3, dilation=3 ** i), torch.nn.BatchNorm1d(hidden),
+                torch.nn.ReLU(), torch.nn.Dropout(dropout),
+                torch.nn.Conv1d(hidden, hidden, 1), torch.nn.BatchNorm1d(hidden), torch.nn.ReLU(),
+                torch.nn.Dropout(dropout)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, R, H) -> (B, H)
+        x = torch.relu(self.expand(x.transpose(1, 2)))
+        for i, block in enumerate(self.blocks, start=1):
+            d = 3 ** i
+            x = x[:, :, d:-d] + block(x)  # the residual is the centre part the convolution kept
+        return x[:, :, 0]
+
+
+class _Recurrent(torch.nn.Module):
+    def __init__(self, hidden: int, layers: int, dropout: float):
+        super().__init__()
+        self.lstm = torch.nn.LSTM(hidden, hidden // 2, num_layers=layers, batch_first=True, bidirectional=True,
+                                  dropout=dropout if layers > 1 else 0.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lstm(x)[0][:, x.shape[1] // 2]
+
+
+class _Attention(torch.nn.Module):
+    def __init__(self, hidden: int, layers: int, dropout: float, receptive_field: int):
+        super().__init__()
+        self.position = torch.nn.Parameter(torch.randn(1, receptive_field, hidden) * 0.02)
+        block = torch.nn.TransformerEncoderLayer(hidden, nhead=4, dim_feedforward=2 * hidden, dropout=dropout,
+                                                 batch_first=True)
+        self.encoder = torch.nn.TransformerEncoder(block, layers, enable_nested_tensor=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder(x + self.position)[:, x.shape[1] // 2]
+
+
+class SequenceModel(torch.nn.Module):
+    """(B, R, F) windows of frame-model head outputs -> predictions for the centre frames."""
+
+    def __init__(self, layer: SkeletalModel, config: SequenceConfig):
+        super().__init__()
+        config.check()
+        self.layer = layer
+        self.variant, self.receptive_field = config.variant, config.receptive_field
+        self.predicted, lo, span = predicted_coordinates(layer)
+        self.register_buffer("range_lo", lo)
+        self.register_buffer("range_span", span)
+        n_features = len(self.predicted) + 3 * layer.n_bodies + 6  # the frame model's head outputs
+        self.n_features = n_features
+        h = config.hidden
+        # a per-output filter over the window, starting as "the centre frame only": averaging out
+        # per-frame noise is then one easy step away, the network below learns the rest
+        centre_only = torch.zeros(config.receptive_field, n_features)
+        centre_only[config.receptive_field // 2] = 1.0
+        self.register_buffer("centre_only", centre_only, persistent=False)
+        self.filter_change = torch.nn.Parameter(torch.zeros(config.receptive_field, n_features))
+        self.embed = torch.nn.Linear(n_features, h)
+        if config.variant == "tcn":
+            self.temporal = _TemporalConvNet(h, config.receptive_field, config.dropout)
+        elif config.variant == "lstm":
+            self.temporal = _Recurrent(h, config.layers, config.dropout)
+        else:
+            self.temporal = _Attention(h, config.layers, config.dropout, config.receptive_field)
+        self.correction = torch.nn.Linear(h, n_features)
+        torch.nn.init.zeros_(self.correction.weight)  # start as the frame model
+        torch.nn.init.zeros_(self.correction.bias)
+
+    def filter(self) -> torch.Tensor:
+        """(R, F) weights of each frame in the window.  The change is scaled up so that Adam, whose
+        steps are about the learning rate whatever the gradient, moves weights of order 1/R within
+        a few hundred steps."""
+        return self.centre_only + FILTER_GAIN * self.filter_change
+
+    def forward(self, windows: torch.Tensor) -> dict[str, torch.Tensor]:
+        if windows.shape[1] != self.receptive_field or windows.shape[2] != self.n_features:
+            raise D3keError(f"sequence model expects windows of {self.receptive_field} frames x {self.n_features} "
+                            f"outputs, got {tuple(windows.shape[1:])}")
+        filtered = (windows * self.filter()).sum(dim=1)
+        refined = filtered + self.correction(self.temporal(self.embed(windows)))
+        return decode_head_outputs(refined, self.layer, self.predicted, self.range_lo, self.range_span)
+
+
+@torch.no_grad()
+def predict_head_outputs(model: FrameModel, frames: FrameDataset, batch_size: int = 64,
+                         log: Callable[[str], None] = lambda m: None) -> np.ndarray:
+    """(N, F) float32 head outputs of the frame model for every frame of `frames`, in its order."""
+    device = choose_device()
+    model.to(device).eval()
+    out = []
+    loader = torch.utils.data.DataLoader(frames, batch_size=batch_size, num_workers=0)
+    every = max(1, len(loader) // 10)
+    for step, batch in enumerate(loader):
+        out.append(model.head_outputs(normalise(batch["image"].to(device))).cpu().numpy())
+        if (step + 1) % every == 0:
+            log(f"frame model outputs: {min((step + 1) * batch_size, len(frames))}/{len(frames)} frames")
+    return np.concatenate(out).astype(np.float32) if out else np.zeros((0, model.n_outputs), np.float32)
+
+
+def window_rows(frames: FrameDataset, receptive_field: int) -> np.ndarray:
+    """(N, R) row indices of each frame's window: the same subject, trial and camera, in frame order,
+    the edge frame repeated past a trial's ends."""
+    n = len(frames)
+    order = np.lexsort((frames.frame, frames.camera, frames.trial, frames.folder_index))
+    key = np.stack([frames.folder_index[order].astype(str), frames.trial[order].astype(str),
+                    frames.camera[order].astype(str)], axis=1)
+    new_group = np.ones(n, bool)
+    new_group[1:] = (key[1:] != key[:-1]).any(axis=1)
+    group_start = np.maximum.accumulate(np.where(new_group, np.arange(n), 0))
+    ends = np.flatnonzero(np.append(new_group[1:], True))  # last position of each group
+    group_end = ends[np.cumsum(new_group) - 1]
+    half = receptive_field // 2
+    positions = np.arange(n)[:, None] + np.arange(-half, half + 1)[None, :]
+    positions = np.clip(positions, group_start[:, None], group_end[:, None])
+    windows = np.empty((n, receptive_field), np.int64)
+    windows[order] = order[positions]
+    return windows
+
+
+class SequenceDataset(torch.utils.data.Dataset):
+    """Windows of head outputs centred on the frames of `frames` (only D3KE's moving ones when
+    `used_only`), with the centre frames' labels."""
+
+    def __init__(self, head_outputs: np.ndarray, frames: FrameDataset, receptive_field: int, used_only: bool = True):
+        if len(head_outputs) != len(frames):
+            raise D3keError(f"{len(head_outputs)} frame-model outputs for {len(frames)} frames: compute them again")
+        self.outputs = torch.from_numpy(np.ascontiguousarray(head_outputs, np.float32))
+        self.windows = torch.from_numpy(window_rows(frames, receptive_field))
+        self.centres = np.flatnonzero(frames.used) if used_only else np.arange(len(frames))
+        self.labels = {k: torch.from_numpy(v) for k, v in frames.labels.items()}
+        self.camera_R = torch.from_numpy(frames.camera_R)
+
+    def __len__(self) -> int:
+        return len(self.centres)
+
+    def __getitem__(self, i: int) -> dict:
+        row = int(self.centres[i])
+        item = {k: v[row] for k, v in self.labels.items()}
+        item["window"] = self.outputs[self.windows[row]]
+        item["camera_R"] = self.camera_R[row]
+        item["index"] = row
+        return item
+
+
+def train_sequence_model(model: SequenceModel, train_set: SequenceDataset, val_set: SequenceDataset,
+                         config: SequenceConfig, checkpoint_dir: Path, log: Callable[[str], None] = print,
+                         on_epoch: Callable[[EpochRecord], None] = lambda r: None,
+                         resume_key: str = "") -> list[EpochRecord]:
+    """Train (or resume) the sequence model with the frame model's losses (see `training.fit`)."""
+    if len(train_set) == 0:
+        raise D3keError("no training windows: the train subjects have no frames with labels")
+    if len(val_set) == 0:
+        raise D3keError("the validation set is empty: the subject split needs at least one validation subject "
+                        "with frames")
+
+    def prepare(batch, generator, device):
+        windows = batch["window"].to(device)
+        if generator is not None and config.input_noise > 0:
+            windows = windows + config.input_noise * torch.randn(windows.shape, generator=generator).to(device)
+        targets = camera_frame_targets({k: v.to(device) for k, v in batch.items() if k != "window"},
+                                       batch["camera_R"].to(device), model.layer)
+        return windows, targets
+
+    return fit(model, train_set, val_set, config, checkpoint_dir, prepare, log, on_epoch, resume_key)
+
+
+@torch.no_grad()
+def predict_sequence(model: SequenceModel, head_outputs: np.ndarray, frames: FrameDataset,
+                     batch_size: int = 512) -> dict[str, np.ndarray]:
+    """The sequence model's predictions for every frame of `frames` (coordinates, scale factors, ...)."""
+    device = choose_device()
+    model.to(device).eval()
+    data = SequenceDataset(head_outputs, frames, model.receptive_field, used_only=False)
+    parts: dict[str, list] = {}
+    for batch in torch.utils.data.DataLoader(data, batch_size=batch_size):
+        for k, v in model(batch["window"].to(device)).items():
+            parts.setdefault(k, []).append(v.cpu().numpy())
+    return {k: np.concatenate(v) for k, v in parts.items()}
