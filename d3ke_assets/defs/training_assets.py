@@ -1,4 +1,5 @@
-"""`frame_model`: the D3KE network trained on the train subjects' frames, tracked in MLflow."""
+"""`frame_model` (the D3KE network on single frames) and `sequence_model` (the temporal stage),
+trained on the train subjects, validated on the validation subjects, tracked in MLflow."""
 
 import base64
 import json
@@ -15,14 +16,16 @@ from d3ke_assets.defs.versioned import code_version_of, input_version, input_ver
 from d3ke_assets.errors import D3keError
 from d3ke_assets.frames.processing import INDEX_NAME
 from d3ke_assets.frames.reader import FrameDataset
-from d3ke_assets.learning import presets, training
+from d3ke_assets.learning import presets, sequence, training
 from d3ke_assets.learning.model import FrameModel
 from d3ke_assets.learning.tracking import TrainingTracker, learning_curve_png
 from d3ke_assets.versioning import build_in_place_if_stale, version_stamp
 
 FRAME_MODEL_CODE_VERSION = "2"  # bump when training changes what it learns
+SEQUENCE_MODEL_CODE_VERSION = "1"
 HISTORY = "history.json"
 RUN_INFO = "mlflow_run.json"
+ACTIVE_RUN = "mlflow_run_active.json"  # the MLflow run of a training under way, continued if it is resumed
 
 
 def _subject_frames(data_root: DataRootResource, keys, role: str, log) -> list:
@@ -34,60 +37,52 @@ def _subject_frames(data_root: DataRootResource, keys, role: str, log) -> list:
     return present
 
 
-@dg.asset(deps=[dg.AssetDep(frames, partition_mapping=dg.AllPartitionMapping()), opensim_model],
-          code_version=FRAME_MODEL_CODE_VERSION, group_name="learning", kinds={"pytorch", "mlflow"})
-def frame_model(context: dg.AssetExecutionContext, data_root: DataRootResource, dataset: DatasetResource,
-                mlflow: MlflowTrackingResource) -> dg.MaterializeResult:
-    """The frame model (backbone + head + skeletal layer) of the preset, trained on the train
-    subjects and validated on the validation subjects; the test subjects are never read here."""
-    with user_errors_as_failures():
-        split = dataset.split()
-        train_dirs = _subject_frames(data_root, split.train, "train", context.log.warning)
-        val_dirs = _subject_frames(data_root, split.validation, "validation", context.log.warning)
-        if not train_dirs:
-            raise D3keError("no training frames: materialize frames for the train subjects "
-                            f"({', '.join(split.train) or 'the split has none'})")
-        if not val_dirs:
-            raise D3keError("the validation set is empty: materialize frames for a validation subject "
-                            f"({', '.join(split.validation) or 'the split has none: use a preset with more subjects'})")
-        config = presets.train_config(dataset.preset)
-        inputs = {f"frames/{d.name}": input_version(data_root, "frames", d.name) for d in [*train_dirs, *val_dirs]}
-        inputs["opensim_model"] = input_version(data_root, "opensim_model", None)
-        stamp = version_stamp(code_version_of(context), config.as_dict(), inputs)
-        folder = data_root.asset_dir("frame_model")
-        model_path = model_builder.model_file(data_root.asset_dir("opensim_model"))
+def _train_and_val_dirs(data_root: DataRootResource, dataset: DatasetResource, log) -> tuple[list, list]:
+    split = dataset.split()
+    train_dirs = _subject_frames(data_root, split.train, "train", log)
+    val_dirs = _subject_frames(data_root, split.validation, "validation", log)
+    if not train_dirs:
+        raise D3keError("no training frames: materialize frames for the train subjects "
+                        f"({', '.join(split.train) or 'the split has none'})")
+    if not val_dirs:
+        raise D3keError("the validation set is empty: materialize frames for a validation subject "
+                        f"({', '.join(split.validation) or 'the split has none: use a preset with more subjects'})")
+    return train_dirs, val_dirs
 
-        def build(out):
-            model = FrameModel(SkeletalModel.from_osim(model_path), config.backbone, config.weights_file)
-            params = {"preset": dataset.preset, "dataset": dataset.checked_name(), **config.as_dict(),
-                      "input_data_versions": {k: v[:16] for k, v in inputs.items()}, "dagster_run_id": context.run_id,
-                      "train_subjects": ",".join(d.name for d in train_dirs),
-                      "validation_subjects": ",".join(d.name for d in val_dirs)}
-            tracker = TrainingTracker(mlflow.tracking_uri, mlflow.experiment_id(dataset.checked_name()),
-                                      f"frame_model {config.backbone}", params,
-                                      tags={"dagster_run_id": context.run_id, "asset": "frame_model"})
-            try:
-                history = training.train_frame_model(
-                    model, FrameDataset(train_dirs), FrameDataset(val_dirs), config, out, log=context.log.info,
-                    on_epoch=tracker.log_epoch, resume_key=stamp)
-            except BaseException:
-                tracker.fail()
-                raise
-            run = tracker.finish(out / training.CHECKPOINT, config.as_dict(), history,
-                                 f"d3ke_frame_model_{dataset.checked_name()}")
-            (out / HISTORY).write_text(json.dumps([h.__dict__ for h in history], indent=1))
-            (out / RUN_INFO).write_text(json.dumps(run.__dict__, indent=1))
 
-        # in place: the per-epoch checkpoint must survive a killed run so the next one resumes
-        data_version, reused = build_in_place_if_stale(folder, stamp, build)
-        history = [training.EpochRecord(**h) for h in json.loads((folder / HISTORY).read_text())]
-        run = json.loads((folder / RUN_INFO).read_text())
+def _tracked_training(context, mlflow: MlflowTrackingResource, dataset: DatasetResource, out, stamp: str,
+                      asset: str, run_name: str, params: dict, train) -> None:
+    """Run `train(on_epoch)` inside one MLflow run (continued when the training resumes), then log
+    the artifacts and register the checkpoint as a version of `d3ke_<asset>_<dataset>`."""
+    active = out / ACTIVE_RUN
+    previous = json.loads(active.read_text()) if active.is_file() else None
+    resume = previous["run_id"] if previous and previous.get("stamp") == stamp else None
+    tracker = TrainingTracker(mlflow.tracking_uri, mlflow.experiment_id(dataset.checked_name()), run_name,
+                              {**params, "dagster_run_id": context.run_id},
+                              tags={"dagster_run_id": context.run_id, "asset": asset}, resume_run_id=resume)
+    if previous and previous["run_id"] != tracker.run.run_id:
+        tracker.end_stale(previous["run_id"])
+    active.write_text(json.dumps({"run_id": tracker.run.run_id, "stamp": stamp}))
+    try:
+        history, config = train(tracker.log_epoch)
+    except BaseException:
+        tracker.fail()
+        raise
+    run = tracker.finish(out / training.CHECKPOINT, config, history, f"d3ke_{asset}_{dataset.checked_name()}")
+    (out / HISTORY).write_text(json.dumps([h.__dict__ for h in history], indent=1))
+    (out / RUN_INFO).write_text(json.dumps(run.__dict__, indent=1))
+    active.unlink()
+
+
+def _training_result(folder, data_version: str, reused: bool, inputs: dict, extra: dict) -> dg.MaterializeResult:
+    history = [training.EpochRecord(**h) for h in json.loads((folder / HISTORY).read_text())]
+    run = json.loads((folder / RUN_INFO).read_text())
     last = history[-1]
     curve = learning_curve_png(history, folder / "learning_curve.png")
     encoded = base64.b64encode(curve.read_bytes()).decode()
     url = f"http://127.0.0.1:5000/#/experiments/{run['experiment_id']}/runs/{run['run_id']}"
     return dg.MaterializeResult(data_version=dg.DataVersion(data_version), metadata={
-        "reused": reused, **input_versions_metadata(inputs), "backbone": config.backbone, "epochs": len(history),
+        "reused": reused, **input_versions_metadata(inputs), **extra, "epochs": len(history),
         "val_coordinate_mae_deg": round(last.val_coordinate_mae_deg, 2),
         "val_marker_error_mm": round(last.val_marker_error_mm, 1),
         "train_loss": round(last.train_loss, 4), "val_loss": round(last.val_loss, 4),
@@ -97,3 +92,93 @@ def frame_model(context: dg.AssetExecutionContext, data_root: DataRootResource, 
         "learning_curve": dg.MetadataValue.md(f"![learning curve](data:image/png;base64,{encoded})"),
         "checkpoint": dg.MetadataValue.path(str(folder / training.CHECKPOINT)),
     })
+
+
+def _params(dataset: DatasetResource, config, inputs: dict, train_dirs, val_dirs) -> dict:
+    return {"preset": dataset.preset, "dataset": dataset.checked_name(), **config.as_dict(),
+            "input_data_versions": {k: v[:16] for k, v in inputs.items()},
+            "train_subjects": ",".join(d.name for d in train_dirs),
+            "validation_subjects": ",".join(d.name for d in val_dirs)}
+
+
+def _frames_inputs(data_root: DataRootResource, dirs) -> dict:
+    inputs = {f"frames/{d.name}": input_version(data_root, "frames", d.name) for d in dirs}
+    inputs["opensim_model"] = input_version(data_root, "opensim_model", None)
+    return inputs
+
+
+@dg.asset(deps=[dg.AssetDep(frames, partition_mapping=dg.AllPartitionMapping()), opensim_model],
+          code_version=FRAME_MODEL_CODE_VERSION, group_name="learning", kinds={"pytorch", "mlflow"})
+def frame_model(context: dg.AssetExecutionContext, data_root: DataRootResource, dataset: DatasetResource,
+                mlflow: MlflowTrackingResource) -> dg.MaterializeResult:
+    """The frame model (backbone + head + skeletal layer) of the preset, trained on the train
+    subjects and validated on the validation subjects; the test subjects are never read here."""
+    with user_errors_as_failures():
+        train_dirs, val_dirs = _train_and_val_dirs(data_root, dataset, context.log.warning)
+        config = presets.train_config(dataset.preset)
+        inputs = _frames_inputs(data_root, [*train_dirs, *val_dirs])
+        stamp = version_stamp(code_version_of(context), config.as_dict(), inputs)
+        folder = data_root.asset_dir("frame_model")
+        model_path = model_builder.model_file(data_root.asset_dir("opensim_model"))
+
+        def build(out):
+            def train(on_epoch):
+                model = FrameModel(SkeletalModel.from_osim(model_path), config.backbone, config.weights_file)
+                history = training.train_frame_model(
+                    model, FrameDataset(train_dirs), FrameDataset(val_dirs), config, out, log=context.log.info,
+                    on_epoch=on_epoch, resume_key=stamp)
+                return history, config.as_dict()
+
+            _tracked_training(context, mlflow, dataset, out, stamp, "frame_model", f"frame_model {config.backbone}",
+                              _params(dataset, config, inputs, train_dirs, val_dirs), train)
+
+        # in place: the per-epoch checkpoint must survive a killed run so the next one resumes
+        data_version, reused = build_in_place_if_stale(folder, stamp, build)
+        return _training_result(folder, data_version, reused, inputs, {"backbone": config.backbone})
+
+
+class SequenceModelConfig(dg.Config):
+    """Overrides of the preset's temporal stage (None keeps the preset's value)."""
+
+    variant: str | None = None  # tcn, lstm or transformer
+    receptive_field: int | None = None  # frames; odd, a power of 3 for tcn (the paper: 243)
+
+
+@dg.asset(deps=[frame_model, dg.AssetDep(frames, partition_mapping=dg.AllPartitionMapping()), opensim_model],
+          code_version=SEQUENCE_MODEL_CODE_VERSION, group_name="learning", kinds={"pytorch", "mlflow"})
+def sequence_model(context: dg.AssetExecutionContext, config: SequenceModelConfig, data_root: DataRootResource,
+                   dataset: DatasetResource, mlflow: MlflowTrackingResource) -> dg.MaterializeResult:
+    """The temporal stage over windows of the frame model's outputs on the train subjects' videos,
+    validated on the validation subjects, with the frame model's losses."""
+    with user_errors_as_failures():
+        train_dirs, val_dirs = _train_and_val_dirs(data_root, dataset, context.log.warning)
+        settings = presets.sequence_config(dataset.preset, variant=config.variant,
+                                           receptive_field=config.receptive_field)
+        inputs = _frames_inputs(data_root, [*train_dirs, *val_dirs])
+        inputs["frame_model"] = input_version(data_root, "frame_model", None)
+        stamp = version_stamp(code_version_of(context), settings.as_dict(), inputs)
+        folder = data_root.asset_dir("sequence_model")
+        frame_dir = data_root.asset_dir("frame_model")
+        model_path = model_builder.model_file(data_root.asset_dir("opensim_model"))
+
+        def build(out):
+            def train(on_epoch):
+                frame = training.load_trained_frame_model(frame_dir / training.CHECKPOINT, model_path)
+                sets = []
+                for role, dirs in (("train", train_dirs), ("validation", val_dirs)):
+                    frames_all = FrameDataset(dirs, used_only=False)  # windows need every frame of a trial
+                    log = lambda m, role=role: context.log.info(f"{role}: {m}")  # noqa: E731
+                    outputs = sequence.predict_head_outputs(frame, frames_all, log=log)
+                    sets.append(sequence.SequenceDataset(outputs, frames_all, settings.receptive_field))
+                model = sequence.SequenceModel(SkeletalModel.from_osim(model_path), settings)
+                history = sequence.train_sequence_model(model, *sets, settings, out, log=context.log.info,
+                                                        on_epoch=on_epoch, resume_key=stamp)
+                return history, settings.as_dict()
+
+            _tracked_training(context, mlflow, dataset, out, stamp, "sequence_model",
+                              f"sequence_model {settings.variant} rf{settings.receptive_field}",
+                              _params(dataset, settings, inputs, train_dirs, val_dirs), train)
+
+        data_version, reused = build_in_place_if_stale(folder, stamp, build)
+        return _training_result(folder, data_version, reused, inputs,
+                                {"variant": settings.variant, "receptive_field": settings.receptive_field})

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from d3ke_assets.errors import D3keError
+from d3ke_assets.learning.sequence import SequenceConfig
 from d3ke_assets.learning.training import TrainConfig
 
 WEIGHTS_ENV = "D3KE_BACKBONE_WEIGHTS"  # a local torchvision ImageNet state_dict for the preset's backbone
@@ -35,3 +36,20 @@ def train_config(preset: str, **overrides) -> TrainConfig:
     if settings.get("weights_file") and not Path(settings["weights_file"]).is_file():
         raise D3keError(f"{WEIGHTS_ENV}={settings['weights_file']}: no such file")
     return TrainConfig(**settings)
+
+
+# the temporal stage: the paper's receptive field is 243 frames; demo trials last 90 video frames
+SEQUENCE_PRESETS: dict[str, dict] = {
+    "smoke": dict(variant="tcn", receptive_field=9, hidden=32, epochs=2, batch_size=64),
+    "demo": dict(variant="tcn", receptive_field=27, hidden=128, epochs=30, batch_size=64, input_noise=0.1),
+    "paper": dict(variant="tcn", receptive_field=243, hidden=1024, epochs=60, batch_size=1024, dropout=0.25),
+}
+
+
+def sequence_config(preset: str, **overrides) -> SequenceConfig:
+    """The preset's settings; `overrides` whose value is None are ignored."""
+    if preset not in SEQUENCE_PRESETS:
+        raise D3keError(f"preset {preset!r} has no sequence-model settings: use one of {', '.join(SEQUENCE_PRESETS)}")
+    config = SequenceConfig(**{**SEQUENCE_PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}})
+    config.check()
+    return config

@@ -30,7 +30,7 @@ from d3ke_assets.frames.reader import FrameDataset
 from d3ke_assets.learning.losses import LossWeights
 from d3ke_assets.learning.model import (FrameModel, camera_frame_targets, decode_head_outputs, normalise,
                                         predicted_coordinates)
-from d3ke_assets.learning.training import EpochRecord, _Config, choose_device, fit
+from d3ke_assets.learning.training import EpochRecord, _Config, choose_device, fit, load_checkpoint
 
 VARIANTS = ("tcn", "lstm", "transformer")
 FILTER_GAIN = 10.0
@@ -254,3 +254,13 @@ def predict_sequence(model: SequenceModel, head_outputs: np.ndarray, frames: Fra
         for k, v in model(batch["window"].to(device)).items():
             parts.setdefault(k, []).append(v.cpu().numpy())
     return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+def load_trained_sequence_model(checkpoint: Path, osim_path: Path) -> SequenceModel:
+    bundle = load_checkpoint(checkpoint)
+    settings = {k: v for k, v in bundle.get("config", {}).items() if k != "loss_weights"}
+    if "variant" not in settings:
+        raise D3keError(f"{checkpoint}: not a sequence-model checkpoint (no variant in its configuration)")
+    model = SequenceModel(SkeletalModel.from_osim(osim_path), SequenceConfig(**settings))
+    model.load_state_dict(bundle["model"])
+    return model.eval()

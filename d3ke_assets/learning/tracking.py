@@ -30,15 +30,33 @@ class TrackedRun:
 class TrainingTracker:
     """One MLflow run; `log_epoch` after each epoch, `finish` with the artifacts."""
 
-    def __init__(self, tracking_uri: str, experiment_id: str, run_name: str, params: dict, tags: dict | None = None):
+    def __init__(self, tracking_uri: str, experiment_id: str, run_name: str, params: dict, tags: dict | None = None,
+                 resume_run_id: str | None = None):
+        """`resume_run_id`: the run of an interrupted training with the same inputs, continued
+        (back to RUNNING, its epochs kept) instead of leaving it RUNNING for ever beside a new one."""
         os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # no calls home from a lab machine
         import mlflow
 
         self.client = mlflow.MlflowClient(tracking_uri)
+        if resume_run_id is not None:
+            try:
+                self.client.update_run(resume_run_id, status="RUNNING")
+                self.run = TrackedRun(resume_run_id, experiment_id, tracking_uri)
+                return
+            except mlflow.exceptions.MlflowException:
+                pass  # deleted in the meantime: a new run
         self.run = TrackedRun(self.client.create_run(experiment_id, run_name=run_name, tags=tags or {}).info.run_id,
                               experiment_id, tracking_uri)
         for key, value in _flatten(params).items():
             self.client.log_param(self.run.run_id, key, str(value)[:500])
+
+    def end_stale(self, run_id: str) -> None:
+        """Mark an interrupted run that will not be continued (its inputs changed) as KILLED."""
+        try:
+            if self.client.get_run(run_id).info.status == "RUNNING":
+                self.client.set_terminated(run_id, "KILLED")
+        except Exception:  # noqa: BLE001 - a vanished run needs no ending
+            pass
 
     def log_epoch(self, record: EpochRecord) -> None:
         metrics = {"train_loss": record.train_loss, "val_loss": record.val_loss,

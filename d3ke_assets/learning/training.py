@@ -150,6 +150,18 @@ def load_checkpoint(path: Path) -> dict:
 Prepare = Callable[[dict, "torch.Generator | None", torch.device], tuple[torch.Tensor, dict]]
 
 
+def load_trained_frame_model(checkpoint: Path, osim_path: Path) -> FrameModel:
+    """A trained frame model from its checkpoint (the backbone is read from the checkpoint's config)."""
+    from d3ke_assets.biomech.skeletal_layer import SkeletalModel
+
+    bundle = load_checkpoint(checkpoint)
+    if "config" not in bundle:
+        raise D3keError(f"{checkpoint}: written by an older d3ke without its configuration: train the model again")
+    model = FrameModel(SkeletalModel.from_osim(osim_path), bundle["config"]["backbone"])
+    model.load_state_dict(bundle["model"])
+    return model.eval()
+
+
 @torch.no_grad()
 def evaluate(model, loader, config, device: torch.device, rotational: torch.Tensor,
              prepare: Prepare) -> tuple[float, float, float]:

@@ -12,6 +12,10 @@ from d3ke_assets.definitions import ALL_ASSETS
 from d3ke_assets.learning import training
 
 
+def _metadata(instance, asset: str) -> dict:
+    return instance.fetch_materializations(dg.AssetKey(asset), limit=1).records[0].asset_materialization.metadata
+
+
 def test_smoke_training_through_dagster_is_tracked_in_mlflow(tmp_path):
     resources = {"data_root": DataRootResource(path=str(tmp_path)),
                  "dataset": DatasetResource(name="synthetic", preset="smoke"),
@@ -21,8 +25,8 @@ def test_smoke_training_through_dagster_is_tracked_in_mlflow(tmp_path):
         # the test subject (Subject_3) is left out: training must not need it
         summary = materialize_graph(defs, instance, ["Subject_1", "Subject_2"], log=lambda m: None)
         assert not summary.failed, [r.error for r in summary.failed]
-        record = instance.fetch_materializations(dg.AssetKey("frame_model"), limit=1).records[0]
-        meta = record.asset_materialization.metadata
+        meta = _metadata(instance, "frame_model")
+        seq_meta = _metadata(instance, "sequence_model")
     assert meta["epochs"].value == 2 and meta["backbone"].value == "mobilenet_v3_small"
     assert meta["learning_curve"].value.startswith("![learning curve](data:image/png;base64,")
     client = mlflow.MlflowClient(resources["mlflow"].tracking_uri)
@@ -39,3 +43,33 @@ def test_smoke_training_through_dagster_is_tracked_in_mlflow(tmp_path):
     assert [v.run_id for v in versions] == [run_id]
     checkpoint = tmp_path / "frame_model" / training.CHECKPOINT
     assert torch.load(checkpoint, weights_only=True)["epoch"] == 1  # a state_dict bundle, no pickle
+    # the temporal stage: its own run, trained on the frame model's outputs, its own registered model
+    assert seq_meta["variant"].value == "tcn" and seq_meta["receptive_field"].value == 9
+    seq_run = client.get_run(seq_meta["mlflow_run"].value.rsplit("/", 1)[-1])
+    assert seq_run.info.status == "FINISHED" and seq_run.info.run_id != run_id
+    assert "input_data_versions.frame_model" in seq_run.data.params
+    seq_versions = client.search_model_versions("name='d3ke_sequence_model_synthetic'")
+    assert [v.run_id for v in seq_versions] == [seq_run.info.run_id]
+    assert not (tmp_path / "sequence_model" / "mlflow_run_active.json").exists()
+
+
+def test_a_resumed_training_continues_its_mlflow_run(tmp_path):
+    """A killed training leaves its run RUNNING; the resumed one logs into it and ends it."""
+    from d3ke_assets.learning.tracking import TrainingTracker
+
+    uri = MlflowTrackingResource(data_root=str(tmp_path)).tracking_uri
+    client = mlflow.MlflowClient(uri)
+    experiment = client.create_experiment("resume")
+    first = TrainingTracker(uri, experiment, "frame_model", {"preset": "smoke"})
+    client.log_metric(first.run.run_id, "val_loss", 1.0, step=0)  # epoch 0, then the process dies
+    resumed = TrainingTracker(uri, experiment, "frame_model", {"preset": "smoke"}, resume_run_id=first.run.run_id)
+    assert resumed.run.run_id == first.run.run_id
+    client.log_metric(resumed.run.run_id, "val_loss", 0.5, step=1)
+    client.set_terminated(resumed.run.run_id, "FINISHED")
+    run = client.get_run(first.run.run_id)
+    assert run.info.status == "FINISHED"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val_loss")] == [0, 1]
+    stale = TrainingTracker(uri, experiment, "frame_model", {"preset": "smoke"})
+    other = TrainingTracker(uri, experiment, "frame_model", {"preset": "smoke"})
+    other.end_stale(stale.run.run_id)  # inputs changed: the interrupted run is not continued
+    assert client.get_run(stale.run.run_id).info.status == "KILLED"
