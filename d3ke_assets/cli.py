@@ -143,6 +143,14 @@ def _write_manifests(root: Path) -> int:
     return written
 
 
+def _print_figures(figures: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(figures, indent=2))
+    else:
+        for k, v in figures.items():
+            print(f"{k:<40}{round(v, 3) if isinstance(v, float) else v}")
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from d3ke_assets.benchmarks import BENCHMARKS
 
@@ -153,11 +161,23 @@ def cmd_bench(args: argparse.Namespace) -> int:
     root = settings.data_root(args.data_root) if args.data_root else None
     with native_stdout_to_stderr():  # stdout carries only the figures (OpenSim logs to stdout)
         result = BENCHMARKS[args.name](data_root=root)
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        for k, v in result.items():
-            print(f"{k:<36}{v}")
+    _print_figures(result, args.json)
+    return 0
+
+
+def cmd_quality(args: argparse.Namespace) -> int:
+    """The trained models' coordinate error on the test subjects next to the mean baseline."""
+    from d3ke_assets.biomech import model_builder
+    from d3ke_assets.learning.quality import quality_report
+    from d3ke_assets.sources.subjects import split_for
+
+    root = settings.data_root(args.data_root)
+    preset = settings.get_preset(args.preset)
+    split = split_for(settings.dataset_name(args.dataset), preset.synthetic.n_subjects)
+    osim = model_builder.model_file(root / "opensim_model")
+    report = quality_report(root, osim, list(split.train), list(split.test),
+                            log=lambda m: print(m, file=sys.stderr))
+    _print_figures(report, args.json)
     return 0
 
 
@@ -228,6 +248,15 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", action="store_true")
     bench.add_argument("--data-root", default=None)
     bench.set_defaults(func=cmd_bench)
+
+    quality = sub.add_parser("quality", help="coordinate error of the trained frame and sequence models on the "
+                                             "test subjects, next to a mean-pose baseline")
+    quality.add_argument("--preset", choices=list(settings.PRESETS), default=None,
+                         help="the preset the data was made with (default: D3KE_PRESET or demo)")
+    quality.add_argument("--dataset", default=None, help="synthetic (default) or movi")
+    quality.add_argument("--data-root", default=None)
+    quality.add_argument("--json", action="store_true")
+    quality.set_defaults(func=cmd_quality)
 
     ik = sub.add_parser("ik", help="OpenSim scaling on a static trial, then inverse kinematics on a motion")
     ik.add_argument("--model", required=True, help="generic model (.osim)")

@@ -1,8 +1,10 @@
-"""Coordinate error of a trained frame model next to the trivial baseline D3KE must beat.
+"""Coordinate error of the trained models on the test subjects, next to the trivial baseline D3KE
+must beat.
 
 The baseline always predicts the training subjects' mean coordinates.  Errors are mean absolute
 errors in degrees over the rotational coordinates the model predicts (the pelvis's own are
-expressed through its predicted orientation instead), where the coordinate mask is 1.
+expressed through its predicted orientation instead), where the coordinate mask is 1, over every
+labelled frame of the test subjects' videos (the sequence model needs whole trials).
 """
 
 from __future__ import annotations
@@ -10,9 +12,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from pathlib import Path
+
+from d3ke_assets.errors import D3keError
+from d3ke_assets.frames.processing import INDEX_NAME
 from d3ke_assets.frames.reader import FrameDataset
-from d3ke_assets.learning.model import FrameModel
-from d3ke_assets.learning.training import choose_device, normalise
+from d3ke_assets.learning.model import FrameModel, normalise
+from d3ke_assets.learning.training import CHECKPOINT, choose_device, load_trained_frame_model
 
 
 def _scored(model: FrameModel) -> np.ndarray:
@@ -39,12 +45,53 @@ def coordinate_mae_deg(pred: np.ndarray, true: np.ndarray, mask: np.ndarray, sco
     return float((err * weight).sum() / max(weight.sum(), 1.0))
 
 
-def frame_model_vs_mean_baseline(model: FrameModel, train: FrameDataset, test: FrameDataset) -> dict:
+def frame_model_vs_mean_baseline(model: FrameModel, train: FrameDataset, test: FrameDataset,
+                                 predicted: np.ndarray | None = None) -> dict:
+    """`predicted`: the model's coordinates on `test` when already computed."""
     scored = _scored(model)
     true = test.labels["coordinates"].astype(np.float64)
     mask = test.labels["coordinate_mask"].astype(np.float64)
     mean = train.labels["coordinates"].astype(np.float64).mean(axis=0, keepdims=True)
-    model_mae = coordinate_mae_deg(predict_coordinates(model, test), true, mask, scored)
+    if predicted is None:
+        predicted = predict_coordinates(model, test)
+    model_mae = coordinate_mae_deg(predicted, true, mask, scored)
     baseline_mae = coordinate_mae_deg(np.repeat(mean, len(true), 0), true, mask, scored)
     return {"frame_model_coordinate_mae_deg": model_mae, "mean_baseline_coordinate_mae_deg": baseline_mae,
             "ratio_model_to_baseline": model_mae / baseline_mae, "n_test_frames": len(true)}
+
+
+def _frames_of(data_root: Path, subjects: list[str], role: str) -> list[Path]:
+    dirs = [data_root / "frames" / s for s in subjects if (data_root / "frames" / s / INDEX_NAME).is_file()]
+    if not dirs:
+        raise D3keError(f"no {role} subject has frames under {data_root / 'frames'} ({', '.join(subjects)}): "
+                        f"materialize frames for them first (d3ke demo)")
+    return dirs
+
+
+def quality_report(data_root: Path, osim_path: Path, train_subjects: list[str], test_subjects: list[str],
+                   log=lambda m: None) -> dict:
+    """The frame model, the sequence model (when trained) and the mean baseline on the test subjects."""
+    from d3ke_assets.learning import sequence
+
+    checkpoint = data_root / "frame_model" / CHECKPOINT
+    if not checkpoint.is_file():
+        raise D3keError(f"{checkpoint}: no trained frame model: materialize frame_model first (d3ke demo)")
+    frame = load_trained_frame_model(checkpoint, osim_path)
+    train = FrameDataset(_frames_of(data_root, train_subjects, "train"))
+    test = FrameDataset(_frames_of(data_root, test_subjects, "test"), used_only=False)
+    log(f"frame model on {len(test)} test frames")
+    outputs = sequence.predict_head_outputs(frame, test, log=log)
+    with torch.no_grad():
+        frame_q = frame.decode(torch.from_numpy(outputs))["coordinates"].numpy()
+    report = {"test_subjects": ",".join(test_subjects),
+              **frame_model_vs_mean_baseline(frame, train, test, predicted=frame_q)}
+    seq_checkpoint = data_root / "sequence_model" / CHECKPOINT
+    if seq_checkpoint.is_file():
+        seq = sequence.load_trained_sequence_model(seq_checkpoint, osim_path)
+        seq_q = sequence.predict_sequence(seq, outputs, test)["coordinates"]
+        mae = coordinate_mae_deg(seq_q, test.labels["coordinates"].astype(np.float64),
+                                 test.labels["coordinate_mask"].astype(np.float64), _scored(frame))
+        report.update({"sequence_model": f"{seq.variant} rf{seq.receptive_field}",
+                       "sequence_model_coordinate_mae_deg": mae,
+                       "ratio_sequence_to_frame_model": mae / report["frame_model_coordinate_mae_deg"]})
+    return report

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 import mlflow
+import pytest
 import torch
 
 from d3ke_assets.defs.resources import DataRootResource, DatasetResource, MlflowTrackingResource
@@ -16,7 +17,10 @@ def _metadata(instance, asset: str) -> dict:
     return instance.fetch_materializations(dg.AssetKey(asset), limit=1).records[0].asset_materialization.metadata
 
 
-def test_smoke_training_through_dagster_is_tracked_in_mlflow(tmp_path):
+@pytest.fixture(scope="module")
+def trained_smoke_root(tmp_path_factory):
+    """Subjects 1 and 2 (train, validation) of the smoke preset through every asset, with MLflow."""
+    tmp_path = tmp_path_factory.mktemp("trained")
     resources = {"data_root": DataRootResource(path=str(tmp_path)),
                  "dataset": DatasetResource(name="synthetic", preset="smoke"),
                  "mlflow": MlflowTrackingResource(data_root=str(tmp_path))}
@@ -25,8 +29,13 @@ def test_smoke_training_through_dagster_is_tracked_in_mlflow(tmp_path):
         # the test subject (Subject_3) is left out: training must not need it
         summary = materialize_graph(defs, instance, ["Subject_1", "Subject_2"], log=lambda m: None)
         assert not summary.failed, [r.error for r in summary.failed]
-        meta = _metadata(instance, "frame_model")
-        seq_meta = _metadata(instance, "sequence_model")
+        metadata = {a: _metadata(instance, a) for a in ("frame_model", "sequence_model")}
+    return tmp_path, resources, metadata
+
+
+def test_smoke_training_through_dagster_is_tracked_in_mlflow(trained_smoke_root):
+    tmp_path, resources, metadata = trained_smoke_root
+    meta, seq_meta = metadata["frame_model"], metadata["sequence_model"]
     assert meta["epochs"].value == 2 and meta["backbone"].value == "mobilenet_v3_small"
     assert meta["learning_curve"].value.startswith("![learning curve](data:image/png;base64,")
     client = mlflow.MlflowClient(resources["mlflow"].tracking_uri)
@@ -73,3 +82,24 @@ def test_a_resumed_training_continues_its_mlflow_run(tmp_path):
     other = TrainingTracker(uri, experiment, "frame_model", {"preset": "smoke"})
     other.end_stale(stale.run.run_id)  # inputs changed: the interrupted run is not continued
     assert client.get_run(stale.run.run_id).info.status == "KILLED"
+
+
+def test_quality_report_of_the_trained_models(trained_smoke_root):
+    """`d3ke quality`'s numbers: the frame model's error equals the one computed directly, and
+    the sequence model is scored on the same frames; missing test frames get a clear error."""
+    from d3ke_assets.biomech import model_builder
+    from d3ke_assets.cli import main
+    from d3ke_assets.frames.reader import FrameDataset
+    from d3ke_assets.learning.quality import frame_model_vs_mean_baseline, quality_report
+
+    root = trained_smoke_root[0]
+    osim = model_builder.model_file(root / "opensim_model")
+    report = quality_report(root, osim, ["Subject_1"], ["Subject_2"])
+    frame = training.load_trained_frame_model(root / "frame_model" / training.CHECKPOINT, osim)
+    direct = frame_model_vs_mean_baseline(frame, FrameDataset([root / "frames" / "Subject_1"]),
+                                          FrameDataset([root / "frames" / "Subject_2"], used_only=False))
+    assert abs(report["frame_model_coordinate_mae_deg"] - direct["frame_model_coordinate_mae_deg"]) < 1e-4
+    assert report["n_test_frames"] == direct["n_test_frames"] > 0
+    assert report["sequence_model"] == "tcn rf9" and report["sequence_model_coordinate_mae_deg"] > 0
+    # the smoke split's test subject (Subject_3) has no frames here
+    assert main(["quality", "--preset", "smoke", "--data-root", str(root)]) == 2
