@@ -63,6 +63,9 @@ class TrainConfig(_Config):
     seed: int = 0
     num_workers: int = 2
     weights_file: str | None = None
+    # train on every n-th frame per epoch (a different offset each epoch): neighbouring video
+    # frames are nearly the same picture, new people and poses are what generalises
+    frame_stride: int = 1
 
 
 def learning_rate(config: TrainConfig, epoch_progress: float) -> float:
@@ -245,12 +248,15 @@ def fit(model, train_set, val_set, config, checkpoint_dir: Path, prepare: Prepar
     loader_kw = dict(batch_size=config.batch_size, num_workers=config.num_workers,
                      persistent_workers=config.num_workers > 0, pin_memory=device.type == "cuda")
     val_loader = torch.utils.data.DataLoader(val_set, shuffle=False, **loader_kw)
-    steps = max(1, math.ceil(len(train_set) / config.batch_size))
+    steps = max(1, math.ceil(len(train_set) / getattr(config, "frame_stride", 1) / config.batch_size))
     for epoch in range(start_epoch, config.epochs):
         # the same shuffle for an epoch whether or not the run was resumed
         order = torch.Generator().manual_seed(config.seed * 1000 + epoch)
         generator = torch.Generator().manual_seed(config.seed * 1000 + epoch + 500)  # augmentation draws
-        loader = torch.utils.data.DataLoader(train_set, shuffle=True, generator=order, drop_last=False, **loader_kw)
+        stride = getattr(config, "frame_stride", 1)
+        epoch_set = train_set if stride == 1 else \
+            torch.utils.data.Subset(train_set, range(epoch % stride, len(train_set), stride))
+        loader = torch.utils.data.DataLoader(epoch_set, shuffle=True, generator=order, drop_last=False, **loader_kw)
         model.train()
         t0, waited, total, seen = time.perf_counter(), 0.0, 0.0, 0
         sums: dict[str, float] = {}
