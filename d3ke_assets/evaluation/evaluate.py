@@ -1,0 +1,119 @@
+"""Score the trained models on test frames, per camera view, clean and under each augmentation.
+
+Images are decoded once per chunk and every condition is run on the chunk, so a JPEG is read once
+whatever the number of conditions.  The sequence model reads the frame model's outputs under the
+same condition (a whole video flipped, resized, ...).  One row per model x view x augmentation x
+severity, with the metrics of `metrics.py` and the network's time per frame.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import numpy as np
+import torch
+
+from d3ke_assets.evaluation import metrics as M
+from d3ke_assets.evaluation.augmentations import augment_images, conditions
+from d3ke_assets.evaluation.mirror import Mirror
+from d3ke_assets.frames.reader import FrameDataset
+from d3ke_assets.learning.model import FrameModel, camera_frame_targets, normalise
+from d3ke_assets.learning.training import choose_device
+
+LABEL_KEYS = ("coordinates", "coordinate_mask", "scale_factors", "markers_m", "joint_centres_m", "pelvis_rotation")
+
+
+def camera_labels(frames: FrameDataset, layer) -> dict[str, np.ndarray]:
+    """Every frame's labels as the models predict them: camera frame, pelvis-relative."""
+    batch = {k: torch.from_numpy(v) for k, v in frames.labels.items()}
+    targets = camera_frame_targets(batch, torch.from_numpy(frames.camera_R), layer)
+    return {k: targets[k].numpy().astype(np.float64) for k in LABEL_KEYS}
+
+
+def scored_coordinates(model: FrameModel) -> np.ndarray:
+    """The rotational coordinates the network predicts (the pelvis's are its orientation)."""
+    scored = np.zeros(len(model.layer.coordinate_names), bool)
+    scored[model.predicted] = True
+    return scored & np.asarray(model.layer.rotational, bool)
+
+
+def score(pred: dict[str, np.ndarray], true: dict[str, np.ndarray], scored: np.ndarray,
+          marker_mask: np.ndarray, coordinate_names: list[str]) -> dict[str, float]:
+    """The metrics of one set of predictions against camera-frame labels."""
+    mask = true["coordinate_mask"] * scored
+    per = M.coordinate_errors_deg(pred["coordinates"], true["coordinates"], mask)
+    err = np.degrees(np.abs(pred["coordinates"] - true["coordinates"]))
+    sq = err ** 2
+    w = mask.sum()
+    row = {"coordinate_mae_deg": float((err * mask).sum() / max(w, 1)),
+           "coordinate_rmse_deg": float(np.sqrt((sq * mask).sum() / max(w, 1))),
+           "marker_error_mm": M.mpjpe_mm(pred["markers_m"][:, marker_mask], true["markers_m"][:, marker_mask]),
+           "mpjpe_mm": M.mpjpe_mm(pred["joint_centres_m"], true["joint_centres_m"]),
+           "pa_mpjpe_mm": M.pa_mpjpe_mm(pred["joint_centres_m"], true["joint_centres_m"]),
+           "pck150_percent": M.pck_percent(pred["joint_centres_m"], true["joint_centres_m"]),
+           "scale_error": M.scale_error(pred["scale_factors"], true["scale_factors"])}
+    for i, name in enumerate(coordinate_names):
+        if scored[i]:
+            row[f"mae_deg.{name}"] = float(per["mae_deg"][i])
+    return row
+
+
+def _decoded(model, outputs: np.ndarray) -> dict[str, np.ndarray]:
+    with torch.no_grad():
+        pred = model.decode(torch.from_numpy(outputs))
+    return {k: v.numpy().astype(np.float64) for k, v in pred.items()}
+
+
+@torch.no_grad()
+def head_outputs_by_condition(model: FrameModel, frames: FrameDataset, chunk: int = 256,
+                              log: Callable[[str], None] = lambda m: None
+                              ) -> tuple[dict[tuple[str, float], np.ndarray], dict[tuple[str, float], float]]:
+    """Frame-model head outputs of every frame under every condition, and seconds per frame in the network."""
+    device = choose_device()
+    model.to(device).eval()
+    outputs: dict[tuple[str, float], list] = {c: [] for c in conditions()}
+    seconds = {c: 0.0 for c in conditions()}
+    loader = torch.utils.data.DataLoader(frames, batch_size=chunk, num_workers=0)
+    for step, batch in enumerate(loader):
+        for condition in conditions():
+            images = augment_images(batch["image"], *condition)
+            t0 = time.perf_counter()
+            out = model.head_outputs(normalise(images.to(device)))
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            seconds[condition] += time.perf_counter() - t0
+            outputs[condition].append(out.cpu().numpy())
+        log(f"{min((step + 1) * chunk, len(frames))}/{len(frames)} frames under {len(outputs)} conditions")
+    n = max(len(frames), 1)
+    return ({c: np.concatenate(v).astype(np.float32) for c, v in outputs.items()},
+            {c: s / n for c, s in seconds.items()})
+
+
+def evaluate_view(frame_model: FrameModel, frames: FrameDataset, sequence_model=None,
+                  log: Callable[[str], None] = lambda m: None) -> list[dict]:
+    """Rows for the frame model (and the sequence model) on `frames` (one view of the test subjects)."""
+    from d3ke_assets.learning.sequence import predict_sequence
+
+    layer = frame_model.layer
+    mirror = Mirror.for_layer(layer)
+    clean = camera_labels(frames, layer)
+    flipped = mirror.camera_labels(clean)
+    scored = scored_coordinates(frame_model)
+    names = list(layer.coordinate_names)
+    all_markers = np.ones(len(layer.marker_names), bool)
+    outputs, seconds = head_outputs_by_condition(frame_model, frames, log=log)
+    rows = []
+    for (name, severity), out in outputs.items():
+        true, markers = (flipped, mirror.marker_paired) if name == "flip" else (clean, all_markers)
+        base = {"augmentation": name, "severity": severity, "n_frames": len(frames)}
+        rows.append({"model": "frame_model", **base, **score(_decoded(frame_model, out), true, scored, markers, names),
+                     "ms_per_frame": 1000 * seconds[(name, severity)]})
+        if sequence_model is not None:
+            t0 = time.perf_counter()
+            pred = predict_sequence(sequence_model, out, frames)
+            extra = (time.perf_counter() - t0) / max(len(frames), 1)
+            pred = {k: v.astype(np.float64) for k, v in pred.items()}
+            rows.append({"model": "sequence_model", **base, **score(pred, true, scored, markers, names),
+                         "ms_per_frame": 1000 * (seconds[(name, severity)] + extra)})
+    return rows
