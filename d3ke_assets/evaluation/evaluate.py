@@ -117,3 +117,20 @@ def evaluate_view(frame_model: FrameModel, frames: FrameDataset, sequence_model=
             rows.append({"model": "sequence_model", **base, **score(pred, true, scored, markers, names),
                          "ms_per_frame": 1000 * (seconds[(name, severity)] + extra)})
     return rows
+
+
+def evaluate_test_subjects(frame_model: FrameModel, test_dirs: list, sequence_model=None,
+                           log: Callable[[str], None] = lambda m: None):
+    """A DataFrame with one row per model x view x augmentation x severity over the test subjects."""
+    import pandas as pd
+
+    views = sorted(set(FrameDataset(test_dirs, used_only=False).camera.tolist()))
+    rows = []
+    for view in views:
+        frames = FrameDataset(test_dirs, used_only=False, cameras=(view,))
+        log(f"view {view}: {len(frames)} frames")
+        rows += [{"view": view, **r} for r in evaluate_view(frame_model, frames, sequence_model,
+                                                            log=lambda m, v=view: log(f"{v}: {m}"))]
+    first = ["model", "view", "augmentation", "severity", "n_frames"]
+    table = pd.DataFrame(rows)
+    return table[first + [c for c in table.columns if c not in first]]

@@ -95,6 +95,24 @@ class TrainingTracker:
         self.client.set_terminated(self.run.run_id, "FAILED")
 
 
+def log_evaluation_run(tracking_uri: str, experiment_id: str, run_name: str, params: dict,
+                       metrics: dict[str, float], artifacts: list[Path], tags: dict | None = None) -> TrackedRun:
+    """A finished MLflow run holding an evaluation: its inputs, headline metrics and files."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri)
+    run_id = client.create_run(experiment_id, run_name=run_name, tags=tags or {}).info.run_id
+    for key, value in _flatten(params).items():
+        client.log_param(run_id, key, str(value)[:500])
+    for key, value in metrics.items():
+        client.log_metric(run_id, key, float(value))
+    for path in artifacts:
+        client.log_artifact(run_id, str(path))
+    client.set_terminated(run_id, "FINISHED")
+    return TrackedRun(run_id, experiment_id, tracking_uri)
+
+
 def learning_curve_png(history: list[EpochRecord], path: Path) -> Path:
     import matplotlib
 

@@ -19,17 +19,16 @@ def _metadata(instance, asset: str) -> dict:
 
 @pytest.fixture(scope="module")
 def trained_smoke_root(tmp_path_factory):
-    """Subjects 1 and 2 (train, validation) of the smoke preset through every asset, with MLflow."""
+    """The smoke preset's three subjects (train, validation, test) through every asset, with MLflow."""
     tmp_path = tmp_path_factory.mktemp("trained")
     resources = {"data_root": DataRootResource(path=str(tmp_path)),
                  "dataset": DatasetResource(name="synthetic", preset="smoke"),
                  "mlflow": MlflowTrackingResource(data_root=str(tmp_path))}
     defs = dg.Definitions(assets=ALL_ASSETS, resources=resources)
     with dg.instance_for_test() as instance:
-        # the test subject (Subject_3) is left out: training must not need it
-        summary = materialize_graph(defs, instance, ["Subject_1", "Subject_2"], log=lambda m: None)
+        summary = materialize_graph(defs, instance, ["Subject_1", "Subject_2", "Subject_3"], log=lambda m: None)
         assert not summary.failed, [r.error for r in summary.failed]
-        metadata = {a: _metadata(instance, a) for a in ("frame_model", "sequence_model")}
+        metadata = {a: _metadata(instance, a) for a in ("frame_model", "sequence_model", "evaluation")}
     return tmp_path, resources, metadata
 
 
@@ -101,5 +100,25 @@ def test_quality_report_of_the_trained_models(trained_smoke_root):
     assert abs(report["frame_model_coordinate_mae_deg"] - direct["frame_model_coordinate_mae_deg"]) < 1e-4
     assert report["n_test_frames"] == direct["n_test_frames"] > 0
     assert report["sequence_model"] == "tcn rf9" and report["sequence_model_coordinate_mae_deg"] > 0
-    # the smoke split's test subject (Subject_3) has no frames here
-    assert main(["quality", "--preset", "smoke", "--data-root", str(root)]) == 2
+    assert main(["quality", "--preset", "smoke", "--data-root", str(root)]) == 0  # Subject_3 is the test subject
+    empty = root / "untrained"
+    empty.mkdir()
+    assert main(["quality", "--preset", "smoke", "--data-root", str(empty)]) == 2  # no model: a one-line error
+
+
+def test_evaluation_table_in_dagster_and_mlflow(trained_smoke_root):
+    import pandas as pd
+
+    from d3ke_assets.evaluation.augmentations import AUGMENTATIONS
+
+    tmp_path, resources, metadata = trained_smoke_root
+    meta = metadata["evaluation"]
+    table = pd.read_parquet(tmp_path / "evaluation" / "results.parquet")
+    n_conditions = sum(len(v) for v in AUGMENTATIONS.values())
+    assert len(table) == 2 * 2 * n_conditions == meta["rows"].value  # 2 models x 2 views
+    assert set(table.view) == {"PG1", "PG2"} and set(table.model) == {"frame_model", "sequence_model"}
+    assert len(meta["results"].value.records) == len(table)
+    client = mlflow.MlflowClient(resources["mlflow"].tracking_uri)
+    run = client.get_run(meta["mlflow_run"].value.rsplit("/", 1)[-1])
+    assert run.info.status == "FINISHED" and run.data.params["test_subjects"] == "Subject_3"
+    assert "results.parquet" in {a.path for a in client.list_artifacts(run.info.run_id)}

@@ -1,0 +1,83 @@
+"""`evaluation`: both trained models on the test subjects, per view, clean and augmented."""
+
+import json
+
+import dagster as dg
+
+from d3ke_assets.biomech import model_builder
+from d3ke_assets.defs.common import user_errors_as_failures
+from d3ke_assets.defs.frames_assets import frames
+from d3ke_assets.defs.resources import DataRootResource, DatasetResource, MlflowTrackingResource
+from d3ke_assets.defs.training_assets import _subject_frames, frame_model, sequence_model
+from d3ke_assets.defs.versioned import code_version_of, input_version, input_versions_metadata
+from d3ke_assets.errors import D3keError
+from d3ke_assets.evaluation.augmentations import AUGMENTATIONS
+from d3ke_assets.evaluation.evaluate import evaluate_test_subjects
+from d3ke_assets.learning import sequence, training
+from d3ke_assets.learning.tracking import log_evaluation_run
+from d3ke_assets.versioning import build_if_stale, version_stamp
+
+EVALUATION_CODE_VERSION = "1"
+RESULTS = "results.parquet"
+RUN_INFO = "mlflow_run.json"
+HEADLINE = ["model", "view", "augmentation", "severity", "coordinate_mae_deg", "marker_error_mm", "mpjpe_mm",
+            "pa_mpjpe_mm", "pck150_percent", "ms_per_frame"]
+
+
+def _headline(table) -> dict[str, float]:
+    """Clean-frame errors per model and view: the figures to compare runs by."""
+    clean = table[table.augmentation == "clean"]
+    out = {f"{r.model}.{r.view}.coordinate_mae_deg": r.coordinate_mae_deg for r in clean.itertuples()}
+    out.update({f"{r.model}.{r.view}.mpjpe_mm": r.mpjpe_mm for r in clean.itertuples()})
+    return out
+
+
+@dg.asset(deps=[frame_model, sequence_model, dg.AssetDep(frames, partition_mapping=dg.AllPartitionMapping())],
+          code_version=EVALUATION_CODE_VERSION, group_name="evaluation", kinds={"pytorch", "mlflow", "parquet"})
+def evaluation(context: dg.AssetExecutionContext, data_root: DataRootResource, dataset: DatasetResource,
+               mlflow: MlflowTrackingResource) -> dg.MaterializeResult:
+    """The frame and sequence models on the test subjects' frames, per camera view, clean and under
+    each augmentation and severity: one row each, in `results.parquet` and an MLflow run."""
+    import pandas as pd
+
+    with user_errors_as_failures():
+        split = dataset.split()
+        test_dirs = _subject_frames(data_root, split.test, "test", context.log.warning)
+        if not test_dirs:
+            raise D3keError(f"no test subject has frames ({', '.join(split.test)}): materialize frames for them")
+        inputs = {f"frames/{d.name}": input_version(data_root, "frames", d.name) for d in test_dirs}
+        inputs["frame_model"] = input_version(data_root, "frame_model", None)
+        inputs["sequence_model"] = input_version(data_root, "sequence_model", None)
+        config = {"augmentations": {k: list(v) for k, v in AUGMENTATIONS.items()}}
+        stamp = version_stamp(code_version_of(context), config, inputs)
+        folder = data_root.asset_dir("evaluation")
+        osim = model_builder.model_file(data_root.asset_dir("opensim_model"))
+
+        def build(out):
+            frame = training.load_trained_frame_model(data_root.asset_dir("frame_model") / training.CHECKPOINT, osim)
+            seq = sequence.load_trained_sequence_model(
+                data_root.asset_dir("sequence_model") / training.CHECKPOINT, osim)
+            table = evaluate_test_subjects(frame, test_dirs, seq, log=context.log.info)
+            table.to_parquet(out / RESULTS, index=False)
+            run = log_evaluation_run(mlflow.tracking_uri, mlflow.experiment_id(dataset.checked_name()), "evaluation",
+                                     {"input_data_versions": {k: v[:16] for k, v in inputs.items()},
+                                      "test_subjects": ",".join(d.name for d in test_dirs),
+                                      "dagster_run_id": context.run_id},
+                                     _headline(table), [out / RESULTS], tags={"asset": "evaluation"})
+            (out / RUN_INFO).write_text(json.dumps(run.__dict__))
+
+        data_version, reused = build_if_stale(folder, stamp, build)
+        table = pd.read_parquet(folder / RESULTS)
+        run = json.loads((folder / RUN_INFO).read_text())
+    records = [dg.TableRecord({k: (round(float(v), 3) if isinstance(v, float) else v) for k, v in row.items()})
+               for row in table[HEADLINE].to_dict("records")]
+    schema = dg.TableSchema(columns=[dg.TableColumn(c, "string" if c in ("model", "view", "augmentation") else "float")
+                                     for c in HEADLINE])
+    return dg.MaterializeResult(data_version=dg.DataVersion(data_version), metadata={
+        "reused": reused, **input_versions_metadata(inputs), "rows": len(table),
+        **{k: round(float(v), 3) for k, v in _headline(table).items()},
+        "mlflow_run": dg.MetadataValue.url(
+            f"http://127.0.0.1:5000/#/experiments/{run['experiment_id']}/runs/{run['run_id']}"),
+        "results": dg.MetadataValue.table(records, schema=schema),
+        "results_file": dg.MetadataValue.path(str(folder / RESULTS)),
+    })
