@@ -9,6 +9,7 @@ severity, with the metrics of `metrics.py` and the network's time per frame.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -134,3 +135,61 @@ def evaluate_test_subjects(frame_model: FrameModel, test_dirs: list, sequence_mo
     first = ["model", "view", "augmentation", "severity", "n_frames"]
     table = pd.DataFrame(rows)
     return table[first + [c for c in table.columns if c not in first]]
+
+
+def _camera_pose(layer, q: np.ndarray, scales: np.ndarray, camera_R: np.ndarray) -> dict[str, np.ndarray]:
+    """Markers and joint centres of coordinates `q` (pelvis included), pelvis-relative in the camera frame."""
+    with torch.no_grad():
+        pose = layer(torch.from_numpy(q).to(layer_dtype(layer)), torch.from_numpy(scales).to(layer_dtype(layer)))
+    pelvis = pose.body_origins_m[:, 0:1].double().numpy()  # body 0 is the pelvis
+    to_cam = lambda p: np.einsum("nmj,nij->nmi", p.double().numpy() - pelvis, camera_R)  # noqa: E731
+    return {"markers_m": to_cam(pose.markers_m), "joint_centres_m": to_cam(pose.joint_centres_m)}
+
+
+def layer_dtype(layer) -> torch.dtype:
+    return next(iter(layer.buffers())).dtype
+
+
+def direct_versus_multistep(frame_model: FrameModel, test_dirs: list, osim_path, workdir,
+                            log: Callable[[str], None] = lambda m: None):
+    """D3KE's claim on this data: the frame model's coordinates against OpenSim IK on its own predicted
+    markers (model scaled by its predicted scale factors), on the same clean frames, per subject and view.
+    One row per method x view with the metrics of `score` and IK's time per frame."""
+    import pandas as pd
+
+    from d3ke_assets.evaluation.multistep import inverse_kinematics_on_predictions
+    from d3ke_assets.learning.sequence import predict_head_outputs
+
+    layer = frame_model.layer
+    scored = scored_coordinates(frame_model)
+    names = list(layer.coordinate_names)
+    all_markers = np.ones(len(layer.marker_names), bool)
+    rows = []
+    for folder in test_dirs:
+        all_frames = FrameDataset([folder], used_only=False)
+        subject = str(all_frames.subject[0]) if len(all_frames) else Path(folder).name
+        for view in sorted(set(all_frames.camera.tolist())):
+            frames = FrameDataset([folder], used_only=False, cameras=(view,))
+            true = camera_labels(frames, layer)
+            direct = _decoded(frame_model, predict_head_outputs(frame_model, frames))
+            log(f"{subject} {view}: OpenSim IK on {len(frames)} frames of predicted markers")
+            ik = inverse_kinematics_on_predictions(
+                Path(osim_path), list(layer.marker_names), direct["markers_m"], frames.camera_R,
+                direct["scale_factors"], list(layer.body_names), names, Path(workdir) / subject / view)
+            mean_scales = np.repeat(direct["scale_factors"].mean(axis=0, keepdims=True), len(frames), axis=0)
+            multi = {"coordinates": ik.coordinates, "scale_factors": mean_scales,
+                     **_camera_pose(layer, ik.coordinates, mean_scales, frames.camera_R)}
+            base = {"subject": subject, "view": view, "n_frames": len(frames)}
+            rows.append({"method": "direct", **base, **score(direct, true, scored, all_markers, names)})
+            rows.append({"method": "multi_step", **base, **score(multi, true, scored, all_markers, names),
+                         "ik_ms_per_frame": 1000 * ik.ik_seconds / max(len(frames), 1)})
+    per_subject = pd.DataFrame(rows)
+    metric_cols = [c for c in per_subject.columns if c not in ("method", "subject", "view", "n_frames")]
+    # frame-weighted means over the subjects, per method and view
+    weighted = per_subject[metric_cols].multiply(per_subject.n_frames, axis=0)
+    weighted[["method", "view"]] = per_subject[["method", "view"]]
+    sums = weighted.groupby(["method", "view"]).sum(min_count=1)
+    counts = per_subject.groupby(["method", "view"]).n_frames.sum()
+    table = sums.divide(counts, axis=0).reset_index()
+    table.insert(2, "n_frames", counts.values)
+    return table

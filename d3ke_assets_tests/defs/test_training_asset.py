@@ -121,4 +121,6 @@ def test_evaluation_table_in_dagster_and_mlflow(trained_smoke_root):
     client = mlflow.MlflowClient(resources["mlflow"].tracking_uri)
     run = client.get_run(meta["mlflow_run"].value.rsplit("/", 1)[-1])
     assert run.info.status == "FINISHED" and run.data.params["test_subjects"] == "Subject_3"
-    assert "results.parquet" in {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"results.parquet", "direct_vs_multistep.parquet"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
+    claim = pd.read_parquet(tmp_path / "evaluation" / "direct_vs_multistep.parquet")
+    assert set(claim.method) == {"direct", "multi_step"} and len(meta["direct_versus_multi_step"].value.records) == 4
