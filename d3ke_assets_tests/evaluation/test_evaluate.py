@@ -60,3 +60,27 @@ def test_direct_versus_multistep_table(smoke_frames, generic_model, tmp_path):
     assert table[table.method == "multi_step"].ik_ms_per_frame.gt(0).all()
     # IK fits the model to the predicted markers: its markers are at least near the direct prediction's
     assert (tmp_path / "Subject_1" / "PG1" / "predicted.mot").is_file()
+
+
+def test_the_report_lists_every_augmentation_and_links_its_plots(smoke_frames, generic_model, tmp_path):
+    import pandas as pd
+
+    from d3ke_assets.evaluation import report as R
+    from d3ke_assets.evaluation.evaluate import evaluate_view
+
+    layer = SkeletalModel.from_osim(generic_model[0])
+    torch.manual_seed(0)
+    frame = FrameModel(layer, "mobilenet_v3_small").eval()
+    view = FrameDataset([smoke_frames["base"] / "frames"], used_only=False, cameras=("PG1",))
+    table = pd.DataFrame([{"view": "PG1", **r} for r in evaluate_view(frame, view)])
+    claim = pd.DataFrame([{"method": m, "view": "PG1", "coordinate_mae_deg": 1.0, "mpjpe_mm": 2.0, "pa_mpjpe_mm": 3.0}
+                          for m in ("direct", "multi_step")])
+    path = R.write_report(table, claim, tmp_path, view, frame, test_subjects=["Subject_1"])
+    text = path.read_text()
+    for name in A.AUGMENTATIONS:
+        assert f"| frame_model | {name} |" in text
+    for png in (R.SEVERITY_PNG, R.CURVES_PNG, R.OVERLAY_PNG):
+        assert f"]({png})" in text and (tmp_path / png).stat().st_size > 5000
+    # the bones join joints whose bodies are connected: the knee's parent joint is the hip
+    names = layer.joint_names
+    assert (names.index("hip_r"), names.index("knee_r")) in R.bones(layer)
