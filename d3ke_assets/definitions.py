@@ -5,7 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from d3ke_assets.defs.automation import build_automation
-from d3ke_assets.defs.evaluation_assets import evaluation
+from d3ke_assets.defs.evaluation_assets import evaluation, robustness_report
 from d3ke_assets.defs.frames_assets import frames
 from d3ke_assets.defs.ground_truth_assets import mocap_markers, opensim_gt
 from d3ke_assets.defs.model_assets import opensim_model
@@ -14,7 +14,7 @@ from d3ke_assets.defs.training_assets import frame_model, sequence_model
 from d3ke_assets.defs.resources import resources_from_environment
 
 ALL_ASSETS = [opensim_model, raw_subject, mocap_markers, opensim_gt, frames, frame_model, sequence_model,
-              evaluation]
+              evaluation, robustness_report]
 
 raw_subject_sensor, stale_subjects_schedule = build_automation(ALL_ASSETS)
 

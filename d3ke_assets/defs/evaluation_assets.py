@@ -1,5 +1,6 @@
 """`evaluation`: both trained models on the test subjects, per view, clean and augmented."""
 
+import base64
 import json
 import tempfile
 from pathlib import Path
@@ -13,13 +14,16 @@ from d3ke_assets.defs.resources import DataRootResource, DatasetResource, Mlflow
 from d3ke_assets.defs.training_assets import _subject_frames, frame_model, sequence_model
 from d3ke_assets.defs.versioned import code_version_of, input_version, input_versions_metadata
 from d3ke_assets.errors import D3keError
+from d3ke_assets.evaluation import report
 from d3ke_assets.evaluation.augmentations import AUGMENTATIONS
 from d3ke_assets.evaluation.evaluate import direct_versus_multistep, evaluate_test_subjects
+from d3ke_assets.frames.reader import FrameDataset
 from d3ke_assets.learning import sequence, training
 from d3ke_assets.learning.tracking import log_evaluation_run
 from d3ke_assets.versioning import build_if_stale, version_stamp
 
 EVALUATION_CODE_VERSION = "1"
+REPORT_CODE_VERSION = "1"
 RESULTS = "results.parquet"
 RUN_INFO = "mlflow_run.json"
 MULTISTEP = "direct_vs_multistep.parquet"
@@ -99,4 +103,55 @@ def evaluation(context: dg.AssetExecutionContext, data_root: DataRootResource, d
             f"http://127.0.0.1:5000/#/experiments/{run['experiment_id']}/runs/{run['run_id']}"),
         "results": _table_metadata(table, HEADLINE),
         "results_file": dg.MetadataValue.path(str(folder / RESULTS)),
+    })
+
+
+@dg.asset(deps=[evaluation, frame_model, sequence_model, dg.AssetDep(frames, partition_mapping=dg.AllPartitionMapping())],
+          code_version=REPORT_CODE_VERSION, group_name="evaluation", kinds={"mlflow", "markdown"})
+def robustness_report(context: dg.AssetExecutionContext, data_root: DataRootResource, dataset: DatasetResource,
+                      mlflow: MlflowTrackingResource) -> dg.MaterializeResult:
+    """Plots of the evaluation (error against severity per augmentation, predicted and true curves of
+    a test subject's trials, predicted skeletons over test frames) and `report.md` linking them."""
+    import pandas as pd
+
+    with user_errors_as_failures():
+        split = dataset.split()
+        test_dirs = _subject_frames(data_root, split.test, "test", context.log.warning)
+        if not test_dirs:
+            raise D3keError(f"no test subject has frames ({', '.join(split.test)}): materialize frames for them")
+        inputs = {"evaluation": input_version(data_root, "evaluation", None),
+                  "frame_model": input_version(data_root, "frame_model", None),
+                  "sequence_model": input_version(data_root, "sequence_model", None),
+                  f"frames/{test_dirs[0].name}": input_version(data_root, "frames", test_dirs[0].name)}
+        stamp = version_stamp(code_version_of(context), {}, inputs)
+        folder = data_root.asset_dir("robustness_report")
+        osim = model_builder.model_file(data_root.asset_dir("opensim_model"))
+        evaluated = data_root.asset_dir("evaluation")
+
+        def build(out):
+            frame = training.load_trained_frame_model(data_root.asset_dir("frame_model") / training.CHECKPOINT, osim)
+            seq = sequence.load_trained_sequence_model(
+                data_root.asset_dir("sequence_model") / training.CHECKPOINT, osim)
+            first = FrameDataset([test_dirs[0]], used_only=False)
+            view = FrameDataset([test_dirs[0]], used_only=False, cameras=(sorted(set(first.camera.tolist()))[0],))
+            path = report.write_report(pd.read_parquet(evaluated / RESULTS), pd.read_parquet(evaluated / MULTISTEP),
+                                       out, view, frame, seq, test_subjects=[d.name for d in test_dirs])
+            run = log_evaluation_run(mlflow.tracking_uri, mlflow.experiment_id(dataset.checked_name()),
+                                     "robustness_report", {"input_data_versions": {k: v[:16] for k, v in inputs.items()},
+                                                           "dagster_run_id": context.run_id}, {},
+                                     [path, *(out / p for p in report.PNGS)], tags={"asset": "robustness_report"})
+            (out / RUN_INFO).write_text(json.dumps(run.__dict__))
+
+        data_version, reused = build_if_stale(folder, stamp, build)
+        run = json.loads((folder / RUN_INFO).read_text())
+    embedded = (folder / report.REPORT_MD).read_text()
+    for png in report.PNGS:  # the UI shows the report with its pictures inline
+        data = base64.b64encode((folder / png).read_bytes()).decode()
+        embedded = embedded.replace(f"]({png})", f"](data:image/png;base64,{data})")
+    return dg.MaterializeResult(data_version=dg.DataVersion(data_version), metadata={
+        "reused": reused, **input_versions_metadata(inputs),
+        "report": dg.MetadataValue.md(embedded),
+        "report_file": dg.MetadataValue.path(str(folder / report.REPORT_MD)),
+        "mlflow_run": dg.MetadataValue.url(
+            f"http://127.0.0.1:5000/#/experiments/{run['experiment_id']}/runs/{run['run_id']}"),
     })

@@ -16,6 +16,7 @@ from d3ke_assets.frames.reader import FrameDataset
 CURVE_COORDINATES = ("hip_flexion_r", "knee_angle_r", "arm_add_r", "elbow_flex_r")
 SEVERITY_PNG, CURVES_PNG, OVERLAY_PNG, REPORT_MD = "error_vs_severity.png", "trial_curves.png", "overlays.png", \
     "report.md"
+PNGS = (SEVERITY_PNG, CURVES_PNG, OVERLAY_PNG)
 
 
 def _pyplot():

@@ -28,7 +28,8 @@ def trained_smoke_root(tmp_path_factory):
     with dg.instance_for_test() as instance:
         summary = materialize_graph(defs, instance, ["Subject_1", "Subject_2", "Subject_3"], log=lambda m: None)
         assert not summary.failed, [r.error for r in summary.failed]
-        metadata = {a: _metadata(instance, a) for a in ("frame_model", "sequence_model", "evaluation")}
+        metadata = {a: _metadata(instance, a) for a in ("frame_model", "sequence_model", "evaluation",
+                                                      "robustness_report")}
     return tmp_path, resources, metadata
 
 
@@ -124,3 +125,13 @@ def test_evaluation_table_in_dagster_and_mlflow(trained_smoke_root):
     assert {"results.parquet", "direct_vs_multistep.parquet"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
     claim = pd.read_parquet(tmp_path / "evaluation" / "direct_vs_multistep.parquet")
     assert set(claim.method) == {"direct", "multi_step"} and len(meta["direct_versus_multi_step"].value.records) == 4
+
+
+def test_robustness_report_in_dagster_and_mlflow(trained_smoke_root):
+    tmp_path, resources, metadata = trained_smoke_root
+    meta = metadata["robustness_report"]
+    assert meta["report"].value.count("data:image/png;base64,") == 3
+    client = mlflow.MlflowClient(resources["mlflow"].tracking_uri)
+    run = client.get_run(meta["mlflow_run"].value.rsplit("/", 1)[-1])
+    assert {"report.md", "error_vs_severity.png", "trial_curves.png", "overlays.png"} <= \
+        {a.path for a in client.list_artifacts(run.info.run_id)}
