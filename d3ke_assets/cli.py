@@ -181,6 +181,30 @@ def cmd_quality(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_predict(args: argparse.Namespace) -> int:
+    """A trained frame model on a video: <video>.mot, <video>.osim and an overlay video in --out."""
+    import tempfile
+
+    from d3ke_assets.biomech import model_builder
+    from d3ke_assets.evaluation.predict import predict_video, resolve_checkpoint
+
+    root = settings.data_root(args.data_root)
+    tracking_uri = f"sqlite:///{root / 'mlflow' / 'mlflow.db'}"
+    with tempfile.TemporaryDirectory() as tmp:
+        osim = model_builder.model_file(root / "opensim_model")
+        if not osim.is_file():  # the generic model is built by code: the same anywhere
+            osim = model_builder.ensure_model(Path(tmp) / "model")[0]
+        checkpoint = resolve_checkpoint(args.model, Path(tmp), tracking_uri)
+        r = predict_video(Path(args.video), checkpoint, osim, Path(args.out), args.box,
+                          log=lambda m: print(m, file=sys.stderr))
+    print(f"coordinates:   {r.mot} ({r.n_frames} frames at {r.fps:g} fps)")
+    print(f"scaled model:  {r.osim}")
+    print(f"overlay:       {r.overlay}")
+    print(f"speed:         {r.n_frames / r.seconds_total:.1f} frames/s, {100 * r.seconds_network / r.seconds_total:.0f}% "
+          f"of the time in the network")
+    return 0
+
+
 def cmd_ik(args: argparse.Namespace) -> int:
     from d3ke_assets.biomech.commands import ik_command
 
@@ -257,6 +281,17 @@ def build_parser() -> argparse.ArgumentParser:
     quality.add_argument("--data-root", default=None)
     quality.add_argument("--json", action="store_true")
     quality.set_defaults(func=cmd_quality)
+
+    predict = sub.add_parser("predict", help="run a trained frame model on a video: OpenSim .mot + scaled .osim "
+                                             "+ an overlay video")
+    predict.add_argument("video")
+    predict.add_argument("--model", required=True,
+                         help="a checkpoint (last.pt) or an MLflow URI: models:/d3ke_frame_model_synthetic/1, "
+                              "runs:/RUN_ID/checkpoint (the project's store under the data root)")
+    predict.add_argument("--out", required=True, help="folder for <video>.mot, <video>.osim, <video>_overlay.mp4")
+    predict.add_argument("--box", default=None, help="x,y,w,h of the person in pixels (default: the centred square)")
+    predict.add_argument("--data-root", default=None)
+    predict.set_defaults(func=cmd_predict)
 
     ik = sub.add_parser("ik", help="OpenSim scaling on a static trial, then inverse kinematics on a motion")
     ik.add_argument("--model", required=True, help="generic model (.osim)")

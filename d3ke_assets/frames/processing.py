@@ -85,6 +85,14 @@ def crop_to_jpeg(image, box: np.ndarray, crop_px: int, quality: int = JPEG_QUALI
     """Crop (zero padding outside the frame), resize with antialiasing, encode as JPEG.
 
     `image`: a PIL image (as PyAV decodes it) or an (H, W, 3) uint8 array."""
+    buf = io.BytesIO()
+    crop_square(image, box, crop_px).save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def crop_square(image, box: np.ndarray, crop_px: int):
+    """The square `box` (x0, y0, size) of `image` (PIL or (H, W, 3) uint8), zero outside the frame,
+    resized to `crop_px`: what the network sees."""
     from PIL import Image
 
     if isinstance(image, np.ndarray):
@@ -92,10 +100,7 @@ def crop_to_jpeg(image, box: np.ndarray, crop_px: int, quality: int = JPEG_QUALI
     x0, y0, size = (int(v) for v in box)
     # shrinking: area averaging (antialiased, half the cost of bilinear); enlarging: bilinear
     resample = Image.BOX if size >= crop_px else Image.BILINEAR
-    img = image.crop((x0, y0, x0 + size, y0 + size)).resize((crop_px, crop_px), resample)
-    buf = io.BytesIO()
-    img.save(buf, format="JPEG", quality=quality)
-    return buf.getvalue()
+    return image.crop((x0, y0, x0 + size, y0 + size)).resize((crop_px, crop_px), resample)
 
 
 class ShardWriter:

@@ -289,7 +289,9 @@ def fit(model, train_set, val_set, config, checkpoint_dir: Path, prepare: Prepar
         record = EpochRecord(epoch, total / seen, {k: v / seen for k, v in sums.items()}, val_loss, val_mae, val_mm,
                              lr, seconds, waited / seconds)
         history.append(record)
-        save_checkpoint(path, _checkpoint_bundle(model, optimizer, epoch, history, config, resume_key))
+        bundle = _checkpoint_bundle(model, optimizer, epoch, history, config, resume_key)
+        bundle["crop_px"] = int(getattr(train_set, "crop_px", 0))  # the input size predict must use
+        save_checkpoint(path, bundle)
         log(f"epoch {epoch + 1}/{config.epochs}: loss {record.train_loss:.4f}, val loss {val_loss:.4f}, "
             f"val coordinate MAE {val_mae:.2f} deg, val marker error {val_mm:.1f} mm ({seconds:.1f} s)")
         on_epoch(record)

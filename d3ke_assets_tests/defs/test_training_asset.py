@@ -135,3 +135,48 @@ def test_robustness_report_in_dagster_and_mlflow(trained_smoke_root):
     run = client.get_run(meta["mlflow_run"].value.rsplit("/", 1)[-1])
     assert {"report.md", "error_vs_severity.png", "trial_curves.png", "overlays.png"} <= \
         {a.path for a in client.list_artifacts(run.info.run_id)}
+
+
+def test_predict_on_a_video_writes_what_opensim_loads(trained_smoke_root, tmp_path, capsys):
+    from d3ke_assets.biomech.opensim_tools import opensim_module
+    from d3ke_assets.cli import main
+    from d3ke_assets.frames.video import probe_video
+    from d3ke_assets.sources import raw
+
+    root = trained_smoke_root[0]
+    video = raw.camera_videos(root, "Subject_3")[0].video
+    info = probe_video(video)
+    assert main(["predict", str(video), "--model", "models:/d3ke_frame_model_synthetic/1", "--out",
+                 str(tmp_path / "a"), "--data-root", str(root)]) == 0
+    osim = opensim_module()
+    mot, model_file = tmp_path / "a" / f"{video.stem}.mot", tmp_path / "a" / f"{video.stem}.osim"
+    model = osim.Model(str(model_file))
+    model.initSystem()
+    table = osim.TimeSeriesTable(str(mot))
+    names = [model.getCoordinateSet().get(i).getName() for i in range(model.getCoordinateSet().getSize())]
+    assert sorted(table.getColumnLabels()) == sorted(names)
+    assert table.getNumRows() == info.n_frames
+    assert probe_video(tmp_path / "a" / f"{video.stem}_overlay.mp4").n_frames == info.n_frames
+    # a checkpoint file and a box work too
+    checkpoint = root / "frame_model" / training.CHECKPOINT
+    assert main(["predict", str(video), "--model", str(checkpoint), "--out", str(tmp_path / "b"), "--box",
+                 "10,5,80,100", "--data-root", str(root)]) == 0
+    capsys.readouterr()
+    # bad input: a one-line error naming what is wrong
+    garbage = tmp_path / "garbage.avi"
+    garbage.write_bytes(b"not a video at all" * 100)
+    import av
+
+    empty = tmp_path / "empty.avi"  # a video stream with no frames
+    with av.open(str(empty), mode="w") as container:
+        stream = container.add_stream("mpeg4", rate=30)
+        stream.width, stream.height, stream.pix_fmt = 64, 64, "yuv420p"
+        container.start_encoding()
+    cases = [([str(garbage), "--model", str(checkpoint)], "garbage.avi: cannot decode video"),
+             ([str(empty), "--model", str(checkpoint)], "empty.avi: the video has no frames"),
+             ([str(video), "--model", "models:/no_such_model/1"], "does not resolve in the MLflow store"),
+             ([str(video), "--model", str(checkpoint), "--box", "150,100,50,50"], "outside the 160x120 frame")]
+    for argv, message in cases:
+        assert main(["predict", *argv, "--out", str(tmp_path / "c"), "--data-root", str(root)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert message in err[-1] and len(err[-1]) < 400, err

@@ -64,3 +64,18 @@ def test_a_mirrored_prediction_of_a_flipped_frame_scores_as_the_unflipped_one(la
     # the flipped picture's markers are the original's with x reflected and sides swapped
     paired = mirror.marker_paired
     assert np.allclose(flipped["markers_m"][:, paired][..., 0], -markers[:, mirror.marker_perm][:, paired][..., 0])
+
+
+def test_pelvis_angles_invert_the_models_pelvis_rotation(layer):
+    """predict's decomposition, checked against the skeletal layer's pelvis orientation."""
+    from d3ke_assets.evaluation.predict import pelvis_angles
+
+    names = layer.coordinate_names
+    rng = np.random.default_rng(3)
+    q = np.zeros((8, len(names)))
+    angles = np.stack([rng.uniform(-1.2, 1.2, 8), rng.uniform(-1.2, 1.2, 8), rng.uniform(-3.0, 3.0, 8)], axis=1)
+    for i, name in enumerate(("pelvis_tilt", "pelvis_list", "pelvis_rotation")):
+        q[:, names.index(name)] = angles[:, i]
+    pose = layer(torch.from_numpy(q), torch.ones(8, layer.n_bodies, 3, dtype=torch.float64))
+    recovered = pelvis_angles(pose.body_rotations[:, 0].numpy())
+    assert np.allclose(recovered, angles, atol=1e-9)
