@@ -436,5 +436,47 @@ def bench_train(data_root: Path | None = None, steps: int = 6) -> dict:
         shutil.rmtree(root, ignore_errors=True)
 
 
+def bench_predict(data_root: Path | None = None) -> dict:
+    """`d3ke predict` frames per second on a demo-size synthetic video (320x240, 30 fps) for each
+    backbone at its preset's resolution, and the share of the time spent outside the network
+    (decoding, cropping, drawing, writing the .mot, the scaled .osim and the overlay video).
+    Weights are untrained: the speed does not depend on them."""
+    import torch
+
+    from d3ke_assets.biomech import model_builder
+    from d3ke_assets.biomech.skeletal_layer import SkeletalModel
+    from d3ke_assets.evaluation.predict import predict_video
+    from d3ke_assets.learning.model import FrameModel
+    from d3ke_assets.learning.training import TrainConfig
+    from d3ke_assets.settings import PRESETS
+    from d3ke_assets.sources import raw
+
+    root = Path(tempfile.mkdtemp(prefix="d3ke-bench-predict-"))
+    cases = [("smoke", "mobilenet_v3_small"), ("demo", "resnet18"), ("demo", "efficientnet_v2_s"),
+             ("paper", "efficientnet_v2_s"), ("paper", "resnext50_32x4d")]
+    out: dict = {"benchmark": "predict", "device": "cuda" if torch.cuda.is_available() else "cpu",
+                 "torch_threads": torch.get_num_threads()}
+    try:
+        model_path, _ = _synthetic_subjects(root, 1, PRESETS["demo"].synthetic)
+        video = raw.camera_videos(root, "Subject_1")[0].video
+        layer_path = model_builder.model_file(root / "opensim_model")
+        for preset, backbone in cases:
+            torch.manual_seed(0)
+            model = FrameModel(SkeletalModel.from_osim(layer_path), backbone)
+            checkpoint = root / f"{backbone}_{preset}.pt"
+            torch.save({"model": model.state_dict(), "config": TrainConfig(backbone=backbone).as_dict(),
+                        "crop_px": PRESETS[preset].crop_px}, checkpoint)
+            r = predict_video(video, checkpoint, model_path, root / "out" / f"{preset}_{backbone}")
+            out[f"{preset}/{backbone}"] = {
+                "crop_px": PRESETS[preset].crop_px, "frames": r.n_frames,
+                "frames_per_s": round(r.n_frames / r.seconds_total, 1),
+                "network_frames_per_s": round(r.n_frames / r.seconds_network, 1),
+                "share_outside_network": round(1 - r.seconds_network / r.seconds_total, 3)}
+        return out
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
 BENCHMARKS: dict[str, Callable[..., dict]] = {"verify": bench_verify, "ik": bench_ik, "fk": bench_fk,
-                                              "frames": bench_frames, "rerun": bench_rerun, "train": bench_train}
+                                              "frames": bench_frames, "rerun": bench_rerun, "train": bench_train,
+                                              "predict": bench_predict}
