@@ -45,19 +45,21 @@ def test_unknown_subject_key_is_one_line(tmp_path, capsys):
 
 
 def test_demo_materializes_through_a_persistent_instance(tmp_path):
-    """The README's main job, on the smoke train and validation subjects, from a separate process."""
+    """The README's main job on the smoke preset (train, validation and test subject), from a separate process."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("D3KE_", "DAGSTER_"))}
     cmd = [sys.executable, "-m", "d3ke_assets.cli", "demo", "--preset", "smoke", "--data-root", str(tmp_path),
-           "--subjects", "Subject_1", "Subject_2"]
+           "--subjects", "Subject_1", "Subject_2", "Subject_3"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "4 runs succeeded, 0 failed, 0 skipped" in proc.stdout  # model, two subjects, frame_model
+    # the model, three subjects, then training, evaluation and the report in one run
+    assert "5 runs succeeded, 0 failed, 0 skipped" in proc.stdout
     assert "127.0.0.1" in proc.stdout
     # the runs are in the instance under the data root, so `dagster dev` shows them
     import dagster as dg
 
     with dg.DagsterInstance.from_config(str(tmp_path / "dagster")) as instance:
         recs = instance.fetch_materializations(dg.AssetKey("raw_subject"), limit=10).records
-        assert {r.partition_key for r in recs} == {"Subject_1", "Subject_2"}
-        assert instance.fetch_materializations(dg.AssetKey("frame_model"), limit=1).records
+        assert {r.partition_key for r in recs} == {"Subject_1", "Subject_2", "Subject_3"}
+        for asset in ("frame_model", "sequence_model", "evaluation", "robustness_report"):
+            assert instance.fetch_materializations(dg.AssetKey(asset), limit=1).records, asset
     assert (tmp_path / "raw_subject" / "Subject_2" / "F_PG1_Subject_2_L.avi").is_file()
