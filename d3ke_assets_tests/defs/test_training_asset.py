@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 import mlflow
+import numpy as np
 import pytest
 import torch
 
@@ -161,6 +162,19 @@ def test_predict_on_a_video_writes_what_opensim_loads(trained_smoke_root, tmp_pa
     checkpoint = root / "frame_model" / training.CHECKPOINT
     assert main(["predict", str(video), "--model", str(checkpoint), "--out", str(tmp_path / "b"), "--box",
                  "10,5,80,100", "--data-root", str(root)]) == 0
+    # another frame rate and resolution than training's
+    from PIL import Image
+
+    from d3ke_assets.biomech.formats import read_mot
+    from d3ke_assets.frames.video import decode_frames, write_video
+
+    frames_25 = [np.asarray(Image.fromarray(f).resize((200, 150))) for _, f in zip(range(20), decode_frames(video))]
+    other = tmp_path / "other_rate.avi"
+    write_video(other, frames_25, 25, 200, 150)
+    assert main(["predict", str(other), "--model", str(checkpoint), "--out", str(tmp_path / "d"),
+                 "--data-root", str(root)]) == 0
+    t, _, _, _ = read_mot(tmp_path / "d" / "other_rate.mot")
+    assert len(t) == 20 and np.allclose(np.diff(t), 1 / 25)
     capsys.readouterr()
     # bad input: a one-line error naming what is wrong
     garbage = tmp_path / "garbage.avi"
