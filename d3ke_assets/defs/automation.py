@@ -92,7 +92,33 @@ def stale_assets_by_partition(instance: dg.DagsterInstance, assets: list[dg.Asse
             if stale:
                 bad.add(key)
                 out.setdefault(partition, []).append(key.to_user_string())
+    _unpartitioned_reading_partitions(instance, assets, out)
     return out
+
+
+def _unpartitioned_reading_partitions(instance: dg.DagsterInstance, assets: list[dg.AssetsDefinition],
+                                      out: dict[str | None, list[str]]) -> None:
+    """Unpartitioned assets that read partitions (frame_model reads the train subjects' frames,
+    recorded as `frames/<subject>`) are stale when such a partition is stale, or was rebuilt with
+    another data version since; and so is whatever is built on them."""
+    bad = {dg.AssetKey.from_user_string(k) for k in out.get(None, [])}
+    for a in assets:  # topological order: a stale model makes its evaluation stale in the same pass
+        if a.partitions_def is not None or a.key in bad:
+            continue
+        mat = _latest(instance, a.key, None)
+        if mat is None:
+            continue
+        stale = any(dep in bad for dep in a.dependency_keys)
+        for name, version in _recorded_inputs(mat).items():
+            upstream, _, partition = name.partition("/")
+            if stale or not partition:
+                continue
+            latest = _latest(instance, dg.AssetKey.from_user_string(upstream), partition)
+            stale = upstream in out.get(partition, []) or latest is None or \
+                latest.tags.get(DATA_VERSION_TAG) != version
+        if stale:
+            bad.add(a.key)
+            out.setdefault(None, []).append(a.key.to_user_string())
 
 
 def build_automation(assets: list[dg.AssetsDefinition]):

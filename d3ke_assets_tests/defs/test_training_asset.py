@@ -31,11 +31,11 @@ def trained_smoke_root(tmp_path_factory):
         assert not summary.failed, [r.error for r in summary.failed]
         metadata = {a: _metadata(instance, a) for a in ("frame_model", "sequence_model", "evaluation",
                                                       "robustness_report")}
-    return tmp_path, resources, metadata
+        yield tmp_path, resources, metadata, instance
 
 
 def test_smoke_training_through_dagster_is_tracked_in_mlflow(trained_smoke_root):
-    tmp_path, resources, metadata = trained_smoke_root
+    tmp_path, resources, metadata, _ = trained_smoke_root
     meta, seq_meta = metadata["frame_model"], metadata["sequence_model"]
     assert meta["epochs"].value == 2 and meta["backbone"].value == "mobilenet_v3_small"
     assert meta["learning_curve"].value.startswith("![learning curve](data:image/png;base64,")
@@ -113,7 +113,7 @@ def test_evaluation_table_in_dagster_and_mlflow(trained_smoke_root):
 
     from d3ke_assets.evaluation.augmentations import AUGMENTATIONS
 
-    tmp_path, resources, metadata = trained_smoke_root
+    tmp_path, resources, metadata, _ = trained_smoke_root
     meta = metadata["evaluation"]
     table = pd.read_parquet(tmp_path / "evaluation" / "results.parquet")
     n_conditions = sum(len(v) for v in AUGMENTATIONS.values())
@@ -129,7 +129,7 @@ def test_evaluation_table_in_dagster_and_mlflow(trained_smoke_root):
 
 
 def test_robustness_report_in_dagster_and_mlflow(trained_smoke_root):
-    tmp_path, resources, metadata = trained_smoke_root
+    tmp_path, resources, metadata, _ = trained_smoke_root
     meta = metadata["robustness_report"]
     assert meta["report"].value.count("data:image/png;base64,") == 3
     client = mlflow.MlflowClient(resources["mlflow"].tracking_uri)
@@ -194,3 +194,22 @@ def test_predict_on_a_video_writes_what_opensim_loads(trained_smoke_root, tmp_pa
         assert main(["predict", *argv, "--out", str(tmp_path / "c"), "--data-root", str(root)]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert message in err[-1] and len(err[-1]) < 400, err
+
+
+def test_a_changed_subject_makes_exactly_the_models_that_read_it_stale(trained_smoke_root):
+    """The schedule's staleness for the unpartitioned stages: new frames of a train subject make
+    both models, the evaluation and the report stale; new frames of the test subject only the last two."""
+    from d3ke_assets.defs.automation import DATA_VERSION_TAG, stale_assets_by_partition
+    from d3ke_assets.definitions import ALL_ASSETS
+
+    instance = trained_smoke_root[3]
+    subjects = ["Subject_1", "Subject_2", "Subject_3"]
+    assert stale_assets_by_partition(instance, ALL_ASSETS, subjects) == {}
+    instance.report_runless_asset_event(dg.AssetMaterialization(
+        "frames", partition="Subject_3", tags={DATA_VERSION_TAG: "new test frames"}))
+    # (the hand-made materializations carry no code version, so those frames partitions count as stale too)
+    assert stale_assets_by_partition(instance, ALL_ASSETS, subjects)[None] == ["evaluation", "robustness_report"]
+    instance.report_runless_asset_event(dg.AssetMaterialization(
+        "frames", partition="Subject_1", tags={DATA_VERSION_TAG: "new train frames"}))
+    assert stale_assets_by_partition(instance, ALL_ASSETS, subjects)[None] == [
+        "frame_model", "sequence_model", "evaluation", "robustness_report"]
