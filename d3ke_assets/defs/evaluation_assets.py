@@ -33,6 +33,14 @@ HEADLINE = ["model", "view", "augmentation", "severity", "coordinate_mae_deg", "
             "pa_mpjpe_mm", "pck150_percent", "ms_per_frame"]
 
 
+def _test_dirs(data_root: DataRootResource, dataset: DatasetResource, log) -> list:
+    split = dataset.split()
+    test_dirs = _subject_frames(data_root, split.test, "test", log)
+    if not test_dirs:
+        raise D3keError(f"no test subject has frames ({', '.join(split.test)}): materialize frames for them")
+    return test_dirs
+
+
 def _table_metadata(table, columns: list[str]) -> dg.TableMetadataValue:
     text = ("model", "view", "augmentation", "method")
     records = [dg.TableRecord({k: (v if k in text else round(float(v), 3)) for k, v in row.items()})
@@ -62,10 +70,7 @@ def evaluation(context: dg.AssetExecutionContext, data_root: DataRootResource, d
     import pandas as pd
 
     with user_errors_as_failures():
-        split = dataset.split()
-        test_dirs = _subject_frames(data_root, split.test, "test", context.log.warning)
-        if not test_dirs:
-            raise D3keError(f"no test subject has frames ({', '.join(split.test)}): materialize frames for them")
+        test_dirs = _test_dirs(data_root, dataset, context.log.warning)
         inputs = {f"frames/{d.name}": input_version(data_root, "frames", d.name) for d in test_dirs}
         inputs["frame_model"] = input_version(data_root, "frame_model", None)
         inputs["sequence_model"] = input_version(data_root, "sequence_model", None)
@@ -115,10 +120,7 @@ def robustness_report(context: dg.AssetExecutionContext, data_root: DataRootReso
     import pandas as pd
 
     with user_errors_as_failures():
-        split = dataset.split()
-        test_dirs = _subject_frames(data_root, split.test, "test", context.log.warning)
-        if not test_dirs:
-            raise D3keError(f"no test subject has frames ({', '.join(split.test)}): materialize frames for them")
+        test_dirs = _test_dirs(data_root, dataset, context.log.warning)
         inputs = {"evaluation": input_version(data_root, "evaluation", None),
                   "frame_model": input_version(data_root, "frame_model", None),
                   "sequence_model": input_version(data_root, "sequence_model", None),

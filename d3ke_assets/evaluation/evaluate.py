@@ -19,7 +19,8 @@ from d3ke_assets.evaluation import metrics as M
 from d3ke_assets.evaluation.augmentations import augment_images, conditions
 from d3ke_assets.evaluation.mirror import Mirror
 from d3ke_assets.frames.reader import FrameDataset
-from d3ke_assets.learning.model import FrameModel, camera_frame_targets, normalise
+from d3ke_assets.learning.model import FrameModel, camera_frame_targets, decode_to_numpy, normalise
+from d3ke_assets.learning.quality import coordinate_mae_deg
 from d3ke_assets.learning.training import choose_device
 
 LABEL_KEYS = ("coordinates", "coordinate_mask", "scale_factors", "markers_m", "joint_centres_m", "pelvis_rotation")
@@ -44,11 +45,9 @@ def score(pred: dict[str, np.ndarray], true: dict[str, np.ndarray], scored: np.n
     """The metrics of one set of predictions against camera-frame labels."""
     mask = true["coordinate_mask"] * scored
     per = M.coordinate_errors_deg(pred["coordinates"], true["coordinates"], mask)
-    err = np.degrees(np.abs(pred["coordinates"] - true["coordinates"]))
-    sq = err ** 2
-    w = mask.sum()
-    row = {"coordinate_mae_deg": float((err * mask).sum() / max(w, 1)),
-           "coordinate_rmse_deg": float(np.sqrt((sq * mask).sum() / max(w, 1))),
+    sq = np.degrees(pred["coordinates"] - true["coordinates"]) ** 2
+    row = {"coordinate_mae_deg": coordinate_mae_deg(pred["coordinates"], true["coordinates"], mask, scored),
+           "coordinate_rmse_deg": float(np.sqrt((sq * mask).sum() / max(mask.sum(), 1))),
            "marker_error_mm": M.mpjpe_mm(pred["markers_m"][:, marker_mask], true["markers_m"][:, marker_mask]),
            "mpjpe_mm": M.mpjpe_mm(pred["joint_centres_m"], true["joint_centres_m"]),
            "pa_mpjpe_mm": M.pa_mpjpe_mm(pred["joint_centres_m"], true["joint_centres_m"]),
@@ -58,12 +57,6 @@ def score(pred: dict[str, np.ndarray], true: dict[str, np.ndarray], scored: np.n
         if scored[i]:
             row[f"mae_deg.{name}"] = float(per["mae_deg"][i])
     return row
-
-
-def _decoded(model, outputs: np.ndarray) -> dict[str, np.ndarray]:
-    with torch.no_grad():
-        pred = model.decode(torch.from_numpy(outputs))
-    return {k: v.numpy().astype(np.float64) for k, v in pred.items()}
 
 
 @torch.no_grad()
@@ -108,7 +101,7 @@ def evaluate_view(frame_model: FrameModel, frames: FrameDataset, sequence_model=
     for (name, severity), out in outputs.items():
         true, markers = (flipped, mirror.marker_paired) if name == "flip" else (clean, all_markers)
         base = {"augmentation": name, "severity": severity, "n_frames": len(frames)}
-        rows.append({"model": "frame_model", **base, **score(_decoded(frame_model, out), true, scored, markers, names),
+        rows.append({"model": "frame_model", **base, **score(decode_to_numpy(frame_model, out), true, scored, markers, names),
                      "ms_per_frame": 1000 * seconds[(name, severity)]})
         if sequence_model is not None:
             t0 = time.perf_counter()
@@ -171,7 +164,7 @@ def direct_versus_multistep(frame_model: FrameModel, test_dirs: list, osim_path,
         for view in sorted(set(all_frames.camera.tolist())):
             frames = FrameDataset([folder], used_only=False, cameras=(view,))
             true = camera_labels(frames, layer)
-            direct = _decoded(frame_model, predict_head_outputs(frame_model, frames))
+            direct = decode_to_numpy(frame_model, predict_head_outputs(frame_model, frames))
             log(f"{subject} {view}: OpenSim IK on {len(frames)} frames of predicted markers")
             ik = inverse_kinematics_on_predictions(
                 Path(osim_path), list(layer.marker_names), direct["markers_m"], frames.camera_R,

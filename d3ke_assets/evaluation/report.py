@@ -7,7 +7,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from d3ke_assets.evaluation.augmentations import AUGMENTATIONS
 from d3ke_assets.frames.processing import to_crop_px
@@ -119,12 +118,12 @@ def overlay_png(frames: FrameDataset, layer, joints_cam_m: np.ndarray, path: Pat
 def write_report(table, claim, out: Path, frames: FrameDataset, frame_model, sequence_model=None,
                  test_subjects: list[str] = ()) -> Path:
     """All plots and `report.md` into `out`; `frames`: one test subject and view for curves and overlays."""
+    from d3ke_assets.learning.model import decode_to_numpy
     from d3ke_assets.learning.sequence import predict_head_outputs, predict_sequence
 
     severity_png(table, out / SEVERITY_PNG)
     outputs = predict_head_outputs(frame_model, frames)
-    with torch.no_grad():
-        pred = {k: v.numpy() for k, v in frame_model.decode(torch.from_numpy(outputs)).items()}
+    pred = decode_to_numpy(frame_model, outputs)
     seq_q = predict_sequence(sequence_model, outputs, frames)["coordinates"] if sequence_model is not None else None
     names = list(frame_model.layer.coordinate_names)
     curves_png(frames, names, pred["coordinates"], seq_q, out / CURVES_PNG)

@@ -138,6 +138,13 @@ def decode_head_outputs(out: torch.Tensor, layer: SkeletalModel, predicted: list
             "pelvis_origin_m": torch.zeros(batch, 3, device=out.device)}
 
 
+def decode_to_numpy(model, head_outputs) -> dict:
+    """Predictions (float64 numpy) from stored head outputs of `model` (a FrameModel or anything with `decode`)."""
+    with torch.no_grad():
+        pred = model.decode(torch.as_tensor(head_outputs))
+    return {k: v.cpu().numpy().astype("float64") for k, v in pred.items()}
+
+
 def camera_frame_targets(batch: dict, camera_R: torch.Tensor, layer: SkeletalModel) -> dict[str, torch.Tensor]:
     """Labels from the frame index (ground frame) as the model predicts them: camera frame,
     pelvis-relative; the pelvis's own coordinates masked out of the coordinate loss."""

@@ -9,16 +9,15 @@ labelled frame of the test subjects' videos (the sequence model needs whole tria
 
 from __future__ import annotations
 
-import numpy as np
-import torch
-
 from pathlib import Path
+
+import numpy as np
 
 from d3ke_assets.errors import D3keError
 from d3ke_assets.frames.processing import INDEX_NAME
 from d3ke_assets.frames.reader import FrameDataset
-from d3ke_assets.learning.model import FrameModel, normalise
-from d3ke_assets.learning.training import CHECKPOINT, choose_device, load_trained_frame_model
+from d3ke_assets.learning.model import FrameModel, decode_to_numpy
+from d3ke_assets.learning.training import CHECKPOINT, load_trained_frame_model
 
 
 def _scored(model: FrameModel) -> np.ndarray:
@@ -28,15 +27,10 @@ def _scored(model: FrameModel) -> np.ndarray:
     return scored & rotational
 
 
-@torch.no_grad()
-def predict_coordinates(model: FrameModel, dataset: FrameDataset, batch_size: int = 64) -> np.ndarray:
-    device = choose_device()
-    model.to(device).eval()
-    out = []
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=0)
-    for batch in loader:
-        out.append(model(normalise(batch["image"].to(device)))["coordinates"].cpu().numpy())
-    return np.concatenate(out)
+def predict_coordinates(model: FrameModel, dataset: FrameDataset) -> np.ndarray:
+    from d3ke_assets.learning.sequence import predict_head_outputs
+
+    return decode_to_numpy(model, predict_head_outputs(model, dataset))["coordinates"]
 
 
 def coordinate_mae_deg(pred: np.ndarray, true: np.ndarray, mask: np.ndarray, scored: np.ndarray) -> float:
@@ -81,8 +75,7 @@ def quality_report(data_root: Path, osim_path: Path, train_subjects: list[str], 
     test = FrameDataset(_frames_of(data_root, test_subjects, "test"), used_only=False)
     log(f"frame model on {len(test)} test frames")
     outputs = sequence.predict_head_outputs(frame, test, log=log)
-    with torch.no_grad():
-        frame_q = frame.decode(torch.from_numpy(outputs))["coordinates"].numpy()
+    frame_q = decode_to_numpy(frame, outputs)["coordinates"]
     report = {"test_subjects": ",".join(test_subjects),
               **frame_model_vs_mean_baseline(frame, train, test, predicted=frame_q)}
     seq_checkpoint = data_root / "sequence_model" / CHECKPOINT
