@@ -19,7 +19,7 @@ from d3ke_assets.evaluation.augmentations import AUGMENTATIONS
 from d3ke_assets.evaluation.evaluate import direct_versus_multistep, evaluate_test_subjects
 from d3ke_assets.frames.reader import FrameDataset
 from d3ke_assets.learning import sequence, training
-from d3ke_assets.learning.tracking import log_evaluation_run
+from d3ke_assets.learning.tracking import TrackedRun, log_evaluation_run
 from d3ke_assets.versioning import build_if_stale, version_stamp
 
 EVALUATION_CODE_VERSION = "1"
@@ -99,13 +99,12 @@ def evaluation(context: dg.AssetExecutionContext, data_root: DataRootResource, d
         data_version, reused = build_if_stale(folder, stamp, build)
         table = pd.read_parquet(folder / RESULTS)
         claim = pd.read_parquet(folder / MULTISTEP)
-        run = json.loads((folder / RUN_INFO).read_text())
+        run = TrackedRun.from_file(folder / RUN_INFO)
     return dg.MaterializeResult(data_version=dg.DataVersion(data_version), metadata={
         "reused": reused, **input_versions_metadata(inputs), "rows": len(table),
         **{k: round(float(v), 3) for k, v in {**_headline(table), **_claim_headline(claim)}.items()},
         "direct_versus_multi_step": _table_metadata(claim, CLAIM_COLUMNS),
-        "mlflow_run": dg.MetadataValue.url(
-            f"http://127.0.0.1:5000/#/experiments/{run['experiment_id']}/runs/{run['run_id']}"),
+        "mlflow_run": dg.MetadataValue.url(run.ui_url()),
         "results": _table_metadata(table, HEADLINE),
         "results_file": dg.MetadataValue.path(str(folder / RESULTS)),
     })
@@ -145,7 +144,7 @@ def robustness_report(context: dg.AssetExecutionContext, data_root: DataRootReso
             (out / RUN_INFO).write_text(json.dumps(run.__dict__))
 
         data_version, reused = build_if_stale(folder, stamp, build)
-        run = json.loads((folder / RUN_INFO).read_text())
+        run = TrackedRun.from_file(folder / RUN_INFO)
     embedded = (folder / report.REPORT_MD).read_text()
     for png in report.PNGS:  # the UI shows the report with its pictures inline
         data = base64.b64encode((folder / png).read_bytes()).decode()
@@ -154,6 +153,5 @@ def robustness_report(context: dg.AssetExecutionContext, data_root: DataRootReso
         "reused": reused, **input_versions_metadata(inputs),
         "report": dg.MetadataValue.md(embedded),
         "report_file": dg.MetadataValue.path(str(folder / report.REPORT_MD)),
-        "mlflow_run": dg.MetadataValue.url(
-            f"http://127.0.0.1:5000/#/experiments/{run['experiment_id']}/runs/{run['run_id']}"),
+        "mlflow_run": dg.MetadataValue.url(run.ui_url()),
     })

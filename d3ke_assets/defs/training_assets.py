@@ -18,7 +18,7 @@ from d3ke_assets.frames.processing import INDEX_NAME
 from d3ke_assets.frames.reader import FrameDataset
 from d3ke_assets.learning import presets, sequence, training
 from d3ke_assets.learning.model import FrameModel
-from d3ke_assets.learning.tracking import TrainingTracker, learning_curve_png
+from d3ke_assets.learning.tracking import TrackedRun, TrainingTracker, learning_curve_png
 from d3ke_assets.versioning import build_in_place_if_stale, version_stamp
 
 FRAME_MODEL_CODE_VERSION = "2"  # bump when training changes what it learns
@@ -76,19 +76,18 @@ def _tracked_training(context, mlflow: MlflowTrackingResource, dataset: DatasetR
 
 def _training_result(folder, data_version: str, reused: bool, inputs: dict, extra: dict) -> dg.MaterializeResult:
     history = [training.EpochRecord(**h) for h in json.loads((folder / HISTORY).read_text())]
-    run = json.loads((folder / RUN_INFO).read_text())
+    run = TrackedRun.from_file(folder / RUN_INFO)
     last = history[-1]
     curve = learning_curve_png(history, folder / "learning_curve.png")
     encoded = base64.b64encode(curve.read_bytes()).decode()
-    url = f"http://127.0.0.1:5000/#/experiments/{run['experiment_id']}/runs/{run['run_id']}"
     return dg.MaterializeResult(data_version=dg.DataVersion(data_version), metadata={
         "reused": reused, **input_versions_metadata(inputs), **extra, "epochs": len(history),
         "val_coordinate_mae_deg": round(last.val_coordinate_mae_deg, 2),
         "val_marker_error_mm": round(last.val_marker_error_mm, 1),
         "train_loss": round(last.train_loss, 4), "val_loss": round(last.val_loss, 4),
         "data_wait_share": round(last.data_wait_share, 3),
-        "mlflow_run": dg.MetadataValue.url(url),
-        "registered_model": f"{run['model_name']} v{run['model_version']}",
+        "mlflow_run": dg.MetadataValue.url(run.ui_url()),
+        "registered_model": f"{run.model_name} v{run.model_version}",
         "learning_curve": dg.MetadataValue.md(f"![learning curve](data:image/png;base64,{encoded})"),
         "checkpoint": dg.MetadataValue.path(str(folder / training.CHECKPOINT)),
     })

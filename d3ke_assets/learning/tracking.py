@@ -26,6 +26,11 @@ class TrackedRun:
     def ui_url(self, host: str = "http://127.0.0.1:5000") -> str:
         return f"{host}/#/experiments/{self.experiment_id}/runs/{self.run_id}"
 
+    @classmethod
+    def from_file(cls, path: Path) -> "TrackedRun":
+        """The run an asset recorded (`mlflow_run.json`)."""
+        return cls(**json.loads(Path(path).read_text()))
+
 
 class TrainingTracker:
     """One MLflow run; `log_epoch` after each epoch, `finish` with the artifacts."""
