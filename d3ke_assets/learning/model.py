@@ -91,6 +91,11 @@ def predicted_coordinates(layer: SkeletalModel) -> tuple[list[int], torch.Tensor
     return predicted, lo, hi - lo
 
 
+def head_output_size(layer: SkeletalModel) -> int:
+    """Unsquashed outputs per image: the predicted coordinates, 3 scale factors per body, a 6D rotation."""
+    return len(predicted_coordinates(layer)[0]) + 3 * layer.n_bodies + 6
+
+
 class FrameModel(torch.nn.Module):
     def __init__(self, layer: SkeletalModel, backbone: str = "resnet18", weights_file: str | Path | None = None):
         super().__init__()
@@ -100,7 +105,7 @@ class FrameModel(torch.nn.Module):
         self.predicted, lo, span = predicted_coordinates(layer)
         self.register_buffer("range_lo", lo)
         self.register_buffer("range_span", span)
-        n_out = self.n_outputs = len(self.predicted) + 3 * layer.n_bodies + 6
+        n_out = self.n_outputs = head_output_size(layer)
         self.head = torch.nn.Conv2d(BACKBONES[backbone].features, n_out, kernel_size=1)
         torch.nn.init.zeros_(self.head.bias)
         with torch.no_grad():  # start at the identity orientation

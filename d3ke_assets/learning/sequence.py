@@ -28,8 +28,8 @@ from d3ke_assets.biomech.skeletal_layer import SkeletalModel
 from d3ke_assets.errors import D3keError
 from d3ke_assets.frames.reader import FrameDataset
 from d3ke_assets.learning.losses import LossWeights
-from d3ke_assets.learning.model import (FrameModel, camera_frame_targets, decode_head_outputs, normalise,
-                                        predicted_coordinates)
+from d3ke_assets.learning.model import (FrameModel, camera_frame_targets, decode_head_outputs,
+                                        head_output_size, normalise, predicted_coordinates)
 from d3ke_assets.learning.training import EpochRecord, _Config, choose_device, fit, load_checkpoint
 
 VARIANTS = ("tcn", "lstm", "transformer")
@@ -124,7 +124,7 @@ class SequenceModel(torch.nn.Module):
         self.predicted, lo, span = predicted_coordinates(layer)
         self.register_buffer("range_lo", lo)
         self.register_buffer("range_span", span)
-        n_features = len(self.predicted) + 3 * layer.n_bodies + 6  # the frame model's head outputs
+        n_features = head_output_size(layer)  # the frame model's head outputs
         self.n_features = n_features
         h = config.hidden
         # a per-output filter over the window, starting as "the centre frame only": averaging out
@@ -227,9 +227,6 @@ def train_sequence_model(model: SequenceModel, train_set: SequenceDataset, val_s
     """Train (or resume) the sequence model with the frame model's losses (see `training.fit`)."""
     if len(train_set) == 0:
         raise D3keError("no training windows: the train subjects have no frames with labels")
-    if len(val_set) == 0:
-        raise D3keError("the validation set is empty: the subject split needs at least one validation subject "
-                        "with frames")
 
     def prepare(batch, generator, device):
         windows = batch["window"].to(device)

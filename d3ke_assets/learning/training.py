@@ -196,9 +196,6 @@ def train_frame_model(model: FrameModel, train_set, val_set, config: TrainConfig
     if len(train_set) == 0:
         raise D3keError("no training frames: materialize frames for the train subjects (or use a preset with more "
                         "subjects)")
-    if len(val_set) == 0:
-        raise D3keError("the validation set is empty: the subject split needs at least one validation subject "
-                        "with frames")
 
     def prepare(batch, generator, device):
         images, camera_R = batch["image"], batch["camera_R"]
@@ -223,6 +220,9 @@ def fit(model, train_set, val_set, config, checkpoint_dir: Path, prepare: Prepar
 
     A checkpoint is resumed only when it was written with the same configuration and `resume_key`
     (the caller's version of code and inputs): new data or code starts over."""
+    if len(val_set) == 0:
+        raise D3keError("the validation set is empty: the subject split needs at least one validation subject "
+                        "with frames")
     device = choose_device()
     seed_everything(config.seed)
     model.to(device)

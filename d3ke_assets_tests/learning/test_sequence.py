@@ -130,3 +130,17 @@ def test_the_sequence_model_learns_to_refine_noisy_frame_outputs(frames_dir, lay
     noisy_mae = coordinate_mae_deg(frame_only, true, mask, scored)
     refined_mae = coordinate_mae_deg(refined, true, mask, scored)
     assert refined_mae < 0.6 * noisy_mae, (refined_mae, noisy_mae)
+
+
+def test_empty_sequence_sets_say_what_to_change(frames_dir, layer, tmp_path):
+    frames = FrameDataset([frames_dir], used_only=False, cameras=("PG1",))
+    none = FrameDataset([frames_dir], used_only=False, cameras=("PG9",))
+    config = S.SequenceConfig(receptive_field=3, hidden=8, epochs=1)
+    model = S.SequenceModel(layer, config)
+    outputs = np.zeros((len(frames), model.n_features), np.float32)
+    full = S.SequenceDataset(outputs, frames, 3, used_only=False)
+    empty = S.SequenceDataset(np.zeros((0, model.n_features), np.float32), none, 3)
+    with pytest.raises(D3keError, match="no training windows"):
+        S.train_sequence_model(model, empty, full, config, tmp_path)
+    with pytest.raises(D3keError, match="the validation set is empty"):
+        S.train_sequence_model(model, full, empty, config, tmp_path)
