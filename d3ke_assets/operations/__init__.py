@@ -1,0 +1,1 @@
+"""Running the platform: local servers on loopback, scale-out executors, fault handling."""

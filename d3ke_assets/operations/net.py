@@ -1,0 +1,67 @@
+"""Loopback helpers shared by the servers the project starts (tests, benchmarks, `d3ke ui`)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from d3ke_assets.errors import D3keError
+
+LOOPBACK = "127.0.0.1"  # every server the project starts listens here unless told otherwise
+
+
+def free_port(host: str = LOOPBACK) -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, what: str, timeout_s: float = 60.0, host: str = LOOPBACK,
+                  process: subprocess.Popen | None = None, log: Path | None = None) -> None:
+    """Block until something accepts connections on host:port; a clear error (with the log's tail) if not."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise D3keError(f"{what} exited with code {process.returncode} before listening on {host}:{port}"
+                            f"{_tail(log)}")
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise D3keError(f"{what} did not listen on {host}:{port} within {timeout_s:.0f} s{_tail(log)}")
+
+
+def _tail(log: Path | None, lines: int = 15) -> str:
+    if log is None or not Path(log).is_file():
+        return ""
+    text = Path(log).read_text(errors="replace").strip().splitlines()[-lines:]
+    return "; its log ends:\n" + "\n".join(text)
+
+
+def find_program(name: str, *extra_dirs: str, install_hint: str) -> str:
+    """The path of a server binary, from PATH or Debian's versioned folders."""
+    found = shutil.which(name)
+    if found:
+        return found
+    for pattern in extra_dirs:
+        for candidate in sorted(Path("/").glob(pattern.lstrip("/")), reverse=True):
+            if os.access(candidate, os.X_OK):
+                return str(candidate)
+    raise D3keError(f"{name} is not installed: {install_hint}")
+
+
+def stop_process(process: subprocess.Popen, timeout_s: float = 15.0) -> None:
+    """Terminate, then kill if it does not exit; reaps the process either way."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=timeout_s)
