@@ -6,13 +6,15 @@ Read from the environment so the CLI, `dagster dev` and the tests agree:
 - `D3KE_DATASET`: `synthetic` (default, generated here) or `movi` (real files).
 - `D3KE_MOVI_ROOT`: folder holding the user's BML-MoVi + AMASS downloads.
 - `D3KE_PRESET`: `smoke`, `demo` (default) or `paper`.
+- `D3KE_SYNTHETIC_SUBJECTS`: number of synthetic subjects, overriding the preset's (e.g. 90
+  smoke-size subjects for a load test).
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from d3ke_assets.errors import D3keError
@@ -82,11 +84,25 @@ def preset_name() -> str:
     return name
 
 
+SUBJECTS_ENV = "D3KE_SYNTHETIC_SUBJECTS"
+
+
 def get_preset(name: str | None = None) -> Preset:
+    """The preset, with the synthetic subject count of D3KE_SYNTHETIC_SUBJECTS when set."""
     name = name or preset_name()
     if name not in PRESETS:
         raise D3keError(f"preset {name!r} does not exist: use one of {', '.join(PRESETS)}")
-    return PRESETS[name]
+    preset = PRESETS[name]
+    raw = os.environ.get(SUBJECTS_ENV)
+    if raw:
+        try:
+            n = int(raw)
+        except ValueError:
+            n = 0
+        if n < 3:
+            raise D3keError(f"{SUBJECTS_ENV}={raw!r}: give a whole number of subjects, at least 3")
+        preset = replace(preset, synthetic=replace(preset.synthetic, n_subjects=n))
+    return preset
 
 
 def dataset_name(value: str | None = None) -> str:

@@ -5,7 +5,7 @@ import pytest
 
 from d3ke_assets.errors import D3keError
 from d3ke_assets.sources.camera import Camera, camera_from_movi, look_at_camera
-from d3ke_assets.sources.subjects import movi_split, subject_id, synthetic_split
+from d3ke_assets.sources.subjects import movi_split, split_for, subject_id, synthetic_split
 
 
 def test_movi_split_is_the_published_one():
@@ -68,3 +68,17 @@ def test_movi_camera_conventions(tmp_path):
     cam = camera_from_movi("PG1", tmp_path / "cameraParams_PG1.npz", tmp_path / "Extrinsics_PG1.npz")
     # MoVi point (0, 0, 1 m up) is OpenSim ground (0, 1, 0): 1 m above the optical axis at 4 m
     np.testing.assert_allclose(cam.project(np.array([0, 1.0, 0])), [399, 299 - 500 / 4], atol=1e-9)
+
+
+def test_synthetic_subject_count_override(monkeypatch):
+    from d3ke_assets import settings
+
+    monkeypatch.setenv(settings.SUBJECTS_ENV, "90")
+    preset = settings.get_preset("smoke")
+    assert preset.synthetic.n_subjects == 90
+    assert preset.synthetic.trial_seconds == settings.PRESETS["smoke"].synthetic.trial_seconds
+    split = split_for("synthetic", preset.synthetic.n_subjects)
+    assert len(split.all) == 90 and split.all[-1] == "Subject_90"
+    monkeypatch.setenv(settings.SUBJECTS_ENV, "two")
+    with pytest.raises(D3keError, match="D3KE_SYNTHETIC_SUBJECTS='two'"):
+        settings.get_preset("smoke")
