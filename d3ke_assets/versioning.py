@@ -45,37 +45,49 @@ def stored_version_if_current(folder: str | Path, stamp: str) -> str | None:
     return None
 
 
-def build_if_stale(folder: str | Path, stamp: str, build) -> tuple[str, bool]:
+def build_if_stale(folder: str | Path, stamp: str, build, log=None) -> tuple[str, bool]:
     """Reuse `folder` when its stamp matches, else run `build(tmp)` into a temporary sibling.
 
     Returns (data version, reused).  The data version is the stamp: a hash of code
     version, configuration and input versions.  The folder is swapped in only when
     `build` returned, and the stamp is written inside it before the swap, so a
-    folder with a stamp is always complete.
+    folder with a stamp is always complete.  One writer at a time (`output_lock`): a
+    second run on the same output waits, then finds the stamp current and reuses it.
     """
-    from d3ke_assets.storage import atomic_dir
+    from d3ke_assets.storage import atomic_dir, output_lock
 
     current = stored_version_if_current(folder, stamp)
     if current:
         return current, True
-    with atomic_dir(folder) as tmp:
-        build(Path(tmp))
-        write_stamp(tmp, stamp, stamp)
+    with output_lock(folder, log):
+        current = stored_version_if_current(folder, stamp)
+        if current:
+            return current, True
+        with atomic_dir(folder) as tmp:
+            build(Path(tmp))
+            write_stamp(tmp, stamp, stamp)
     return stamp, False
 
 
-def build_in_place_if_stale(folder: str | Path, stamp: str, build) -> tuple[str, bool]:
+def build_in_place_if_stale(folder: str | Path, stamp: str, build, log=None) -> tuple[str, bool]:
     """Like `build_if_stale`, for outputs that keep reusable parts across runs (e.g. per-trial folders).
 
     The old stamp is removed before anything changes and the new one written last, so the
     folder never carries a stamp while it is partly rewritten.
     """
+    from d3ke_assets.storage import disk_full_as_error, output_lock
+
     folder = Path(folder)
     current = stored_version_if_current(folder, stamp)
     if current:
         return current, True
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / STAMP_NAME).unlink(missing_ok=True)
-    build(folder)
-    write_stamp(folder, stamp, stamp)
+    with output_lock(folder, log):
+        current = stored_version_if_current(folder, stamp)
+        if current:
+            return current, True
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / STAMP_NAME).unlink(missing_ok=True)
+        with disk_full_as_error(folder):
+            build(folder)
+        write_stamp(folder, stamp, stamp)
     return stamp, False

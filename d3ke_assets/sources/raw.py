@@ -16,7 +16,7 @@ from d3ke_assets.settings import SyntheticSize
 from d3ke_assets.sources import movi, synthetic
 from d3ke_assets.sources.checksums import (MANIFEST_NAME, HashCache, Manifest, build_manifest,
                                           compare_with_manifest, verify_manifest_cached)
-from d3ke_assets.storage import atomic_dir, atomic_write_bytes, ensure_free_space
+from d3ke_assets.storage import atomic_dir, atomic_write_bytes, ensure_free_space, output_lock
 from d3ke_assets.sources.subjects import is_subject_key
 from d3ke_assets.versioning import stored_version_if_current, version_stamp, write_stamp
 
@@ -62,7 +62,13 @@ def listed_files(folder: Path) -> list[str]:
 def synthetic_subject(data_root: str | Path, key: str, size: SyntheticSize, seed: int,
                       generic_model: str | Path, model_version: str,
                       log: Callable[[str], None] = lambda m: None) -> RawSubject:
-    """Generate (or reuse) one synthetic subject's files and manifest."""
+    """Generate (or reuse) one synthetic subject's files and manifest (one writer at a time)."""
+    with output_lock(raw_dir(data_root, key), log):
+        return _synthetic_subject(data_root, key, size, seed, generic_model, model_version, log)
+
+
+def _synthetic_subject(data_root: str | Path, key: str, size: SyntheticSize, seed: int,
+                       generic_model: str | Path, model_version: str, log: Callable[[str], None]) -> RawSubject:
     out = raw_dir(data_root, key)
     cache = hash_cache(data_root)
     stamp = version_stamp(synthetic.GENERATOR_CODE_VERSION, {"seed": seed, "size": asdict(size)},
