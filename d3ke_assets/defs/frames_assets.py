@@ -10,7 +10,7 @@ from d3ke_assets.defs.ground_truth_assets import opensim_gt
 from d3ke_assets.defs.partitions import subject_partitions
 from d3ke_assets.defs.raw_assets import raw_subject
 from d3ke_assets.defs.resources import DataRootResource, DatasetResource
-from d3ke_assets.defs.versioned import build_versioned, code_version_of
+from d3ke_assets.defs.versioned import build_versioned, code_version_of, input_version
 from d3ke_assets.frames import processing
 from d3ke_assets.sources import raw
 from d3ke_assets.storage import ensure_free_space
@@ -25,6 +25,7 @@ def frames(context: dg.AssetExecutionContext, data_root: DataRootResource, datas
     crop_px = dataset.crop_px()
     with user_errors_as_failures():
         cameras = raw.camera_videos(data_root.root(), key)
+        input_version(data_root, "opensim_gt", key)  # complete (stamped) labels only, never a killed run's
         gt_dir = data_root.asset_dir("opensim_gt", key)
         labels, names = ground_truth.load_labels(gt_dir)
         out_dir = data_root.asset_dir("frames", key)

@@ -122,6 +122,7 @@ def frame_model(context: dg.AssetExecutionContext, data_root: DataRootResource, 
 
         def build(out):
             def train(on_epoch):
+                training.seed_everything(config.seed)  # the initial weights too: a rerun is bit-identical on CPU
                 model = FrameModel(SkeletalModel.from_osim(model_path), config.backbone, config.weights_file)
                 history = training.train_frame_model(
                     model, FrameDataset(train_dirs), FrameDataset(val_dirs), config, out, log=context.log.info,
@@ -169,6 +170,7 @@ def sequence_model(context: dg.AssetExecutionContext, config: SequenceModelConfi
                     log = lambda m, role=role: context.log.info(f"{role}: {m}")  # noqa: E731
                     outputs = sequence.predict_head_outputs(frame, frames_all, log=log)
                     sets.append(sequence.SequenceDataset(outputs, frames_all, settings.receptive_field))
+                training.seed_everything(settings.seed)
                 model = sequence.SequenceModel(SkeletalModel.from_osim(model_path), settings)
                 history = sequence.train_sequence_model(model, *sets, settings, out, log=context.log.info,
                                                         on_epoch=on_epoch, resume_key=stamp)
