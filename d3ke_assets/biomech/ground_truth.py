@@ -35,6 +35,7 @@ from d3ke_assets.biomech import opensim_pipeline as op
 from d3ke_assets.biomech.formats import read_trc, write_mot, write_trc
 from d3ke_assets.biomech.skeletal_layer import SkeletalModel
 from d3ke_assets.errors import D3keError
+from d3ke_assets.sources.subjects import safe_name
 from d3ke_assets.storage import atomic_dir, atomic_write_bytes, atomic_write_json, read_json
 from d3ke_assets.versioning import canonical_hash, read_stamp, write_stamp, STAMP_NAME
 
@@ -112,7 +113,9 @@ def read_subject_mocap(folder: str | Path) -> SubjectMocap:
     facts = read_json(folder / TRIALS_FILE, "materialize mocap_markers for this subject")
 
     def trial(d: dict) -> TrialMocap:
-        return TrialMocap(d["name"], folder / d["trc"], d.get("video_start_frame"), d.get("video_end_frame"),
+        where = folder / TRIALS_FILE
+        return TrialMocap(safe_name(d["name"], "trial name", where), folder / safe_name(d["trc"], "marker file", where),
+                          d.get("video_start_frame"), d.get("video_end_frame"),
                           int(d.get("capture_per_video_frame", 4)))
 
     return SubjectMocap(facts["subject"], float(facts["mass_kg"]), trial(facts["static"]),

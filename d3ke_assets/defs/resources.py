@@ -6,7 +6,8 @@ from typing import Optional
 import dagster as dg
 
 from d3ke_assets import settings
-from d3ke_assets.sources.subjects import SubjectSplit, split_for
+from d3ke_assets.errors import D3keError
+from d3ke_assets.sources.subjects import SubjectSplit, is_subject_key, split_for
 
 
 class DataRootResource(dg.ConfigurableResource):
@@ -18,8 +19,15 @@ class DataRootResource(dg.ConfigurableResource):
         return settings.data_root(self.path)
 
     def asset_dir(self, asset: str, partition: str | None = None) -> Path:
+        """`<root>/<asset>[/<partition>]`; a partition key that is not a subject key is refused, so a
+        crafted key (`../../etc`) cannot point outside the data root."""
         folder = self.root() / asset
-        return folder / partition if partition else folder
+        if partition is None:
+            return folder
+        if not is_subject_key(partition):
+            raise D3keError(f"partition key {partition!r} is not a subject key like Subject_1: use one of the "
+                            f"dataset's subject partitions")
+        return folder / partition
 
 
 class DatasetResource(dg.ConfigurableResource):

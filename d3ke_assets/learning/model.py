@@ -10,6 +10,7 @@ the camera frame, as the loss compares them.
 
 from __future__ import annotations
 
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,7 +56,7 @@ def build_backbone(name: str, weights_file: str | Path | None = None) -> torch.n
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
             net.load_state_dict(state)
-        except (RuntimeError, KeyError, ValueError) as exc:
+        except (RuntimeError, KeyError, ValueError, pickle.UnpicklingError) as exc:  # weights_only refuses code
             raise D3keError(f"{path}: not a {name} state_dict ({str(exc).splitlines()[0]})") from None
     if name.startswith(("resnet", "resnext")):
         return torch.nn.Sequential(*list(net.children())[:-2])

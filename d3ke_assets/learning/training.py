@@ -146,7 +146,9 @@ def load_checkpoint(path: Path) -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for a damaged file
-        raise D3keError(f"{path}: cannot load the checkpoint ({type(exc).__name__}): delete it to start over") from None
+        raise D3keError(f"{path}: cannot load the checkpoint ({type(exc).__name__}): only plain state_dict bundles "
+                        f"are loaded (torch.load weights_only=True, nothing else is unpickled); delete it to start "
+                        f"over") from None
 
 
 # prepare(batch, generator, device) -> (model input, targets); generator is None when evaluating

@@ -18,6 +18,8 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import pickle
+import zipfile
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -79,6 +81,31 @@ def smplh_dir_from_env() -> Path:
     return Path(value).expanduser()
 
 
+class _ArrayOnlyUnpickler(pickle.Unpickler):
+    """Rebuilds numpy arrays of plain values and nothing else: a crafted file cannot run code."""
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype")}
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refused to load {module}.{name}")
+        return super().find_class(module, name)
+
+
+def _object_array_without_code(path: Path, key: str) -> np.ndarray:
+    """An object array of an .npz (AMASS stores `gender` so) read without numpy's unrestricted unpickling."""
+    try:
+        with zipfile.ZipFile(path) as archive, archive.open(f"{key}.npy") as fh:
+            version = np.lib.format.read_magic(fh)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            read_header(fh)
+            return np.asarray(_ArrayOnlyUnpickler(fh).load())
+    except (pickle.UnpicklingError, zipfile.BadZipFile, KeyError, ValueError, EOFError) as exc:
+        raise RawDataError(f"{path}: '{key}' is not a plain array ({exc}): download the BMLmovi SMPL+H archive "
+                           f"again") from None
+
+
 def _gender_text(value, path: Path) -> str:
     """AMASS stores gender as a 0-d str array, bytes, or (rarely) an object array."""
     value = np.asarray(value)
@@ -118,9 +145,7 @@ def load_amass_trial(path: str | Path) -> dict:
         except ValueError:
             gender_raw = None  # an object array: needs pickle, read it below
     if gender_raw is None:
-        # Only the one small key is unpickled, from the user's own AMASS download.
-        with np.load(path, allow_pickle=True) as data:
-            gender_raw = data["gender"]
+        gender_raw = _object_array_without_code(path, "gender")
     gender = _gender_text(gender_raw, path)
 
     if poses.ndim != 2 or poses.shape[1] < N_BODY_POSE:

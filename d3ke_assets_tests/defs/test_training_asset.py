@@ -213,3 +213,31 @@ def test_a_changed_subject_makes_exactly_the_models_that_read_it_stale(trained_s
         "frames", partition="Subject_1", tags={DATA_VERSION_TAG: "new train frames"}))
     assert stale_assets_by_partition(instance, ALL_ASSETS, subjects)[None] == [
         "frame_model", "sequence_model", "evaluation", "robustness_report"]
+
+
+PICKLE_OPCODES = (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")  # PROTO n: the start of a pickle stream
+
+
+def test_nothing_persisted_is_a_pickle(trained_smoke_root):
+    """Every file the whole graph wrote (MLflow's store and artifacts included) is a plain format; the
+    checkpoints are state_dict bundles that load with weights_only=True, and .npz arrays without pickle."""
+    import zipfile
+
+    tmp_path = trained_smoke_root[0]
+    files = [p for p in tmp_path.rglob("*") if p.is_file() and "dagster" not in p.relative_to(tmp_path).parts[:1]]
+    assert len(files) > 50
+    checkpoints = [p for p in files if p.suffix == ".pt"]
+    assert {p.parent.name for p in checkpoints} >= {"frame_model", "sequence_model"}
+    for path in files:
+        assert path.suffix not in {".pkl", ".pickle", ".joblib"}, path
+        if path.suffix == ".pt":
+            assert "model" in torch.load(path, map_location="cpu", weights_only=True), path
+        elif path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as data:
+                for name in data.files:
+                    data[name]  # raises for an object array
+        elif zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                assert not [n for n in archive.namelist() if n.endswith((".pkl", ".pickle"))], path
+        else:
+            assert not path.read_bytes()[:2] in PICKLE_OPCODES, path
