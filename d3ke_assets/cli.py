@@ -37,6 +37,13 @@ def _prepare_environment(args: argparse.Namespace) -> Path:
     if not (home / "dagster.yaml").exists():
         (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     os.environ["DAGSTER_HOME"] = str(home)
+    import dagster as dg
+
+    from d3ke_assets.defs.pools import ensure_pool_limits, release_dead_claims
+
+    with dg.DagsterInstance.get() as instance:  # pool limits live in the instance's storage, not in dagster.yaml
+        ensure_pool_limits(instance)
+        release_dead_claims(instance)  # a killed demo's slots: the next training would wait for them forever
     return root
 
 

@@ -10,6 +10,7 @@ import dagster as dg
 from d3ke_assets.biomech import model_builder
 from d3ke_assets.defs.common import user_errors_as_failures
 from d3ke_assets.defs.frames_assets import frames
+from d3ke_assets.defs.pools import GPU_OP_TAGS, GPU_POOL
 from d3ke_assets.defs.resources import DataRootResource, DatasetResource, MlflowTrackingResource
 from d3ke_assets.defs.training_assets import _subject_frames, frame_model, sequence_model
 from d3ke_assets.defs.versioned import code_version_of, input_version, input_versions_metadata
@@ -62,7 +63,8 @@ def _headline(table) -> dict[str, float]:
 
 
 @dg.asset(deps=[frame_model, sequence_model, dg.AssetDep(frames, partition_mapping=dg.AllPartitionMapping())],
-          code_version=EVALUATION_CODE_VERSION, group_name="evaluation", kinds={"pytorch", "mlflow", "parquet"})
+          code_version=EVALUATION_CODE_VERSION, group_name="evaluation", kinds={"pytorch", "mlflow", "parquet"},
+          pool=GPU_POOL, op_tags=GPU_OP_TAGS)
 def evaluation(context: dg.AssetExecutionContext, data_root: DataRootResource, dataset: DatasetResource,
                mlflow: MlflowTrackingResource) -> dg.MaterializeResult:
     """The frame and sequence models on the test subjects' frames, per camera view, clean and under
@@ -111,7 +113,8 @@ def evaluation(context: dg.AssetExecutionContext, data_root: DataRootResource, d
 
 
 @dg.asset(deps=[evaluation, frame_model, sequence_model, dg.AssetDep(frames, partition_mapping=dg.AllPartitionMapping())],
-          code_version=REPORT_CODE_VERSION, group_name="evaluation", kinds={"mlflow", "markdown"})
+          code_version=REPORT_CODE_VERSION, group_name="evaluation", kinds={"mlflow", "markdown"},
+          pool=GPU_POOL, op_tags=GPU_OP_TAGS)
 def robustness_report(context: dg.AssetExecutionContext, data_root: DataRootResource, dataset: DatasetResource,
                       mlflow: MlflowTrackingResource) -> dg.MaterializeResult:
     """Plots of the evaluation (error against severity per augmentation, predicted and true curves of

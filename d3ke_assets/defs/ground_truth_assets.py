@@ -9,6 +9,7 @@ from d3ke_assets.defs.automation import on_changed_data_versions
 from d3ke_assets.defs.common import user_errors_as_failures
 from d3ke_assets.defs.model_assets import opensim_model
 from d3ke_assets.defs.partitions import subject_partitions
+from d3ke_assets.defs.pools import OPENSIM_POOL
 from d3ke_assets.defs.raw_assets import raw_subject
 from d3ke_assets.defs.resources import DataRootResource, DatasetResource
 from d3ke_assets.defs.versioned import build_versioned, code_version_of
@@ -58,7 +59,7 @@ class OpenSimGtConfig(dg.Config):
 
 @dg.asset(partitions_def=subject_partitions, deps=[mocap_markers, opensim_model],
           code_version=ground_truth.GROUND_TRUTH_CODE_VERSION,
-          automation_condition=on_changed_data_versions(), group_name="biomech", kinds={"opensim"},
+          automation_condition=on_changed_data_versions(), group_name="biomech", kinds={"opensim"}, pool=OPENSIM_POOL,
           check_specs=[dg.AssetCheckSpec("ik_marker_error_below_threshold", asset="opensim_gt"),
                        dg.AssetCheckSpec("labels_have_no_nan", asset="opensim_gt"),
                        dg.AssetCheckSpec("label_frames_match_video", asset="opensim_gt")])

@@ -4,10 +4,11 @@ import dagster as dg
 
 from d3ke_assets.biomech import model_builder
 from d3ke_assets.defs.common import user_errors_as_failures
+from d3ke_assets.defs.pools import OPENSIM_POOL
 from d3ke_assets.defs.resources import DataRootResource
 
 
-@dg.asset(code_version=model_builder.MODEL_CODE_VERSION, group_name="biomech", kinds={"opensim"})
+@dg.asset(code_version=model_builder.MODEL_CODE_VERSION, group_name="biomech", kinds={"opensim"}, pool=OPENSIM_POOL)
 def opensim_model(context: dg.AssetExecutionContext, data_root: DataRootResource) -> dg.MaterializeResult:
     """The project's generic OpenSim full-body model (.osim), built by code."""
     with user_errors_as_failures():

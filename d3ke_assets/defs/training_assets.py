@@ -11,6 +11,7 @@ from d3ke_assets.biomech.skeletal_layer import SkeletalModel
 from d3ke_assets.defs.common import user_errors_as_failures
 from d3ke_assets.defs.frames_assets import frames
 from d3ke_assets.defs.model_assets import opensim_model
+from d3ke_assets.defs.pools import GPU_OP_TAGS, GPU_POOL
 from d3ke_assets.defs.resources import DataRootResource, DatasetResource, MlflowTrackingResource
 from d3ke_assets.defs.versioned import code_version_of, input_version, input_versions_metadata
 from d3ke_assets.errors import D3keError
@@ -107,7 +108,8 @@ def _frames_inputs(data_root: DataRootResource, dirs) -> dict:
 
 
 @dg.asset(deps=[dg.AssetDep(frames, partition_mapping=dg.AllPartitionMapping()), opensim_model],
-          code_version=FRAME_MODEL_CODE_VERSION, group_name="learning", kinds={"pytorch", "mlflow"})
+          code_version=FRAME_MODEL_CODE_VERSION, group_name="learning", kinds={"pytorch", "mlflow"},
+          pool=GPU_POOL, op_tags=GPU_OP_TAGS)
 def frame_model(context: dg.AssetExecutionContext, data_root: DataRootResource, dataset: DatasetResource,
                 mlflow: MlflowTrackingResource) -> dg.MaterializeResult:
     """The frame model (backbone + head + skeletal layer) of the preset, trained on the train
@@ -145,7 +147,8 @@ class SequenceModelConfig(dg.Config):
 
 
 @dg.asset(deps=[frame_model, dg.AssetDep(frames, partition_mapping=dg.AllPartitionMapping()), opensim_model],
-          code_version=SEQUENCE_MODEL_CODE_VERSION, group_name="learning", kinds={"pytorch", "mlflow"})
+          code_version=SEQUENCE_MODEL_CODE_VERSION, group_name="learning", kinds={"pytorch", "mlflow"},
+          pool=GPU_POOL, op_tags=GPU_OP_TAGS)
 def sequence_model(context: dg.AssetExecutionContext, config: SequenceModelConfig, data_root: DataRootResource,
                    dataset: DatasetResource, mlflow: MlflowTrackingResource) -> dg.MaterializeResult:
     """The temporal stage over windows of the frame model's outputs on the train subjects' videos,

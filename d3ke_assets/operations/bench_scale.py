@@ -1,0 +1,165 @@
+"""`d3ke bench scale`: wall time of materializing N subject partitions (raw_subject -> mocap_markers
+-> opensim_gt -> frames) with 1 and with 2 workers, for the multiprocess executor and for Celery.
+
+Everything runs for real on this machine: Redis, PostgreSQL (Dagster's run and event storage,
+docs/deploy/dagster-postgres.yaml), the Celery workers, one run per subject partition.
+
+- multiprocess, k workers: k run slots (like a run queue with `max_concurrent_runs: k`), each a
+  long-lived process executing runs one after another with the multiprocess executor (steps in
+  processes forked from a forkserver that has the project imported).
+- Celery, k workers: every subject's run is submitted at once; k Celery workers of concurrency 1
+  take their steps from Redis.
+
+Per-run overhead is kept out where a deployment would keep it out: workers and run slots are
+started (and have imported the project) before the clock starts, and opensim_model, which every
+subject needs, is materialized first, untimed.  Each condition starts on a fresh data root, so
+every step computes.  Conditions are interleaved over the rounds and the best of each is kept.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import dagster as dg
+
+from d3ke_assets.definitions import defs as project_defs
+from d3ke_assets.operations import scale_defs, services
+
+SUBJECT_STEPS = scale_defs.SUBJECT_DATA_ASSETS
+DEPLOY_POSTGRES_YAML = Path(__file__).resolve().parents[2] / "docs" / "deploy" / "dagster-postgres.yaml"
+
+# The multiprocess condition's code location: the project's assets, the scale-out jobs, and the
+# multiprocess executor (a subject's steps form a chain: one at a time within a run).
+local_executor = dg.multiprocess_executor.configured(
+    {"max_concurrent": 1, "start_method": {"forkserver": {"preload_modules": [__name__]}}},
+    name="d3ke_multiprocess_executor")
+local_defs = dg.Definitions.merge(project_defs, dg.Definitions(
+    jobs=[scale_defs.opensim_model_job, scale_defs.subject_data_job], executor=local_executor))
+
+
+def _instance_yaml() -> str:
+    if DEPLOY_POSTGRES_YAML.is_file():
+        return DEPLOY_POSTGRES_YAML.read_text()
+    return ("storage:\n  postgres:\n    postgres_db:\n" + "".join(
+        f"      {k}:\n        env: {v}\n" for k, v in (("hostname", "DAGSTER_PG_HOST"), ("port", "DAGSTER_PG_PORT"),
+                                                     ("username", "DAGSTER_PG_USERNAME"),
+                                                     ("password", "DAGSTER_PG_PASSWORD"), ("db_name", "DAGSTER_PG_DB")))
+            + "      scheme: postgresql+psycopg2\ntelemetry:\n  enabled: false\n")
+
+
+def _step_seconds(instance: dg.DagsterInstance, run_ids: list[str]) -> float:
+    """Time spent inside the steps (STEP_START to STEP_SUCCESS) of these runs, summed."""
+    total = 0.0
+    for run_id in run_ids:
+        starts = {}
+        for record in instance.all_logs(run_id, of_type={dg.DagsterEventType.STEP_START,
+                                                         dg.DagsterEventType.STEP_SUCCESS}):
+            if record.dagster_event.event_type == dg.DagsterEventType.STEP_START:
+                starts[record.step_key] = record.timestamp
+            elif record.step_key in starts:
+                total += record.timestamp - starts[record.step_key]
+    return total
+
+
+def _celery_workers_used(instance: dg.DagsterInstance, run_ids: list[str]) -> list[str]:
+    used = set()
+    for run_id in run_ids:
+        for record in instance.all_logs(run_id, of_type=dg.DagsterEventType.ENGINE_EVENT):
+            data = record.dagster_event.engine_event_data
+            if data is not None and "Celery worker" in data.metadata:
+                used.add(data.metadata["Celery worker"].value)
+    return sorted(used)
+
+
+def _condition(executor: str, workers: int, root: Path, env: dict, subjects: list[str], broker: str, backend: str,
+               work: Path) -> dict:
+    """Materialize opensim_model (untimed), then every subject; the wall time of the subjects."""
+    env = {**env, "D3KE_DATA_ROOT": str(root)}
+    if executor == "multiprocess":
+        module, attribute = __name__, "local_defs"
+        workers_ctx = contextlib.nullcontext()
+        orchestrators = services.run_orchestrators(workers, env, preload=(__name__,), warm_forkserver=True)
+    else:
+        module, attribute = scale_defs.__name__, "defs"
+        workers_ctx = services.celery_workers(workers, broker, backend, work / f"celery_{workers}", env=env)
+        orchestrators = services.run_orchestrators(len(subjects), env, preload=(scale_defs.__name__,))
+    with workers_ctx, orchestrators as runs:
+        model = runs.execute(module, attribute, "opensim_model_job", [None])
+        if not model[0].success:
+            raise RuntimeError(f"{executor}: opensim_model failed: {model[0]}")
+        start = time.perf_counter()
+        outcomes = runs.execute(module, attribute, "subject_data_job", subjects)
+        wall = time.perf_counter() - start
+    missing = [s for s in subjects if not (root / "frames" / s / "_stamp.json").is_file()]
+    return {"wall_s": wall, "run_ids": [o.run_id for o in outcomes if o.run_id],
+            "failed": [f"{o.partition}: {o.error or 'run failed'}" for o in outcomes if not o.success],
+            "missing_frames": missing}
+
+
+def bench_scale(data_root: Path | None = None, n_subjects: int = 4, preset: str = "demo", rounds: int = 1) -> dict:
+    """Speed-up of 2 workers over 1 for the multiprocess executor and for Celery, on `n_subjects`
+    subject partitions of `preset` size (demo: about 10 s of work per subject on one core)."""
+    from d3ke_assets.defs.pools import ensure_pool_limits
+    from d3ke_assets.settings import PRESETS
+
+    if n_subjects < 2:
+        raise ValueError("n_subjects: at least 2, or two workers have nothing to share")
+    subjects = [f"Subject_{i}" for i in range(1, n_subjects + 1)]
+    base = Path(tempfile.mkdtemp(prefix="d3ke-bench-scale-", dir=data_root))
+    home = base / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text(_instance_yaml())
+    env = {"D3KE_PRESET": preset, "D3KE_DATASET": "synthetic", "DAGSTER_HOME": str(home),
+           "D3KE_SYNTHETIC_SUBJECTS": str(max(n_subjects, PRESETS[preset].synthetic.n_subjects))}
+    saved = {k: os.environ.get(k) for k in ("DAGSTER_HOME", *(f"DAGSTER_PG_{v}" for v in
+                                                                ("HOST", "PORT", "USERNAME", "PASSWORD", "DB")))}
+    walls: dict[tuple[str, int], list[float]] = {}
+    steps: dict[tuple[str, int], list[float]] = {}
+    used: list[str] = []
+    failed: list[str] = []
+    try:
+        with services.redis_server(base / "redis") as redis, services.postgres_server() as pg:
+            env.update({**pg.dagster_env(), scale_defs.BROKER_ENV: redis.url(0), scale_defs.BACKEND_ENV: redis.url(1)})
+            os.environ.update({"DAGSTER_HOME": str(home), **pg.dagster_env()})
+            with dg.DagsterInstance.get() as instance:
+                limits = ensure_pool_limits(instance)
+            for r in range(rounds):
+                for executor in ("multiprocess", "celery"):
+                    for workers in (1, 2):
+                        root = base / f"{executor}_{workers}_round{r}"
+                        root.mkdir()
+                        got = _condition(executor, workers, root, env, subjects, redis.url(0), redis.url(1), base)
+                        failed += [f"{executor}/{workers}: {f}" for f in got["failed"] + got["missing_frames"]]
+                        walls.setdefault((executor, workers), []).append(got["wall_s"])
+                        with dg.DagsterInstance.get() as instance:
+                            steps.setdefault((executor, workers), []).append(_step_seconds(instance, got["run_ids"]))
+                            if executor == "celery" and workers == 2:
+                                used = _celery_workers_used(instance, got["run_ids"])
+                        shutil.rmtree(root, ignore_errors=True)
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        shutil.rmtree(base, ignore_errors=True)
+
+    best = {k: min(v) for k, v in walls.items()}
+    out: dict = {"benchmark": "scale", "preset": preset, "subjects": n_subjects, "assets_per_subject": SUBJECT_STEPS,
+                 "cpu_count": os.cpu_count(), "rounds": rounds, "pool_limits": limits, "storage": "postgresql"}
+    for executor in ("multiprocess", "celery"):
+        one, two = best[(executor, 1)], best[(executor, 2)]
+        inside = min(steps[(executor, 1)])
+        out[executor] = {"1_worker_s": round(one, 2), "2_workers_s": round(two, 2), "speedup": round(one / two, 3),
+                         "seconds_inside_steps_1_worker": round(inside, 2),
+                         "overhead_share_1_worker": round(1 - inside / one, 3),
+                         "per_subject_s_1_worker": round(one / n_subjects, 2)}
+    out["celery_workers_used_with_2"] = used
+    out["ratio_celery_to_multiprocess_1_worker"] = round(best[("celery", 1)] / best[("multiprocess", 1)], 3)
+    out["failed"] = failed
+    return out
