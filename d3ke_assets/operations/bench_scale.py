@@ -27,7 +27,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from d3ke_assets.definitions import defs as project_defs
+from d3ke_assets import definitions as project  # the module: one Definitions object at this module's scope
 from d3ke_assets.operations import scale_defs, services
 
 SUBJECT_STEPS = scale_defs.SUBJECT_DATA_ASSETS
@@ -38,7 +38,7 @@ DEPLOY_POSTGRES_YAML = Path(__file__).resolve().parents[2] / "docs" / "deploy" /
 local_executor = dg.multiprocess_executor.configured(
     {"max_concurrent": 1, "start_method": {"forkserver": {"preload_modules": [__name__]}}},
     name="d3ke_multiprocess_executor")
-local_defs = dg.Definitions.merge(project_defs, dg.Definitions(
+local_defs = dg.Definitions.merge(project.defs, dg.Definitions(
     jobs=[scale_defs.opensim_model_job, scale_defs.subject_data_job], executor=local_executor))
 
 
@@ -101,7 +101,7 @@ def _condition(executor: str, workers: int, root: Path, env: dict, subjects: lis
             "missing_frames": missing}
 
 
-def bench_scale(data_root: Path | None = None, n_subjects: int = 4, preset: str = "demo", rounds: int = 1) -> dict:
+def bench_scale(data_root: Path | None = None, n_subjects: int = 4, preset: str = "demo", rounds: int = 2) -> dict:
     """Speed-up of 2 workers over 1 for the multiprocess executor and for Celery, on `n_subjects`
     subject partitions of `preset` size (demo: about 10 s of work per subject on one core)."""
     from d3ke_assets.defs.pools import ensure_pool_limits
@@ -118,6 +118,7 @@ def bench_scale(data_root: Path | None = None, n_subjects: int = 4, preset: str 
            "D3KE_SYNTHETIC_SUBJECTS": str(max(n_subjects, PRESETS[preset].synthetic.n_subjects))}
     saved = {k: os.environ.get(k) for k in ("DAGSTER_HOME", *(f"DAGSTER_PG_{v}" for v in
                                                                 ("HOST", "PORT", "USERNAME", "PASSWORD", "DB")))}
+    load_before = [round(x, 2) for x in os.getloadavg()]
     walls: dict[tuple[str, int], list[float]] = {}
     steps: dict[tuple[str, int], list[float]] = {}
     used: list[str] = []
@@ -151,7 +152,8 @@ def bench_scale(data_root: Path | None = None, n_subjects: int = 4, preset: str 
 
     best = {k: min(v) for k, v in walls.items()}
     out: dict = {"benchmark": "scale", "preset": preset, "subjects": n_subjects, "assets_per_subject": SUBJECT_STEPS,
-                 "cpu_count": os.cpu_count(), "rounds": rounds, "pool_limits": limits, "storage": "postgresql"}
+                 "cpu_count": os.cpu_count(), "rounds": rounds, "pool_limits": limits, "storage": "postgresql",
+                 "load_average_before": load_before, "load_average_after": [round(x, 2) for x in os.getloadavg()]}
     for executor in ("multiprocess", "celery"):
         one, two = best[(executor, 1)], best[(executor, 2)]
         inside = min(steps[(executor, 1)])

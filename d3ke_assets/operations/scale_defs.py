@@ -16,7 +16,7 @@ from celery.exceptions import DuplicateTaskNameWarning
 from dagster._core.definitions.reconstruct import ReconstructableJob, ReconstructableRepository
 from dagster_celery import celery_executor
 
-from d3ke_assets.definitions import defs as project_defs
+from d3ke_assets import definitions as project  # the module: one Definitions object at this module's scope
 from d3ke_assets.defs.partitions import subject_partitions
 
 # dagster_celery registers its step task again at every submission (same name, same code): Celery 5.7
@@ -35,7 +35,7 @@ opensim_model_job = dg.define_asset_job("opensim_model_job", selection=["opensim
 subject_data_job = dg.define_asset_job("subject_data_job", selection=SUBJECT_DATA_ASSETS,
                                        partitions_def=subject_partitions)
 
-defs = dg.Definitions.merge(project_defs, dg.Definitions(jobs=[opensim_model_job, subject_data_job],
+defs = dg.Definitions.merge(project.defs, dg.Definitions(jobs=[opensim_model_job, subject_data_job],
                                                          executor=d3ke_celery_executor))
 
 

@@ -122,6 +122,22 @@ def test_celery_workers_materialize_subject_partitions_into_postgres(tmp_path, m
     assert time.perf_counter() - start < 240, "the scale-out test should take well under 4 minutes"
 
 
+def test_scale_out_code_locations_load_by_module_name():
+    """`dagster dev -m d3ke_assets.operations.scale_defs` finds exactly one Definitions object (two at
+    module scope is an error), with the Celery executor; likewise the benchmark's location."""
+    from dagster._core.workspace.autodiscovery import loadable_targets_from_python_module
+
+    from d3ke_assets.operations import bench_scale, scale_defs
+
+    for module, attribute, executor in ((scale_defs, "defs", "d3ke_celery_executor"),
+                                        (bench_scale, "local_defs", "d3ke_multiprocess_executor")):
+        targets = loadable_targets_from_python_module(module.__name__, None)
+        assert [t.attribute for t in targets] == [attribute], module.__name__
+        job = getattr(module, attribute).resolve_job_def("subject_data_job")
+        assert job.executor_def.name == executor
+        assert sorted(n.name for n in job.graph.nodes) == sorted(STEPS)
+
+
 # --- pools -------------------------------------------------------------------------------------
 
 @dg.op(pool=pools.GPU_POOL)
