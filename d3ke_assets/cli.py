@@ -242,12 +242,12 @@ def cmd_ui(args: argparse.Namespace) -> int:
         workspace = Path(__file__).resolve().parent.parent / "workspace.yaml"
         argv = [str(bin_dir / "dagster"), "dev", "-w", str(workspace), "-h", args.host, "-p", str(args.port or 3000)]
     else:
-        from d3ke_assets.defs.resources import MlflowTrackingResource
+        from d3ke_assets.operations.ui_servers import MLFLOW_SERVER_ENV, mlflow_folder, mlflow_server_command
 
-        tracking = MlflowTrackingResource(data_root=str(root))
-        tracking.folder().mkdir(parents=True, exist_ok=True)
-        argv = [str(bin_dir / "mlflow"), "ui", "--backend-store-uri", tracking.tracking_uri,
-                "--host", args.host, "--port", str(args.port or 5000)]
+        mlflow_folder(root).mkdir(parents=True, exist_ok=True)  # the command the UI tests start
+        for key, value in MLFLOW_SERVER_ENV.items():
+            os.environ.setdefault(key, value)
+        argv = mlflow_server_command(root, args.port or 5000, host=args.host)
     print(" ".join(argv), flush=True)
     os.execv(argv[0], argv)
     return 0  # not reached
