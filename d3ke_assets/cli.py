@@ -32,10 +32,11 @@ def _prepare_environment(args: argparse.Namespace) -> Path:
         os.environ["D3KE_DATASET"] = settings.dataset_name(args.dataset)
     settings.dataset_name()  # validate whatever the environment says
     settings.preset_name()
-    home = Path(os.environ.get("DAGSTER_HOME") or root / "dagster")
-    home.mkdir(parents=True, exist_ok=True)
-    if not (home / "dagster.yaml").exists():
-        (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    from d3ke_assets.operations.ui_servers import prepare_dagster_home
+
+    # runs launched from the UI queue for the daemon, as many at once as there are CPUs
+    home = prepare_dagster_home(Path(os.environ.get("DAGSTER_HOME") or root / "dagster"),
+                                max_concurrent_runs=os.cpu_count() or 1)
     os.environ["DAGSTER_HOME"] = str(home)
     import dagster as dg
 
