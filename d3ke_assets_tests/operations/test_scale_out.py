@@ -21,6 +21,7 @@ import yaml
 
 from d3ke_assets.defs import pools
 from d3ke_assets.operations import services
+from d3ke_assets.operations.net import listening_addresses
 from d3ke_assets_tests.operations.conftest import require_program
 
 DEPLOY = Path(__file__).resolve().parents[2] / "docs" / "deploy"
@@ -66,6 +67,7 @@ def test_celery_workers_materialize_subject_partitions_into_postgres(tmp_path, m
         monkeypatch.setenv(key, value)
     start = time.perf_counter()
     with services.redis_server(tmp_path / "redis") as redis, services.postgres_server() as pg:
+        assert listening_addresses(redis.port) == listening_addresses(pg.port) == {"127.0.0.1"}
         for key, value in pg.dagster_env().items():
             monkeypatch.setenv(key, value)
         monkeypatch.setenv("D3KE_CELERY_BROKER", redis.url(0))

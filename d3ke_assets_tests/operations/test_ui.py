@@ -11,6 +11,7 @@ import pytest
 
 from d3ke_assets.errors import D3keError
 from d3ke_assets.operations import ui_servers as ui
+from d3ke_assets.operations.net import listening_addresses
 from d3ke_assets.operations.bench_load import load_environment, run_load
 from d3ke_assets.sources.subjects import split_for
 from d3ke_assets_tests.operations.conftest import require_program
@@ -33,6 +34,7 @@ def test_webserver_shows_the_graph_and_materializes_a_subject_through_graphql(da
     from d3ke_assets.definitions import ALL_ASSETS
 
     web, root = dagster_ui
+    assert listening_addresses(web.port) == {"127.0.0.1"}  # loopback only, not every interface
     subjects = list(split_for("synthetic", N_SUBJECTS).all)
     nodes = ui.graphql(web.url, """{ assetNodes { assetKey { path } isPartitioned partitionKeys
         dependencyKeys { path } } }""")["assetNodes"]
@@ -168,6 +170,7 @@ def mlflow_ui(tracked_store):
 
 def test_mlflow_server_serves_the_tracked_runs(mlflow_ui):
     server, (root, experiment, training, evaluation, history) = mlflow_ui
+    assert listening_addresses(server.port) == {"127.0.0.1"}
     api = f"{server.url}/api/2.0/mlflow"
     found = ui.rest(f"{api}/experiments/get-by-name?experiment_name=synthetic")["experiment"]
     assert found["experiment_id"] == experiment
