@@ -15,7 +15,7 @@ WEIGHTS_ENV = "D3KE_BACKBONE_WEIGHTS"  # a local torchvision ImageNet state_dict
 TRAIN_PRESETS: dict[str, dict] = {
     "smoke": dict(backbone="mobilenet_v3_small", epochs=2, batch_size=16, num_workers=0,
                   lr_start=1e-3, lr_mid=2e-4, lr_tail_start=1e-4, lr_end=5e-5),
-    "demo": dict(backbone="resnet18", epochs=10, batch_size=32, num_workers=2, frame_stride=2,
+    "demo": dict(backbone="resnet18", epochs=8, batch_size=32, num_workers=2, frame_stride=2,
                  lr_start=1e-3, lr_mid=1e-4, lr_tail_start=5e-5, lr_end=1e-5),
     "paper": dict(backbone="resnext50_32x4d", epochs=30, batch_size=64, num_workers=8),  # the published schedule
 }
