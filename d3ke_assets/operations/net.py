@@ -55,18 +55,6 @@ def find_program(name: str, *extra_dirs: str, install_hint: str) -> str:
     raise D3keError(f"{name} is not installed: {install_hint}")
 
 
-def stop_process(process: subprocess.Popen, timeout_s: float = 15.0) -> None:
-    """Terminate, then kill if it does not exit; reaps the process either way."""
-    if process.poll() is not None:
-        return
-    process.terminate()
-    try:
-        process.wait(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=timeout_s)
-
-
 def listening_addresses(port: int) -> set[str]:
     """IPv4/IPv6 addresses with a socket listening on `port` (Linux /proc/net/tcp*): how a test checks
     that a server is bound to loopback and not to every interface."""
