@@ -8,7 +8,11 @@ docs/deploy/dagster-postgres.yaml), the Celery workers, one run per subject part
   long-lived process executing runs one after another with the multiprocess executor (steps in
   processes forked from a forkserver that has the project imported).
 - Celery, k workers: every subject's run is submitted at once; k Celery workers of concurrency 1
-  take their steps from Redis.
+  take their steps from Redis (dagster_celery's executor: one orchestrator process per run hands
+  each step to the queue).
+- Celery run launcher, k workers: every subject's run is launched at once through dagster_celery's
+  `CeleryRunLauncher` (docs/deploy/dagster-celery-run-launcher.yaml); the same k workers take whole
+  runs from Redis and execute their steps in-process (d3ke_assets.operations.run_launcher_defs).
 
 Per-run overhead is kept out where a deployment would keep it out: workers and run slots are
 started (and have imported the project) before the clock starts, and opensim_model, which every
@@ -28,10 +32,12 @@ from pathlib import Path
 import dagster as dg
 
 from d3ke_assets import definitions as project  # the module: one Definitions object at this module's scope
-from d3ke_assets.operations import scale_defs, services
+from d3ke_assets.operations import run_launcher_defs, scale_defs, services
 
 SUBJECT_STEPS = scale_defs.SUBJECT_DATA_ASSETS
-DEPLOY_POSTGRES_YAML = Path(__file__).resolve().parents[2] / "docs" / "deploy" / "dagster-postgres.yaml"
+# PostgreSQL storage and the Celery run launcher (the other conditions do not launch through it)
+DEPLOY_INSTANCE_YAML = Path(__file__).resolve().parents[2] / "docs" / "deploy" / "dagster-celery-run-launcher.yaml"
+EXECUTORS = ("multiprocess", "celery", "celery_run_launcher")
 
 # The multiprocess condition's code location: the project's assets, the scale-out jobs, and the
 # multiprocess executor (a subject's steps form a chain: one at a time within a run).
@@ -43,9 +49,11 @@ local_defs = dg.Definitions.merge(project.defs, dg.Definitions(
 
 
 def _instance_yaml() -> str:
-    if DEPLOY_POSTGRES_YAML.is_file():
-        return DEPLOY_POSTGRES_YAML.read_text()
-    return ("storage:\n  postgres:\n    postgres_db:\n" + "".join(
+    if DEPLOY_INSTANCE_YAML.is_file():
+        return DEPLOY_INSTANCE_YAML.read_text()
+    return ("run_launcher:\n  module: dagster_celery.launcher\n  class: CeleryRunLauncher\n  config:\n"
+            "    broker:\n      env: D3KE_CELERY_BROKER\n    backend:\n      env: D3KE_CELERY_BACKEND\n"
+            "storage:\n  postgres:\n    postgres_db:\n" + "".join(
         f"      {k}:\n        env: {v}\n" for k, v in (("hostname", "DAGSTER_PG_HOST"), ("port", "DAGSTER_PG_PORT"),
                                                      ("username", "DAGSTER_PG_USERNAME"),
                                                      ("password", "DAGSTER_PG_PASSWORD"), ("db_name", "DAGSTER_PG_DB")))
@@ -76,27 +84,49 @@ def _celery_workers_used(instance: dg.DagsterInstance, run_ids: list[str]) -> li
     return sorted(used)
 
 
+def _workers_of_run_tasks(instance: dg.DagsterInstance, run_ids: list[str], workers: services.CeleryWorkers) -> list[str]:
+    """The workers whose logs say they executed these runs' Celery tasks (the launcher tags each run
+    with its task id)."""
+    from dagster_celery.tags import DAGSTER_CELERY_TASK_ID_TAG
+
+    task_ids = {instance.get_run_by_id(r).tags.get(DAGSTER_CELERY_TASK_ID_TAG) for r in run_ids} - {None}
+    return sorted(name for name, log in zip(workers.names, workers.logs)
+                  if any(f"[{t}] succeeded" in log.read_text(errors="replace") for t in task_ids))
+
+
 def _condition(executor: str, workers: int, root: Path, env: dict, subjects: list[str], broker: str, backend: str,
                work: Path) -> dict:
     """Materialize opensim_model (untimed), then every subject; the wall time of the subjects."""
     env = {**env, "D3KE_DATA_ROOT": str(root)}
-    if executor == "multiprocess":
-        module, attribute = __name__, "local_defs"
-        workers_ctx = contextlib.nullcontext()
-        orchestrators = services.run_orchestrators(workers, env, preload=(__name__,), warm_forkserver=True)
+    if executor == "celery_run_launcher":
+        # this process only creates and launches the runs (DAGSTER_HOME is set): the workers execute them
+        with services.celery_workers(workers, broker, backend, work / f"celery_runs_{workers}", env=env) as w, \
+                dg.DagsterInstance.get() as instance:
+            def execute(job_name, partitions):
+                return services.launch_runs(instance, run_launcher_defs.__name__, "defs", job_name, partitions,
+                                            workers=w)
+            model, start = execute("opensim_model_job", [None]), time.perf_counter()
+            outcomes = execute("subject_data_job", subjects) if model[0].success else []
+            wall = time.perf_counter() - start
+            used = _workers_of_run_tasks(instance, [o.run_id for o in outcomes], w)
     else:
-        module, attribute = scale_defs.__name__, "defs"
-        workers_ctx = services.celery_workers(workers, broker, backend, work / f"celery_{workers}", env=env)
-        orchestrators = services.run_orchestrators(len(subjects), env, preload=(scale_defs.__name__,))
-    with workers_ctx, orchestrators as runs:
-        model = runs.execute(module, attribute, "opensim_model_job", [None])
-        if not model[0].success:
-            raise RuntimeError(f"{executor}: opensim_model failed: {model[0]}")
-        start = time.perf_counter()
-        outcomes = runs.execute(module, attribute, "subject_data_job", subjects)
-        wall = time.perf_counter() - start
+        if executor == "multiprocess":
+            module, attribute = __name__, "local_defs"
+            workers_ctx = contextlib.nullcontext()
+            orchestrators = services.run_orchestrators(workers, env, preload=(__name__,), warm_forkserver=True)
+        else:
+            module, attribute = scale_defs.__name__, "defs"
+            workers_ctx = services.celery_workers(workers, broker, backend, work / f"celery_{workers}", env=env)
+            orchestrators = services.run_orchestrators(len(subjects), env, preload=(scale_defs.__name__,))
+        with workers_ctx, orchestrators as runs:
+            model, start = runs.execute(module, attribute, "opensim_model_job", [None]), time.perf_counter()
+            outcomes = runs.execute(module, attribute, "subject_data_job", subjects) if model[0].success else []
+            wall = time.perf_counter() - start
+        used = []
+    if not model[0].success:
+        raise RuntimeError(f"{executor}: opensim_model failed: {model[0]}")
     missing = [s for s in subjects if not (root / "frames" / s / "_stamp.json").is_file()]
-    return {"wall_s": wall, "run_ids": [o.run_id for o in outcomes if o.run_id],
+    return {"wall_s": wall, "run_ids": [o.run_id for o in outcomes if o.run_id], "run_task_workers": used,
             "failed": [f"{o.partition}: {o.error or 'run failed'}" for o in outcomes if not o.success],
             "missing_frames": missing}
 
@@ -117,21 +147,23 @@ def bench_scale(data_root: Path | None = None, n_subjects: int = 8, preset: str 
     (home / "dagster.yaml").write_text(_instance_yaml())
     env = {"D3KE_PRESET": preset, "D3KE_DATASET": "synthetic", "DAGSTER_HOME": str(home),
            "D3KE_SYNTHETIC_SUBJECTS": str(max(n_subjects, PRESETS[preset].synthetic.n_subjects))}
-    saved = {k: os.environ.get(k) for k in ("DAGSTER_HOME", *(f"DAGSTER_PG_{v}" for v in
-                                                                ("HOST", "PORT", "USERNAME", "PASSWORD", "DB")))}
+    saved = {k: os.environ.get(k) for k in ("DAGSTER_HOME", scale_defs.BROKER_ENV, scale_defs.BACKEND_ENV,
+                                            *(f"DAGSTER_PG_{v}" for v in ("HOST", "PORT", "USERNAME", "PASSWORD",
+                                                                          "DB")))}
     load_before = [round(x, 2) for x in os.getloadavg()]
     walls: dict[tuple[str, int], list[float]] = {}
     steps: dict[tuple[str, int], list[float]] = {}
     used: list[str] = []
+    used_by_runs: list[str] = []
     failed: list[str] = []
     try:
         with services.redis_server(base / "redis") as redis, services.postgres_server() as pg:
             env.update({**pg.dagster_env(), scale_defs.BROKER_ENV: redis.url(0), scale_defs.BACKEND_ENV: redis.url(1)})
-            os.environ.update({"DAGSTER_HOME": str(home), **pg.dagster_env()})
+            os.environ.update({k: env[k] for k in saved if k in env})  # this process opens the instance too
             with dg.DagsterInstance.get() as instance:
                 limits = ensure_pool_limits(instance)
             for r in range(rounds):
-                for executor in ("multiprocess", "celery"):
+                for executor in EXECUTORS:
                     for workers in (1, 2):
                         root = base / f"{executor}_{workers}_round{r}"
                         root.mkdir()
@@ -142,6 +174,8 @@ def bench_scale(data_root: Path | None = None, n_subjects: int = 8, preset: str 
                             steps.setdefault((executor, workers), []).append(_step_seconds(instance, got["run_ids"]))
                             if executor == "celery" and workers == 2:
                                 used = _celery_workers_used(instance, got["run_ids"])
+                            if executor == "celery_run_launcher" and workers == 2:
+                                used_by_runs = got["run_task_workers"]
                         shutil.rmtree(root, ignore_errors=True)
     finally:
         for key, value in saved.items():
@@ -155,7 +189,7 @@ def bench_scale(data_root: Path | None = None, n_subjects: int = 8, preset: str 
     out: dict = {"benchmark": "scale", "preset": preset, "subjects": n_subjects, "assets_per_subject": SUBJECT_STEPS,
                  "cpu_count": os.cpu_count(), "rounds": rounds, "pool_limits": limits, "storage": "postgresql",
                  "load_average_before": load_before, "load_average_after": [round(x, 2) for x in os.getloadavg()]}
-    for executor in ("multiprocess", "celery"):
+    for executor in EXECUTORS:
         one, two = best[(executor, 1)], best[(executor, 2)]
         inside = min(steps[(executor, 1)])
         out[executor] = {"1_worker_s": round(one, 2), "2_workers_s": round(two, 2), "speedup": round(one / two, 3),
@@ -163,6 +197,7 @@ def bench_scale(data_root: Path | None = None, n_subjects: int = 8, preset: str 
                          "overhead_share_1_worker": round(1 - inside / one, 3),
                          "per_subject_s_1_worker": round(one / n_subjects, 2)}
     out["celery_workers_used_with_2"] = used
+    out["celery_run_launcher_workers_used_with_2"] = used_by_runs
     out["ratio_celery_to_multiprocess_1_worker"] = round(best[("celery", 1)] / best[("multiprocess", 1)], 3)
     out["failed"] = failed
     return out

@@ -18,7 +18,7 @@ from dagster_celery.make_app import make_app
 from dagster_celery.tasks import create_execute_job_task, create_resume_job_task, create_task
 
 from d3ke_assets.errors import D3keError
-from d3ke_assets.operations import scale_defs
+from d3ke_assets.operations import run_launcher_defs, scale_defs
 
 BROKER_ENV = scale_defs.BROKER_ENV
 BACKEND_ENV = scale_defs.BACKEND_ENV
@@ -27,6 +27,13 @@ BACKEND_ENV = scale_defs.BACKEND_ENV
 def make_worker_app(broker_url: str, backend_url: str) -> Celery:
     """dagster_celery's app with this broker and backend, and its tasks (execute a step, a run, resume a run)."""
     app = make_app(CeleryExecutor.for_cli(broker=broker_url, backend=backend_url).app_args())
+    # A step or a run takes seconds to hours: a worker should hold only the task it is executing.
+    # With early acknowledgement a worker of concurrency 1 acknowledges its task when it starts and
+    # reserves the next one, which another, idle worker then cannot take; late acknowledgement and
+    # a prefetch of 1 keep the queue's tasks for whichever worker is free (Celery's "prefetch
+    # limits" advice for long tasks).
+    app.conf.task_acks_late = True
+    app.conf.worker_prefetch_multiplier = 1
     create_task(app)
     create_execute_job_task(app)
     create_resume_job_task(app)
@@ -42,4 +49,6 @@ def _required(name: str) -> str:
 
 
 app = make_worker_app(_required(BROKER_ENV), _required(BACKEND_ENV))
-PRELOADED = scale_defs.defs  # imported before the pool forks (see the module docstring)
+# imported before the pool forks (see the module docstring): step tasks of the Celery executor, and
+# whole runs of the Celery run launcher
+PRELOADED = (scale_defs.defs, run_launcher_defs.defs)

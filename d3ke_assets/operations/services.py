@@ -394,3 +394,42 @@ def run_orchestrators(n: int, env: Mapping[str, str] | None = None,
             if process.is_alive():
                 process.kill()
                 process.join(timeout=10)
+
+
+# --- Runs launched through the instance's run launcher (Celery: one task per run) ---------------
+
+FINISHED = ("SUCCESS", "FAILURE", "CANCELED")
+
+
+def launch_runs(instance, module: str, attribute: str, job_name: str, partitions: list[str | None],
+                tags: Mapping[str, str] | None = None, timeout_s: float = 1800.0,
+                workers: CeleryWorkers | None = None) -> list[RunOutcome]:
+    """Create one run of `job_name` (of the Definitions `module.attribute`) per partition, launch
+    each with `instance`'s run launcher (as the daemon does for a queued run) and wait until all
+    have finished; outcomes in partition order.  `workers`: fail early when one of them dies."""
+    import dagster as dg
+    from dagster._core.definitions.reconstruct import ReconstructableRepository
+
+    job = ReconstructableRepository.for_module(module, attribute).get_reconstructable_job(job_name)
+    job_def = job.get_definition()
+    run_ids = []
+    for partition in partitions:
+        run_tags = {**(tags or {}), **({"dagster/partition": partition} if partition else {})}
+        run = instance.create_run_for_job(job_def=job_def, tags=run_tags, job_code_origin=job.get_python_origin())
+        instance.launch_run(run.run_id, workspace=None)  # the Celery launcher needs only the run's code origin
+        run_ids.append(run.run_id)
+    deadline = time.monotonic() + timeout_s
+    pending = set(run_ids)
+    while pending:
+        pending -= {r.run_id for r in instance.get_runs(dg.RunsFilter(run_ids=list(pending)))
+                    if r.status.value in FINISHED}
+        if not pending:
+            break
+        dead = [p for p in (workers.processes if workers else []) if p.poll() is not None]
+        if dead:
+            raise D3keError(f"a Celery worker exited with code {dead[0].returncode} while {len(pending)} runs of "
+                            f"{job_name} were unfinished{_tail(workers.logs[workers.processes.index(dead[0])])}")
+        if time.monotonic() > deadline:
+            raise D3keError(f"{len(pending)} runs of {job_name} did not finish within {timeout_s:.0f} s")
+        time.sleep(0.25)
+    return [RunOutcome(p, r, instance.get_run_by_id(r).status.value == "SUCCESS") for p, r in zip(partitions, run_ids)]

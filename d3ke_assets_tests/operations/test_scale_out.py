@@ -8,6 +8,7 @@ loopback ports in temporary folders and stopped at the end.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import signal
@@ -26,6 +27,7 @@ from d3ke_assets_tests.operations.conftest import require_program
 
 DEPLOY = Path(__file__).resolve().parents[2] / "docs" / "deploy"
 SCALE_DEFS = "d3ke_assets.operations.scale_defs"
+RUN_LAUNCHER_DEFS = "d3ke_assets.operations.run_launcher_defs"
 SUBJECTS = [f"Subject_{i}" for i in range(1, 5)]
 STEPS = ["raw_subject", "mocap_markers", "opensim_gt", "frames"]
 
@@ -51,27 +53,35 @@ def _celery_workers_of_steps(instance: dg.DagsterInstance, run_id: str) -> dict[
     return out
 
 
-def test_celery_workers_materialize_subject_partitions_into_postgres(tmp_path, monkeypatch):
-    """opensim_model, then 4 subject partitions (raw_subject -> mocap_markers -> opensim_gt -> frames)
-    as 4 concurrent runs whose steps two Celery workers take from Redis; runs and events in
-    PostgreSQL through docs/deploy/dagster-postgres.yaml."""
+@contextlib.contextmanager
+def _servers(tmp_path, monkeypatch, instance_yaml: str):
+    """Redis and PostgreSQL on loopback, DAGSTER_HOME with docs/deploy/`instance_yaml` as is, and
+    the settings of a 4-subject smoke dataset under tmp_path/data; yields (data root, redis, pg)."""
     _require_servers()
-    import psycopg2
-
     root, home = tmp_path / "data", tmp_path / "dagster_home"
     root.mkdir()
     home.mkdir()
-    shutil.copy(DEPLOY / "dagster-postgres.yaml", home / "dagster.yaml")  # the documented example, as is
+    shutil.copy(DEPLOY / instance_yaml, home / "dagster.yaml")  # the documented example, as is
     for key, value in {"D3KE_PRESET": "smoke", "D3KE_SYNTHETIC_SUBJECTS": "4", "D3KE_DATA_ROOT": str(root),
                        "DAGSTER_HOME": str(home)}.items():
         monkeypatch.setenv(key, value)
-    start = time.perf_counter()
     with services.redis_server(tmp_path / "redis") as redis, services.postgres_server() as pg:
         assert listening_addresses(redis.port) == listening_addresses(pg.port) == {"127.0.0.1"}
         for key, value in pg.dagster_env().items():
             monkeypatch.setenv(key, value)
         monkeypatch.setenv("D3KE_CELERY_BROKER", redis.url(0))
         monkeypatch.setenv("D3KE_CELERY_BACKEND", redis.url(1))
+        yield root, redis, pg
+
+
+def test_celery_workers_materialize_subject_partitions_into_postgres(tmp_path, monkeypatch):
+    """opensim_model, then 4 subject partitions (raw_subject -> mocap_markers -> opensim_gt -> frames)
+    as 4 concurrent runs whose steps two Celery workers take from Redis; runs and events in
+    PostgreSQL through docs/deploy/dagster-postgres.yaml."""
+    import psycopg2
+
+    start = time.perf_counter()
+    with _servers(tmp_path, monkeypatch, "dagster-postgres.yaml") as (root, redis, pg):
         with dg.DagsterInstance.get() as instance:
             assert type(instance.run_storage).__name__ == "PostgresRunStorage"
             assert pools.ensure_pool_limits(instance) == {"opensim": os.cpu_count(), "gpu": 1}
@@ -124,14 +134,50 @@ def test_celery_workers_materialize_subject_partitions_into_postgres(tmp_path, m
     assert time.perf_counter() - start < 240, "the scale-out test should take well under 4 minutes"
 
 
+
+def test_celery_run_launcher_gives_each_subject_run_to_one_free_worker(tmp_path, monkeypatch):
+    """docs/deploy/dagster-celery-run-launcher.yaml: each launched run is one Celery task; a worker
+    executes the whole run in its own process.  Two subject runs launched at once with two idle
+    workers go one to each (a worker holds only the run it executes: late acknowledgement)."""
+    from dagster_celery.tags import DAGSTER_CELERY_TASK_ID_TAG
+
+    subjects = SUBJECTS[:2]
+    with _servers(tmp_path, monkeypatch, "dagster-celery-run-launcher.yaml") as (root, redis, pg):
+        with services.celery_workers(2, redis.url(0), redis.url(1), tmp_path / "workers") as workers, \
+                dg.DagsterInstance.get() as instance:
+            assert type(instance.run_launcher).__name__ == "CeleryRunLauncher"
+            model = services.launch_runs(instance, RUN_LAUNCHER_DEFS, "defs", "opensim_model_job", [None],
+                                         timeout_s=300, workers=workers)
+            runs = services.launch_runs(instance, RUN_LAUNCHER_DEFS, "defs", "subject_data_job", subjects,
+                                        timeout_s=300, workers=workers)
+            failed = [o for o in model + runs if not o.success]
+            assert not failed, f"runs failed: {failed}\n{_tails(workers.logs)}"
+            assert instance.get_materialized_partitions(dg.AssetKey("frames")) == set(subjects)
+            executed_by = {}
+            for outcome in runs:
+                task_id = instance.get_run_by_id(outcome.run_id).tags[DAGSTER_CELERY_TASK_ID_TAG]
+                executed_by[outcome.partition] = [name for name, log in zip(workers.names, workers.logs)
+                                                  if f"[{task_id}] succeeded" in log.read_text(errors="replace")]
+                steps = {r.step_key: r.dagster_event.pid for r in instance.all_logs(
+                    outcome.run_id, of_type=dg.DagsterEventType.STEP_SUCCESS)}
+                assert sorted(steps) == sorted(STEPS), steps
+                assert len(set(steps.values())) == 1 and os.getpid() not in steps.values(), \
+                    f"{outcome.partition}: the steps should run in one worker process: {steps}"
+        for subject in subjects:
+            assert (root / "frames" / subject / "_stamp.json").is_file(), f"{subject}: frames were not written"
+    assert sorted(w for names in executed_by.values() for w in names) == sorted(workers.names), executed_by
+
+
 def test_scale_out_code_locations_load_by_module_name():
     """`dagster dev -m d3ke_assets.operations.scale_defs` finds exactly one Definitions object (two at
-    module scope is an error), with the Celery executor; likewise the benchmark's location."""
+    module scope is an error), with the Celery executor; likewise the run launcher's location (steps
+    in-process inside the worker) and the benchmark's."""
     from dagster._core.workspace.autodiscovery import loadable_targets_from_python_module
 
-    from d3ke_assets.operations import bench_scale, scale_defs
+    from d3ke_assets.operations import bench_scale, run_launcher_defs, scale_defs
 
     for module, attribute, executor in ((scale_defs, "defs", "d3ke_celery_executor"),
+                                        (run_launcher_defs, "defs", "in_process"),
                                         (bench_scale, "local_defs", "d3ke_multiprocess_executor")):
         targets = loadable_targets_from_python_module(module.__name__, None)
         assert [t.attribute for t in targets] == [attribute], module.__name__
@@ -260,6 +306,16 @@ def test_postgres_example_is_valid_instance_config(monkeypatch):
     config, _ = dagster_instance_config(str(DEPLOY), "dagster-postgres.yaml")
     assert config["storage"]["postgres"]["postgres_db"]["scheme"] == "postgresql+psycopg2"
     assert config["concurrency"]["pools"]["granularity"] == "op"
+
+
+def test_run_launcher_example_is_valid_instance_config():
+    from dagster._core.instance.config import dagster_instance_config
+
+    config, _ = dagster_instance_config(str(DEPLOY), "dagster-celery-run-launcher.yaml")
+    assert config["run_launcher"]["class"] == "CeleryRunLauncher"
+    assert config["run_launcher"]["config"]["default_queue"] == services.CELERY_QUEUE
+    postgres = yaml.safe_load((DEPLOY / "dagster-postgres.yaml").read_text())
+    assert config["storage"] == postgres["storage"], "the two examples should name the same storage"
 
 
 def test_celery_example_is_valid_executor_config(monkeypatch):
