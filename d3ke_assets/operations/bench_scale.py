@@ -84,7 +84,8 @@ def _celery_workers_used(instance: dg.DagsterInstance, run_ids: list[str]) -> li
     return sorted(used)
 
 
-def _workers_of_run_tasks(instance: dg.DagsterInstance, run_ids: list[str], workers: services.CeleryWorkers) -> list[str]:
+def _workers_of_run_tasks(instance: dg.DagsterInstance, run_ids: list[str],
+                          workers: services.CeleryWorkers) -> list[str]:
     """The workers whose logs say they executed these runs' Celery tasks (the launcher tags each run
     with its task id)."""
     from dagster_celery.tags import DAGSTER_CELERY_TASK_ID_TAG

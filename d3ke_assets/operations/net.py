@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -74,3 +75,43 @@ def listening_addresses(port: int) -> set[str]:
             words = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
             found.add(socket.inet_ntop(socket.AF_INET if width == 8 else socket.AF_INET6, words))
     return found
+
+
+def stop_group(process: subprocess.Popen, first_signal: int = signal.SIGTERM, timeout_s: float = 15.0,
+               grace_s: float = 3.0, leader_only: bool = False) -> None:
+    """Stop a server started with start_new_session (its pid is its process group's id): send
+    `first_signal` to the group (or to the leader alone, when the leader shuts its children down
+    itself: a Celery worker's warm shutdown, PostgreSQL's postmaster), wait for the leader, then
+    SIGKILL whatever of the group is still there after `grace_s`.  Works as well when the leader
+    already died and its children did not."""
+    pgid = process.pid
+    if leader_only:
+        if process.poll() is None:
+            process.send_signal(first_signal)
+    else:
+        _killpg(pgid, first_signal)
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        pass
+    deadline = time.monotonic() + grace_s
+    while _group_alive(pgid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    _killpg(pgid, signal.SIGKILL)
+    if process.poll() is None:
+        process.wait(timeout=timeout_s)
+
+
+def _killpg(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except (ProcessLookupError, PermissionError):
+        return False

@@ -22,25 +22,12 @@ from pathlib import Path
 from typing import Iterator, Mapping
 
 from d3ke_assets.errors import D3keError
-from d3ke_assets.operations.net import LOOPBACK, _tail, find_program, free_port, wait_for_port
+from d3ke_assets.operations.net import LOOPBACK, _tail, find_program, free_port, stop_group, wait_for_port
 
 INSTALL_HINT = "run scripts/system_packages.sh as root"
 POSTGRES_DIRS = {name: (f"/usr/lib/postgresql/*/bin/{name}",) for name in ("initdb", "postgres")}
 CELERY_APP = "d3ke_assets.operations.celery_app"  # reads D3KE_CELERY_BROKER / D3KE_CELERY_BACKEND
 CELERY_QUEUE = "dagster"  # the queue dagster_celery routes step tasks to
-
-
-def _stop_group(process: subprocess.Popen, first_signal: int, timeout_s: float) -> None:
-    """Signal a server started in its own session, wait, then kill what is left of its group."""
-    if process.poll() is None:
-        process.send_signal(first_signal)
-        try:
-            process.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=timeout_s)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, signal.SIGKILL)  # children it left behind (the group is the one we created)
 
 
 # --- Redis -------------------------------------------------------------------------------------
@@ -71,7 +58,7 @@ def redis_server(workdir: Path, port: int | None = None, timeout_s: float = 30.0
         wait_for_port(port, "redis-server", timeout_s, process=process, log=log)
         yield RedisServer(port, process, log)
     finally:
-        _stop_group(process, signal.SIGTERM, 15.0)
+        stop_group(process, signal.SIGTERM, 15.0, leader_only=True)
 
 
 # --- PostgreSQL --------------------------------------------------------------------------------
@@ -183,7 +170,8 @@ def postgres_server(port: int | None = None, user: str = "d3ke", db_name: str = 
         yield server
     finally:
         if process is not None:
-            _stop_group(process, signal.SIGINT, 20.0)  # SIGINT: "fast" shutdown, does not wait for clients
+            # SIGINT to the postmaster: PostgreSQL's "fast" shutdown, which does not wait for clients
+            stop_group(process, signal.SIGINT, 20.0, leader_only=True)
         shutil.rmtree(base, ignore_errors=True)
 
 
@@ -263,7 +251,7 @@ def celery_workers(n: int, broker_url: str, backend_url: str, workdir: Path, env
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
         for process in processes:
-            _stop_group(process, signal.SIGTERM, 60.0)
+            stop_group(process, signal.SIGTERM, 60.0, leader_only=True)
 
 
 # --- Run orchestrators -------------------------------------------------------------------------

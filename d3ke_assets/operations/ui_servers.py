@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from d3ke_assets.errors import D3keError
-from d3ke_assets.operations.net import LOOPBACK, _tail, find_program, free_port, wait_for_port
+from d3ke_assets.operations.net import LOOPBACK, _killpg, _tail, find_program, free_port, stop_group, wait_for_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 WORKSPACE = REPO_ROOT / "workspace.yaml"
@@ -85,42 +85,9 @@ def prepare_dagster_home(home: Path, max_concurrent_runs: int = 2, dequeue_inter
     return home
 
 
-def stop_group(process: subprocess.Popen, timeout_s: float = 15.0, grace_s: float = 3.0) -> None:
-    """Stop a server started with start_new_session (its pid is its process group's id): SIGTERM the
-    group, wait for the leader, then SIGKILL whatever of the group (code server, run workers) is still
-    there after `grace_s`. Works as well when the leader already died and its children did not."""
-    pgid = process.pid
-    _killpg(pgid, signal.SIGTERM)
-    try:
-        process.wait(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        pass
-    deadline = time.monotonic() + grace_s
-    while _group_alive(pgid) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    _killpg(pgid, signal.SIGKILL)
-    if process.poll() is None:
-        process.wait(timeout=timeout_s)
-
-
 def _terminate_groups(processes: list[subprocess.Popen]) -> None:
     for process in processes:
         _killpg(process.pid, signal.SIGTERM)  # started with start_new_session: pid == process group id
-
-
-def _killpg(pgid: int, sig: int) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-        return True
-    except (ProcessLookupError, PermissionError):
-        return False
 
 
 @contextmanager
