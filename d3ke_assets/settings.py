@@ -59,7 +59,7 @@ PRESETS: dict[str, Preset] = {
         # when it has seen enough of them (on the test subjects, 8 subjects of 3 s gave 0.75 of
         # the mean baseline's error, 24 of 1.5 s gave 0.63, 48 of 1.5 s 0.534 with 8 epochs; 72 of 1 s gave
         # 0.512, 96 of 0.75 s 0.538: trials must stay longer than the sequence model's window)
-        SyntheticSize(n_subjects=48, trial_seconds=1.5, static_seconds=1.0,
+        SyntheticSize(n_subjects=72, trial_seconds=1.0, static_seconds=1.0,
                       video_width_px=320, video_height_px=240),
         "the README's main job: minutes on two CPU cores",
         crop_px=128,

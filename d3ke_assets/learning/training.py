@@ -66,6 +66,9 @@ class TrainConfig(_Config):
     # train on every n-th frame per epoch (a different offset each epoch): neighbouring video
     # frames are nearly the same picture, new people and poses are what generalises
     frame_stride: int = 1
+    # validate and keep an exponential moving average of the weights (torchvision's reference
+    # scripts' --model-ema), updated every step; 0 keeps the last step's weights
+    ema_decay: float = 0.0
 
 
 def learning_rate(config: TrainConfig, epoch_progress: float) -> float:
@@ -131,10 +134,28 @@ class EpochRecord:
 
 
 def _checkpoint_bundle(model, optimizer, epoch: int, history: list[EpochRecord], config: TrainConfig,
-                       resume_key: str) -> dict:
-    return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
-            "fingerprint": canonical_hash([config.fingerprint(), resume_key]), "config": config.as_dict(),
-            "history": [asdict(h) for h in history]}
+                       resume_key: str, ema=None) -> dict:
+    """`model`: the weights predictions use (the average when there is one); `trained_model`: the
+    optimizer's own weights, which a resumed training continues from."""
+    bundle = {"model": (ema.module if ema is not None else model).state_dict(),
+              "optimizer": optimizer.state_dict(), "epoch": epoch,
+              "fingerprint": canonical_hash([config.fingerprint(), resume_key]), "config": config.as_dict(),
+              "history": [asdict(h) for h in history]}
+    if ema is not None:
+        bundle["trained_model"] = model.state_dict()
+        bundle["ema_updates"] = int(ema.n_averaged.item())
+    return bundle
+
+
+def weight_average(model, decay: float):
+    """An exponential moving average of `model`'s weights and BatchNorm statistics, or None for decay 0."""
+    if not decay:
+        return None
+    if not 0.0 < decay < 1.0:
+        raise D3keError(f"ema_decay={decay}: use a value in (0, 1), e.g. 0.995, or 0 for no weight average")
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
 def save_checkpoint(path: Path, bundle: dict) -> None:
@@ -233,6 +254,7 @@ def fit(model, train_set, val_set, config, checkpoint_dir: Path, prepare: Prepar
     rotational = torch.tensor(model.layer.rotational, device=device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr_start, weight_decay=config.weight_decay)
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
+    ema = weight_average(model, getattr(config, "ema_decay", 0.0))
     history: list[EpochRecord] = []
     start_epoch = 0
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
@@ -240,7 +262,10 @@ def fit(model, train_set, val_set, config, checkpoint_dir: Path, prepare: Prepar
     if path.is_file():
         bundle = load_checkpoint(path)
         if bundle.get("fingerprint") == canonical_hash([config.fingerprint(), resume_key]):
-            model.load_state_dict(bundle["model"])
+            model.load_state_dict(bundle.get("trained_model", bundle["model"]))
+            if ema is not None:
+                ema.module.load_state_dict(bundle["model"])
+                ema.n_averaged.fill_(bundle["ema_updates"])
             optimizer.load_state_dict(bundle["optimizer"])
             history = [EpochRecord(**h) for h in bundle["history"]]
             start_epoch = int(bundle["epoch"]) + 1
@@ -280,18 +305,21 @@ def fit(model, train_set, val_set, config, checkpoint_dir: Path, prepare: Prepar
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
+            if ema is not None:
+                ema.update_parameters(model)
             b = inputs.shape[0]
             total += loss.item() * b
             seen += b
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0.0) + v.item() * b
             t_wait = time.perf_counter()
-        val_loss, val_mae, val_mm = evaluate(model, val_loader, config, device, rotational, prepare)
+        val_loss, val_mae, val_mm = evaluate(ema.module if ema is not None else model, val_loader, config, device,
+                                             rotational, prepare)
         seconds = time.perf_counter() - t0
         record = EpochRecord(epoch, total / seen, {k: v / seen for k, v in sums.items()}, val_loss, val_mae, val_mm,
                              lr, seconds, waited / seconds)
         history.append(record)
-        bundle = _checkpoint_bundle(model, optimizer, epoch, history, config, resume_key)
+        bundle = _checkpoint_bundle(model, optimizer, epoch, history, config, resume_key, ema)
         bundle["crop_px"] = int(getattr(train_set, "crop_px", 0))  # the input size predict must use
         save_checkpoint(path, bundle)
         log(f"epoch {epoch + 1}/{config.epochs}: loss {record.train_loss:.4f}, val loss {val_loss:.4f}, "

@@ -52,30 +52,54 @@ def test_6d_rotation_is_a_rotation_and_the_head_starts_at_identity(generic_model
     assert out["markers_m"].shape == (2, len(model.layer.marker_names), 3)
 
 
+@pytest.mark.parametrize("ema_decay", [0.0, 0.9])
 def test_a_killed_training_resumes_from_its_checkpoint_and_ends_where_an_unbroken_one_does(
-        frames_dir, generic_model, tmp_path):
+        frames_dir, generic_model, tmp_path, ema_decay):
     train = FrameDataset([frames_dir], used_only=False, cameras=("PG1",))
     val = FrameDataset([frames_dir], used_only=False, cameras=("PG2",))
+    config = _config(ema_decay=ema_decay)
     unbroken = _model(generic_model)
-    history = T.train_frame_model(unbroken, train, val, _config(), tmp_path / "a", log=lambda m: None)
+    history = T.train_frame_model(unbroken, train, val, config, tmp_path / "a", log=lambda m: None)
     assert [h.epoch for h in history] == [0, 1]
 
     def killed(record):
         raise KeyboardInterrupt("killed after the first epoch")
 
     with pytest.raises(KeyboardInterrupt):
-        T.train_frame_model(_model(generic_model), train, val, _config(), tmp_path / "b", log=lambda m: None,
+        T.train_frame_model(_model(generic_model), train, val, config, tmp_path / "b", log=lambda m: None,
                             on_epoch=killed)
     saved = T.load_checkpoint(tmp_path / "b" / T.CHECKPOINT)
     assert saved["epoch"] == 0 and saved["optimizer"]["state"]  # AdamW moments are in the checkpoint
     messages = []
     resumed_model = _model(generic_model)
-    resumed = T.train_frame_model(resumed_model, train, val, _config(), tmp_path / "b", log=messages.append)
+    resumed = T.train_frame_model(resumed_model, train, val, config, tmp_path / "b", log=messages.append)
     assert any("resuming" in m and "after epoch 1" in m for m in messages)
     assert [h.epoch for h in resumed] == [0, 1]
     assert resumed[0].train_loss == history[0].train_loss
     for (name, a), (_, b) in zip(unbroken.state_dict().items(), resumed_model.state_dict().items()):
         assert torch.allclose(a.float(), b.float(), atol=1e-5), name
+    # the weights predictions use: the average (resumed with its own state) when there is one
+    final_a, final_b = (T.load_checkpoint(tmp_path / d / T.CHECKPOINT) for d in ("a", "b"))
+    for name, a in final_a["model"].items():
+        assert torch.allclose(a.float(), final_b["model"][name].float(), atol=1e-5), name
+    differs = any(not torch.equal(a, unbroken.state_dict()[n]) for n, a in final_a["model"].items())
+    assert differs == bool(ema_decay), "the checkpoint keeps the average, and only when asked to"
+
+
+def test_the_weight_average_is_an_exponential_moving_average_of_weights_and_batchnorm_statistics():
+    net = torch.nn.Sequential(torch.nn.Linear(1, 1, bias=False), torch.nn.BatchNorm1d(1))
+    assert T.weight_average(net, 0.0) is None
+    with pytest.raises(D3keError, match="ema_decay=1.5"):
+        T.weight_average(net, 1.5)
+    average = T.weight_average(net, 0.75)
+    for value in (4.0, 8.0, 0.0):  # the first update copies; then avg = 0.75 avg + 0.25 new
+        with torch.no_grad():
+            net[0].weight.fill_(value)
+            net[1].running_mean.fill_(-value)
+        average.update_parameters(net)
+    expected = 0.75 * (0.75 * 4.0 + 0.25 * 8.0) + 0.25 * 0.0  # 3.75
+    assert average.module[0].weight.item() == pytest.approx(expected)
+    assert average.module[1].running_mean.item() == pytest.approx(-expected)
 
 
 def test_a_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(frames_dir, generic_model, tmp_path,
