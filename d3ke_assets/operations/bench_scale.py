@@ -32,7 +32,7 @@ from pathlib import Path
 import dagster as dg
 
 from d3ke_assets import definitions as project  # the module: one Definitions object at this module's scope
-from d3ke_assets.operations import run_launcher_defs, scale_defs, services
+from d3ke_assets.operations import preload, run_launcher_defs, scale_defs, services
 
 SUBJECT_STEPS = scale_defs.SUBJECT_DATA_ASSETS
 # PostgreSQL storage and the Celery run launcher (the other conditions do not launch through it)
@@ -42,7 +42,7 @@ EXECUTORS = ("multiprocess", "celery", "celery_run_launcher")
 # The multiprocess condition's code location: the project's assets, the scale-out jobs, and the
 # multiprocess executor (a subject's steps form a chain: one at a time within a run).
 local_executor = dg.multiprocess_executor.configured(
-    {"max_concurrent": 1, "start_method": {"forkserver": {"preload_modules": [__name__]}}},
+    {"max_concurrent": 1, "start_method": {"forkserver": {"preload_modules": [__name__, preload.__name__]}}},
     name="d3ke_multiprocess_executor")
 local_defs = dg.Definitions.merge(project.defs, dg.Definitions(
     jobs=[scale_defs.opensim_model_job, scale_defs.subject_data_job], executor=local_executor))
@@ -114,7 +114,8 @@ def _condition(executor: str, workers: int, root: Path, env: dict, subjects: lis
         if executor == "multiprocess":
             module, attribute = __name__, "local_defs"
             workers_ctx = contextlib.nullcontext()
-            orchestrators = services.run_orchestrators(workers, env, preload=(__name__,), warm_forkserver=True)
+            orchestrators = services.run_orchestrators(workers, env, preload=(__name__, preload.__name__),
+                                                       warm_forkserver=True)
         else:
             module, attribute = scale_defs.__name__, "defs"
             workers_ctx = services.celery_workers(workers, broker, backend, work / f"celery_{workers}", env=env)

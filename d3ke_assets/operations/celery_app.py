@@ -18,7 +18,7 @@ from dagster_celery.make_app import make_app
 from dagster_celery.tasks import create_execute_job_task, create_resume_job_task, create_task
 
 from d3ke_assets.errors import D3keError
-from d3ke_assets.operations import run_launcher_defs, scale_defs
+from d3ke_assets.operations import preload, run_launcher_defs, scale_defs
 
 BROKER_ENV = scale_defs.BROKER_ENV
 BACKEND_ENV = scale_defs.BACKEND_ENV
@@ -51,4 +51,4 @@ def _required(name: str) -> str:
 app = make_worker_app(_required(BROKER_ENV), _required(BACKEND_ENV))
 # imported before the pool forks (see the module docstring): step tasks of the Celery executor, and
 # whole runs of the Celery run launcher
-PRELOADED = (scale_defs.defs, run_launcher_defs.defs)
+PRELOADED = (scale_defs.defs, run_launcher_defs.defs, preload)
