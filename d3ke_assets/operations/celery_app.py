@@ -29,11 +29,10 @@ def make_worker_app(broker_url: str, backend_url: str) -> Celery:
     app = make_app(CeleryExecutor.for_cli(broker=broker_url, backend=backend_url).app_args())
     # A step or a run takes seconds to hours: a worker should hold only the task it is executing.
     # With early acknowledgement a worker of concurrency 1 acknowledges its task when it starts and
-    # reserves the next one, which another, idle worker then cannot take; late acknowledgement and
-    # a prefetch of 1 keep the queue's tasks for whichever worker is free (Celery's "prefetch
-    # limits" advice for long tasks).
+    # reserves the next one, which another, idle worker then cannot take; late acknowledgement, with
+    # the prefetch of 1 dagster_celery's config already sets, keeps the queue's tasks for whichever
+    # worker is free (Celery's "prefetch limits" advice for long tasks).
     app.conf.task_acks_late = True
-    app.conf.worker_prefetch_multiplier = 1
     create_task(app)
     create_execute_job_task(app)
     create_resume_job_task(app)
