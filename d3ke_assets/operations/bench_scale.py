@@ -14,10 +14,17 @@ docs/deploy/dagster-postgres.yaml), the Celery workers, one run per subject part
   `CeleryRunLauncher` (docs/deploy/dagster-celery-run-launcher.yaml); the same k workers take whole
   runs from Redis and execute their steps in-process (d3ke_assets.operations.run_launcher_defs).
 
+- no_orchestration, k workers (the machine's own ceiling for this work): k plain processes, each
+  executing its share of the subjects one after another with `execute_in_process` on an ephemeral
+  instance: no servers, no event storage, no process per run or step.  Its speed-up is what two
+  cores of this machine give the same steps; the executors' are read against it.
+
 Per-run overhead is kept out where a deployment would keep it out: workers and run slots are
 started (and have imported the project) before the clock starts, and opensim_model, which every
 subject needs, is materialized first, untimed.  Each condition starts on a fresh data root, so
-every step computes.  Conditions are interleaved over the rounds and the best of each is kept.
+every step computes.  The order of the conditions turns over from round to round (the machine is
+noisy and PostgreSQL's tables grow as the runs go); the best of each condition is kept and every
+round's wall time is reported.
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ SUBJECT_STEPS = scale_defs.SUBJECT_DATA_ASSETS
 # PostgreSQL storage and the Celery run launcher (the other conditions do not launch through it)
 DEPLOY_INSTANCE_YAML = Path(__file__).resolve().parents[2] / "docs" / "deploy" / "dagster-celery-run-launcher.yaml"
 EXECUTORS = ("multiprocess", "celery", "celery_run_launcher")
+CEILING = "no_orchestration"
 
 # The multiprocess condition's code location: the project's assets, the scale-out jobs, and the
 # multiprocess executor (a subject's steps form a chain: one at a time within a run).
@@ -95,6 +103,62 @@ def _workers_of_run_tasks(instance: dg.DagsterInstance, run_ids: list[str],
                   if any(f"[{t}] succeeded" in log.read_text(errors="replace") for t in task_ids))
 
 
+def _in_process_runs(job_name: str, partitions: list[str | None], ready, go, results) -> None:
+    """A process of the no_orchestration condition: runs `job_name` for each partition in this
+    process, on an ephemeral instance.  The project, OpenSim and PyAV are imported (with this
+    module) before it reports ready; the clock starts when `go` is set."""
+    job = run_launcher_defs.defs.resolve_job_def(job_name)
+    if ready is not None:
+        ready.put(os.getpid())
+        go.wait()
+    try:
+        with dg.DagsterInstance.ephemeral() as instance:
+            results.put([(p, job.execute_in_process(instance=instance, partition_key=p, raise_on_error=False).success)
+                         for p in partitions])
+    except Exception as exc:  # reported to the parent, which names the partitions
+        results.put([(p, f"{type(exc).__name__}: {exc}") for p in partitions])
+
+
+def _no_orchestration(workers: int, root: Path, env: dict, subjects: list[str], timeout_s: float = 1800.0) -> dict:
+    """opensim_model in one process (untimed), then `workers` processes share the subjects
+    (round-robin); the wall time from their common start to the last one's end."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    ready, go, results = ctx.Queue(), ctx.Event(), ctx.Queue()
+    saved = dict(os.environ)
+    os.environ.update({**env, "D3KE_DATA_ROOT": str(root)})  # a spawned process starts with this environment
+    processes = []
+    try:
+        model = ctx.Process(target=_in_process_runs, args=("opensim_model_job", [None], None, None, results))
+        model.start()
+        model_outcome = results.get(timeout=timeout_s)
+        model.join()
+        if model_outcome[0][1] is not True:
+            raise RuntimeError(f"{CEILING}: opensim_model failed: {model_outcome[0][1]}")
+        processes = [ctx.Process(target=_in_process_runs, args=("subject_data_job", subjects[i::workers], ready, go,
+                                                                results)) for i in range(workers)]
+        for process in processes:
+            process.start()
+        for _ in processes:
+            ready.get(timeout=timeout_s)
+        start = time.perf_counter()
+        go.set()
+        outcomes = [pair for _ in processes for pair in results.get(timeout=timeout_s)]
+        wall = time.perf_counter() - start
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+        for process in processes:
+            process.join(timeout=30)
+            if process.is_alive():
+                process.kill()
+    missing = [s for s in subjects if not (root / "frames" / s / "_stamp.json").is_file()]
+    return {"wall_s": wall, "run_ids": [], "run_task_workers": [],
+            "failed": [f"{p}: {ok if isinstance(ok, str) else 'run failed'}" for p, ok in outcomes if ok is not True],
+            "missing_frames": missing}
+
+
 def _condition(executor: str, workers: int, root: Path, env: dict, subjects: list[str], broker: str, backend: str,
                work: Path) -> dict:
     """Materialize opensim_model (untimed), then every subject; the wall time of the subjects."""
@@ -133,7 +197,15 @@ def _condition(executor: str, workers: int, root: Path, env: dict, subjects: lis
             "missing_frames": missing}
 
 
-def bench_scale(data_root: Path | None = None, n_subjects: int = 8, preset: str = "demo", rounds: int = 1) -> dict:
+def _round_order(r: int) -> list[tuple[str, int]]:
+    """The conditions of round `r`: the executors' order rotated by r, and 2 workers before 1 in
+    odd rounds, so no condition always comes first or last."""
+    names = (*EXECUTORS, CEILING)
+    names = names[r % len(names):] + names[:r % len(names)]
+    return [(name, k) for name in names for k in ((1, 2) if r % 2 == 0 else (2, 1))]
+
+
+def bench_scale(data_root: Path | None = None, n_subjects: int = 8, preset: str = "demo", rounds: int = 2) -> dict:
     """Speed-up of 2 workers over 1 for the multiprocess executor and for Celery, on `n_subjects`
     subject partitions of `preset` size (demo: several seconds of work per subject on one core).
     8 subjects keep the last-partition tail and the per-run start-up a small share of the wall time."""
@@ -157,6 +229,7 @@ def bench_scale(data_root: Path | None = None, n_subjects: int = 8, preset: str 
     steps: dict[tuple[str, int], list[float]] = {}
     used: list[str] = []
     used_by_runs: list[str] = []
+    order: list[str] = []
     failed: list[str] = []
     try:
         with services.redis_server(base / "redis") as redis, services.postgres_server() as pg:
@@ -165,20 +238,23 @@ def bench_scale(data_root: Path | None = None, n_subjects: int = 8, preset: str 
             with dg.DagsterInstance.get() as instance:
                 limits = ensure_pool_limits(instance)
             for r in range(rounds):
-                for executor in EXECUTORS:
-                    for workers in (1, 2):
-                        root = base / f"{executor}_{workers}_round{r}"
-                        root.mkdir()
+                for executor, workers in _round_order(r):
+                    root = base / f"{executor}_{workers}_round{r}"
+                    root.mkdir()
+                    if executor == CEILING:
+                        got = _no_orchestration(workers, root, env, subjects)
+                    else:
                         got = _condition(executor, workers, root, env, subjects, redis.url(0), redis.url(1), base)
-                        failed += [f"{executor}/{workers}: {f}" for f in got["failed"] + got["missing_frames"]]
-                        walls.setdefault((executor, workers), []).append(got["wall_s"])
-                        with dg.DagsterInstance.get() as instance:
-                            steps.setdefault((executor, workers), []).append(_step_seconds(instance, got["run_ids"]))
-                            if executor == "celery" and workers == 2:
-                                used = _celery_workers_used(instance, got["run_ids"])
-                            if executor == "celery_run_launcher" and workers == 2:
-                                used_by_runs = got["run_task_workers"]
-                        shutil.rmtree(root, ignore_errors=True)
+                    failed += [f"{executor}/{workers}: {f}" for f in got["failed"] + got["missing_frames"]]
+                    walls.setdefault((executor, workers), []).append(got["wall_s"])
+                    order.append(f"{executor}/{workers}")
+                    with dg.DagsterInstance.get() as instance:
+                        steps.setdefault((executor, workers), []).append(_step_seconds(instance, got["run_ids"]))
+                        if executor == "celery" and workers == 2:
+                            used = _celery_workers_used(instance, got["run_ids"])
+                        if executor == "celery_run_launcher" and workers == 2:
+                            used_by_runs = got["run_task_workers"]
+                    shutil.rmtree(root, ignore_errors=True)
     finally:
         for key, value in saved.items():
             if value is None:
@@ -189,15 +265,21 @@ def bench_scale(data_root: Path | None = None, n_subjects: int = 8, preset: str 
 
     best = {k: min(v) for k, v in walls.items()}
     out: dict = {"benchmark": "scale", "preset": preset, "subjects": n_subjects, "assets_per_subject": SUBJECT_STEPS,
-                 "cpu_count": os.cpu_count(), "rounds": rounds, "pool_limits": limits, "storage": "postgresql",
+                 "cpu_count": os.cpu_count(), "rounds": rounds, "order": order, "pool_limits": limits,
+                 "storage": "postgresql",
                  "load_average_before": load_before, "load_average_after": [round(x, 2) for x in os.getloadavg()]}
-    for executor in EXECUTORS:
+    ceiling = best[(CEILING, 1)] / best[(CEILING, 2)]
+    for executor in (*EXECUTORS, CEILING):
         one, two = best[(executor, 1)], best[(executor, 2)]
-        inside = min(steps[(executor, 1)])
         out[executor] = {"1_worker_s": round(one, 2), "2_workers_s": round(two, 2), "speedup": round(one / two, 3),
-                         "seconds_inside_steps_1_worker": round(inside, 2),
-                         "overhead_share_1_worker": round(1 - inside / one, 3),
-                         "per_subject_s_1_worker": round(one / n_subjects, 2)}
+                         "per_subject_s_1_worker": round(one / n_subjects, 2),
+                         "walls_s_by_round": {f"{k}_worker{'s' * (k > 1)}": [round(w, 2) for w in walls[(executor, k)]]
+                                              for k in (1, 2)}}
+        if executor != CEILING:
+            inside = min(steps[(executor, 1)])
+            out[executor].update({"speedup_share_of_no_orchestration": round(one / two / ceiling, 3),
+                                  "seconds_inside_steps_1_worker": round(inside, 2),
+                                  "overhead_share_1_worker": round(1 - inside / one, 3)})
     out["celery_workers_used_with_2"] = used
     out["celery_run_launcher_workers_used_with_2"] = used_by_runs
     out["ratio_celery_to_multiprocess_1_worker"] = round(best[("celery", 1)] / best[("multiprocess", 1)], 3)
