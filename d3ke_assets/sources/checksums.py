@@ -17,6 +17,7 @@ import json
 import os
 import sqlite3
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,16 +59,33 @@ class HashCache:
         self.files_hashed = 0  # files actually read since this object was made
         self.bytes_hashed = 0
         self._lock = threading.Lock()
-        with self._connect() as con:
-            con.execute("CREATE TABLE IF NOT EXISTS sha256 (path TEXT PRIMARY KEY, size INTEGER, "
-                        "mtime_ns INTEGER, digest TEXT)")
+        self._create(timeout_s=60.0)
+
+    def _create(self, timeout_s: float) -> None:
+        """The table, and the file in WAL mode (readers never wait for a writer; the mode is kept
+        in the file, so it is set once).  Several runs starting together on a fresh data root
+        create the same cache at once, and SQLite then answers the journal-mode switch with
+        "database is locked" at once, without waiting out the busy timeout: retry until it is done."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                with self._connect() as con:
+                    if con.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                        con.execute("PRAGMA journal_mode=WAL")
+                    con.execute("CREATE TABLE IF NOT EXISTS sha256 (path TEXT PRIMARY KEY, size INTEGER, "
+                                "mtime_ns INTEGER, digest TEXT)")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise D3keError(f"{self.db_path}: the hash cache cannot be opened ({exc}); if no other "
+                                    "process is using it, delete the file (it is only a cache)") from exc
+                time.sleep(0.02)
 
     @contextlib.contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
         """A connection that commits on success and is always closed."""
         con = sqlite3.connect(self.db_path, timeout=60)
         try:
-            con.execute("PRAGMA journal_mode=WAL")
             with con:
                 yield con
         finally:

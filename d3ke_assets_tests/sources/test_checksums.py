@@ -1,8 +1,10 @@
 """sha256 manifests, the hash cache and `d3ke verify`."""
 
 import hashlib
+import multiprocessing
 import os
 import shutil
+import sqlite3
 
 import pytest
 
@@ -39,6 +41,35 @@ def test_hash_cache_rereads_nothing_for_unchanged_files(tmp_path):
     third = again.digests(files)
     assert again.files_hashed == 1
     assert third[files[2].resolve()] == hashlib.sha256(files[2].read_bytes()).hexdigest() != first[files[2].resolve()]
+
+
+def _open_and_hash(db_path, path, barrier, results):
+    barrier.wait()  # every process opens the fresh cache at the same moment
+    try:
+        results.put(HashCache(db_path).digests([path])[path.resolve()])
+    except Exception as exc:  # the parent asserts on it
+        results.put(repr(exc))
+
+
+def test_hash_cache_created_by_several_processes_at_once(tmp_path):
+    """Runs that start together on a fresh data root all create the hash cache: each must get it.
+    (Before the retry, SQLite refused the journal-mode switch in about half of these trials.)"""
+    data = os.urandom(5000)
+    (tmp_path / "x.bin").write_bytes(data)
+    ctx = multiprocessing.get_context("fork")
+    for trial in range(8):
+        db_path = tmp_path / f"trial{trial}" / "hashes.sqlite"
+        barrier, results = ctx.Barrier(6), ctx.Queue()
+        processes = [ctx.Process(target=_open_and_hash, args=(db_path, tmp_path / "x.bin", barrier, results))
+                     for _ in range(6)]
+        for process in processes:
+            process.start()
+        got = [results.get(timeout=60) for _ in processes]
+        for process in processes:
+            process.join()
+        assert got == [hashlib.sha256(data).hexdigest()] * 6, f"trial {trial}: {got}"
+        with sqlite3.connect(db_path) as con:
+            assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
 @pytest.fixture
