@@ -197,6 +197,11 @@ def _condition(executor: str, workers: int, root: Path, env: dict, subjects: lis
             "missing_frames": missing}
 
 
+def _rounded(x: float, digits: int = 2) -> float | None:
+    """None for NaN (a condition whose every round had a failure): JSON has no NaN."""
+    return None if x != x else round(x, digits)
+
+
 def _round_order(r: int) -> list[tuple[str, int]]:
     """The conditions of round `r`: the executors' order rotated by r, and 2 workers before 1 in
     odd rounds, so no condition always comes first or last."""
@@ -245,8 +250,10 @@ def bench_scale(data_root: Path | None = None, n_subjects: int = 8, preset: str 
                         got = _no_orchestration(workers, root, env, subjects)
                     else:
                         got = _condition(executor, workers, root, env, subjects, redis.url(0), redis.url(1), base)
-                    failed += [f"{executor}/{workers}: {f}" for f in got["failed"] + got["missing_frames"]]
-                    walls.setdefault((executor, workers), []).append(got["wall_s"])
+                    problems = got["failed"] + got["missing_frames"]
+                    failed += [f"{executor}/{workers}, round {r}: {f}" for f in problems]
+                    # a round with a failed subject did less work: its wall time is not comparable
+                    walls.setdefault((executor, workers), []).append(float("nan") if problems else got["wall_s"])
                     order.append(f"{executor}/{workers}")
                     with dg.DagsterInstance.get() as instance:
                         steps.setdefault((executor, workers), []).append(_step_seconds(instance, got["run_ids"]))
@@ -263,7 +270,7 @@ def bench_scale(data_root: Path | None = None, n_subjects: int = 8, preset: str 
                 os.environ[key] = value
         shutil.rmtree(base, ignore_errors=True)
 
-    best = {k: min(v) for k, v in walls.items()}
+    best = {k: min((w for w in v if w == w), default=float("nan")) for k, v in walls.items()}  # w == w: not NaN
     out: dict = {"benchmark": "scale", "preset": preset, "subjects": n_subjects, "assets_per_subject": SUBJECT_STEPS,
                  "cpu_count": os.cpu_count(), "rounds": rounds, "order": order, "pool_limits": limits,
                  "storage": "postgresql",
@@ -271,17 +278,17 @@ def bench_scale(data_root: Path | None = None, n_subjects: int = 8, preset: str 
     ceiling = best[(CEILING, 1)] / best[(CEILING, 2)]
     for executor in (*EXECUTORS, CEILING):
         one, two = best[(executor, 1)], best[(executor, 2)]
-        out[executor] = {"1_worker_s": round(one, 2), "2_workers_s": round(two, 2), "speedup": round(one / two, 3),
-                         "per_subject_s_1_worker": round(one / n_subjects, 2),
-                         "walls_s_by_round": {f"{k}_worker{'s' * (k > 1)}": [round(w, 2) for w in walls[(executor, k)]]
+        out[executor] = {"1_worker_s": _rounded(one), "2_workers_s": _rounded(two), "speedup": _rounded(one / two, 3),
+                         "per_subject_s_1_worker": _rounded(one / n_subjects),
+                         "walls_s_by_round": {f"{k}_worker{'s' * (k > 1)}": [_rounded(w) for w in walls[(executor, k)]]
                                               for k in (1, 2)}}
         if executor != CEILING:
             inside = min(steps[(executor, 1)])
-            out[executor].update({"speedup_share_of_no_orchestration": round(one / two / ceiling, 3),
+            out[executor].update({"speedup_share_of_no_orchestration": _rounded(one / two / ceiling, 3),
                                   "seconds_inside_steps_1_worker": round(inside, 2),
-                                  "overhead_share_1_worker": round(1 - inside / one, 3)})
+                                  "overhead_share_1_worker": _rounded(1 - inside / one, 3)})
     out["celery_workers_used_with_2"] = used
     out["celery_run_launcher_workers_used_with_2"] = used_by_runs
-    out["ratio_celery_to_multiprocess_1_worker"] = round(best[("celery", 1)] / best[("multiprocess", 1)], 3)
+    out["ratio_celery_to_multiprocess_1_worker"] = _rounded(best[("celery", 1)] / best[("multiprocess", 1)], 3)
     out["failed"] = failed
     return out
