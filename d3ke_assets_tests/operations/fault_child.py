@@ -4,7 +4,7 @@ chosen point in the middle of its write so the test can SIGKILL it there.
     python fault_child.py ROOT ASSET PARTITION|- [PAUSE [SECONDS]]
 
 PAUSE names where to stop, after printing PAUSED (the process then sleeps for SECONDS, forever
-by default, and carries on after that):
+by default, and carries on after that; SECONDS `SIGUSR1` waits until that signal arrives):
 - `second_trial`: opensim_gt, when the second trial's IK starts (the first trial is solved and
   kept, the second's temporary folder is half-written, the subject has no stamp);
 - `third_shard_frame`: frames, after the third crop is written to a temporary shard;
@@ -15,6 +15,7 @@ The points are reached by wrapping the project's own functions in this process o
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 
@@ -29,15 +30,27 @@ from d3ke_assets.frames import processing  # noqa: E402
 from d3ke_assets.learning import training  # noqa: E402
 
 
-def _pause(seconds: float | None) -> None:
+_resumed = False
+
+
+def _resume(signum, frame) -> None:
+    global _resumed
+    _resumed = True
+
+
+def _pause(seconds: float | str | None) -> None:
     print("PAUSED", flush=True)
+    if seconds == "SIGUSR1":  # the test resumes it when it has seen what it waits for
+        while not _resumed:
+            time.sleep(0.05)
+        return
     if seconds is None:
         while True:
             time.sleep(60)
     time.sleep(seconds)
 
 
-def install_pause(point: str, seconds: float | None) -> None:
+def install_pause(point: str, seconds: float | str | None) -> None:
     if point == "second_trial":
         solve, calls = ground_truth._solve_trial, []
 
@@ -79,7 +92,9 @@ def install_pause(point: str, seconds: float | None) -> None:
 def main(argv: list[str]) -> int:
     root, asset, partition = argv[:3]
     point = argv[3] if len(argv) > 3 else "none"
-    seconds = float(argv[4]) if len(argv) > 4 else None
+    seconds = (argv[4] if argv[4] == "SIGUSR1" else float(argv[4])) if len(argv) > 4 else None
+    if seconds == "SIGUSR1":  # caught (not the default, which ends the process) before PAUSED is printed
+        signal.signal(signal.SIGUSR1, _resume)
     install_pause(point, seconds)
     resources = {"data_root": DataRootResource(path=root), "dataset": DatasetResource(name="synthetic", preset="smoke"),
                  "mlflow": MlflowTrackingResource(data_root=root)}

@@ -44,7 +44,7 @@ def _resources(root: Path) -> dict:
 
 
 def _start(root: Path, asset: str, partition: str | None, pause: str = "none",
-           seconds: float | None = None) -> subprocess.Popen:
+           seconds: float | str | None = None) -> subprocess.Popen:
     args = [sys.executable, str(CHILD), str(root), asset, partition or "-", pause]
     if seconds is not None:
         args.append(str(seconds))
@@ -52,15 +52,16 @@ def _start(root: Path, asset: str, partition: str | None, pause: str = "none",
     return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
 
 
-def _wait_for_line(proc: subprocess.Popen, prefix: str, timeout_s: float = 240.0) -> list[str]:
-    """Lines the child printed up to one starting with `prefix` (its stdout is read line by line)."""
+def _wait_for_line(proc: subprocess.Popen, prefix: str, timeout_s: float = 240.0, anywhere: bool = False) -> list[str]:
+    """Lines the child printed up to one starting with `prefix` (containing it, with `anywhere`);
+    its stdout is read line by line."""
     lines, deadline = [], time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         line = proc.stdout.readline()
         if not line:
             raise AssertionError(f"child exited (code {proc.wait()}) before {prefix}:\n" + "".join(lines[-30:]))
         lines.append(line)
-        if line.startswith(prefix):
+        if line.startswith(prefix) or (anywhere and prefix in line):
             return lines
     proc.kill()
     raise AssertionError(f"no {prefix} within {timeout_s} s:\n" + "".join(lines[-30:]))
@@ -183,14 +184,19 @@ def test_sigkill_during_training_resumes_from_its_checkpoint_and_matches(referen
 
 def test_two_runs_on_one_partition_one_waits_and_reuses(reference, tmp_path):
     root = _fresh_from_inputs(reference, tmp_path, "opensim_gt")
-    first = _start(root, "frames", "Subject_2", "third_shard_frame", seconds=4.0)  # holds the write lock
+    # the first holds the write lock, paused mid-write until the second says it is waiting for it
+    # (a fixed pause raced the second's start-up: importing the project can take longer)
+    first = _start(root, "frames", "Subject_2", "third_shard_frame", seconds="SIGUSR1")
     _wait_for_line(first, "PAUSED")
     second = _start(root, "frames", "Subject_2")
+    seen = _wait_for_line(second, "being written by another run: waiting", anywhere=True)
+    assert second.poll() is None  # still waiting: it has not taken the half-written folder
+    first.send_signal(signal.SIGUSR1)
     out_first, _ = first.communicate(timeout=300)
-    out_second, _ = second.communicate(timeout=300)
+    rest, _ = second.communicate(timeout=300)
+    out_second = "".join(seen) + rest
     assert first.returncode == 0 and second.returncode == 0, out_first[-2000:] + out_second[-2000:]
     assert "reused=False" in out_first and "reused=True" in out_second
-    assert "being written by another run: waiting" in out_second
     out, ref = root / "frames" / "Subject_2", reference["root"] / "frames" / "Subject_2"
     assert processing.read_index(out).equals(processing.read_index(ref))
     assert not _temporaries(root)
