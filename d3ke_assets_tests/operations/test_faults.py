@@ -207,11 +207,11 @@ def test_a_run_waiting_on_a_killed_writer_takes_over(reference, tmp_path):
     first = _start(root, "frames", "Subject_3", "third_shard_frame")
     _wait_for_line(first, "PAUSED")
     second = _start(root, "frames", "Subject_3")
-    time.sleep(8.0)  # the second run starts and blocks on the lock
+    seen = _wait_for_line(second, "being written by another run: waiting", anywhere=True)  # blocked on the lock
     assert second.poll() is None
     first.send_signal(signal.SIGKILL)
     first.wait(timeout=30)
-    out_second, _ = second.communicate(timeout=300)
+    out_second = "".join(seen) + second.communicate(timeout=300)[0]
     assert second.returncode == 0 and "reused=False" in out_second, out_second[-2000:]
     out, ref = root / "frames" / "Subject_3", reference["root"] / "frames" / "Subject_3"
     assert processing.read_index(out).equals(processing.read_index(ref))
