@@ -67,6 +67,14 @@ def _wait_for_line(proc: subprocess.Popen, prefix: str, timeout_s: float = 240.0
     raise AssertionError(f"no {prefix} within {timeout_s} s:\n" + "".join(lines[-30:]))
 
 
+def _wait_until_blocked_on_lock(proc: subprocess.Popen) -> list[str]:
+    """Lines a second run printed up to saying it waits for the writer of the same folder; it must
+    still be running (waiting, not taking the half-written folder)."""
+    lines = _wait_for_line(proc, "being written by another run: waiting", anywhere=True)
+    assert proc.poll() is None, "".join(lines[-30:])
+    return lines
+
+
 def _kill_when_paused(root: Path, asset: str, partition: str | None, pause: str) -> None:
     proc = _start(root, asset, partition, pause)
     _wait_for_line(proc, "PAUSED")
@@ -189,8 +197,7 @@ def test_two_runs_on_one_partition_one_waits_and_reuses(reference, tmp_path):
     first = _start(root, "frames", "Subject_2", "third_shard_frame", seconds="SIGUSR1")
     _wait_for_line(first, "PAUSED")
     second = _start(root, "frames", "Subject_2")
-    seen = _wait_for_line(second, "being written by another run: waiting", anywhere=True)
-    assert second.poll() is None  # still waiting: it has not taken the half-written folder
+    seen = _wait_until_blocked_on_lock(second)
     first.send_signal(signal.SIGUSR1)
     out_first, _ = first.communicate(timeout=300)
     rest, _ = second.communicate(timeout=300)
@@ -207,8 +214,7 @@ def test_a_run_waiting_on_a_killed_writer_takes_over(reference, tmp_path):
     first = _start(root, "frames", "Subject_3", "third_shard_frame")
     _wait_for_line(first, "PAUSED")
     second = _start(root, "frames", "Subject_3")
-    seen = _wait_for_line(second, "being written by another run: waiting", anywhere=True)  # blocked on the lock
-    assert second.poll() is None
+    seen = _wait_until_blocked_on_lock(second)
     first.send_signal(signal.SIGKILL)
     first.wait(timeout=30)
     out_second = "".join(seen) + second.communicate(timeout=300)[0]
