@@ -17,6 +17,27 @@ from d3ke_assets.sources import raw  # noqa: E402
 
 SMOKE = PRESETS["smoke"].synthetic
 
+# Reference data (OpenSim's own example outputs) kept beside the repository, not in it.
+REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
+
+
+def require_reference(name: str) -> Path:
+    """`../shared/reference/<name>`: the same rule as a missing server under `scripts/test.sh`
+    (D3KE_REQUIRE_SERVERS=1): there its absence fails the test, elsewhere it skips."""
+    folder = REFERENCE / name
+    if not folder.is_dir():
+        message = f"{folder} is missing: put the shared reference data beside the repository (../shared/reference)"
+        if os.environ.get("D3KE_REQUIRE_SERVERS") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def hamner() -> Path:
+    """OpenSim's Hamner running example with its reference outputs."""
+    return require_reference("opensim-hamner-running")
+
 
 @pytest.fixture(scope="session")
 def generic_model(tmp_path_factory) -> tuple[Path, str]:

@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
-import pytest
 
 from d3ke_assets.biomech.formats import read_mot
 from d3ke_assets.biomech.opensim_tools import opensim_module
 from d3ke_assets.cli import main
 
-HAMNER = Path(__file__).resolve().parents[3] / "shared" / "reference" / "opensim-hamner-running"
-needs_reference = pytest.mark.skipif(not HAMNER.is_dir(), reason="shared/reference is not beside the repository")
 
-
-@needs_reference
-def test_fk_reproduces_opensims_model_marker_locations(tmp_path):
-    ref = HAMNER / "outputReference"
+def test_fk_reproduces_opensims_model_marker_locations(tmp_path, hamner):
+    ref = hamner / "outputReference"
     out = tmp_path / "markers.sto"
     assert main(["fk", "--model", str(ref / "subject02_registered.osim"),
                  "--motion", str(ref / "ResultsIK" / "subject02_running_ik.mot"), "--out", str(out)]) == 0
@@ -31,22 +24,21 @@ def test_fk_reproduces_opensims_model_marker_locations(tmp_path):
     assert np.abs(ours - theirs).max() <= 1e-4  # 0.1 mm, every marker and frame
 
 
-@needs_reference
-def test_ik_with_the_shipped_setups_reproduces_opensims_ik(tmp_path):
+def test_ik_with_the_shipped_setups_reproduces_opensims_ik(tmp_path, hamner):
     out = tmp_path / "ik"
-    assert main(["ik", "--model", str(HAMNER / "FullBodyModel_Hamner2010_v2_0.osim"),
-                 "--static", str(HAMNER / "subject02_static.trc"), "--motion", str(HAMNER / "subject02_running.trc"),
-                 "--out", str(out), "--scale-setup", str(HAMNER / "Setup_Scale.xml"),
-                 "--ik-setup", str(HAMNER / "Setup_IK.xml")]) == 0
+    assert main(["ik", "--model", str(hamner / "FullBodyModel_Hamner2010_v2_0.osim"),
+                 "--static", str(hamner / "subject02_static.trc"), "--motion", str(hamner / "subject02_running.trc"),
+                 "--out", str(out), "--scale-setup", str(hamner / "Setup_Scale.xml"),
+                 "--ik-setup", str(hamner / "Setup_IK.xml")]) == 0
     assert (out / "scaled.osim").is_file() and (out / "subject02_running_ik_marker_errors.sto").is_file()
     t, cols, ours, in_degrees = read_mot(out / "subject02_running.mot")
-    t_ref, cols_ref, theirs, _ = read_mot(HAMNER / "outputReference" / "ResultsIK" / "subject02_running_ik.mot")
+    t_ref, cols_ref, theirs, _ = read_mot(hamner / "outputReference" / "ResultsIK" / "subject02_running_ik.mot")
     assert in_degrees
     rows = np.searchsorted(np.round(t, 3), np.round(t_ref, 3))  # OpenSim's run stopped one frame short
     assert np.allclose(t[rows], t_ref, atol=1e-3) and len(rows) >= 599
     ours = ours[rows]
     osim = opensim_module()
-    model = osim.Model(str(HAMNER / "FullBodyModel_Hamner2010_v2_0.osim"))
+    model = osim.Model(str(hamner / "FullBodyModel_Hamner2010_v2_0.osim"))
     cs = model.getCoordinateSet()
     rotational = [c for c in cols_ref if cs.get(c).getMotionType() == 1]
     rms = [np.sqrt(np.mean((ours[:, cols.index(c)] - theirs[:, cols_ref.index(c)]) ** 2)) for c in rotational]

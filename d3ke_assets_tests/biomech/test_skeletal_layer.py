@@ -15,7 +15,6 @@ from d3ke_assets.biomech.opensim_tools import OpenSimKinematics, opensim_module,
 from d3ke_assets.biomech.skeletal_layer import SkeletalModel
 from d3ke_assets.errors import D3keError
 
-HAMNER = Path(__file__).resolve().parents[3] / "shared" / "reference" / "opensim-hamner-running"
 
 
 def random_pose(layer: SkeletalModel, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -80,10 +79,9 @@ def test_gradcheck_in_float64(generic_model):
     assert torch.autograd.gradcheck(lambda q, s: layer(q, s).joint_centres_m, (q, s), eps=1e-6, atol=1e-6)
 
 
-@pytest.mark.skipif(not HAMNER.is_dir(), reason="shared/reference is not beside the repository")
-def test_hamner_reference_marker_locations_from_opensim():
+def test_hamner_reference_marker_locations_from_opensim(hamner):
     """OpenSim's own ik_model_marker_locations.sto, reproduced by the layer from the IK .mot."""
-    ref = HAMNER / "outputReference"
+    ref = hamner / "outputReference"
     layer = SkeletalModel.from_osim(ref / "subject02_registered.osim", torch.float64)
     t, cols, values, in_degrees = read_mot(ref / "ResultsIK" / "subject02_running_ik.mot")
     assert in_degrees

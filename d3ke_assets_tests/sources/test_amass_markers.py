@@ -20,11 +20,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip("smplx")
-
-from d3ke_assets.biomech.formats import read_trc  # noqa: E402
-from d3ke_assets.errors import D3keError  # noqa: E402
-from d3ke_assets.sources import amass_markers as am  # noqa: E402
+from d3ke_assets.biomech.formats import read_trc
+from d3ke_assets.errors import D3keError
+from d3ke_assets.sources import amass_markers as am
 
 N_V = 6890
 N_J = 52
@@ -125,6 +123,8 @@ def make_model(folder: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory) -> tuple[Path, dict]:
+    """The generated SMPL+H files; the tests that pose them need the optional smplx (the others do not)."""
+    pytest.importorskip("smplx")
     folder = tmp_path_factory.mktemp("smplh")
     return folder, make_model(folder)
 
