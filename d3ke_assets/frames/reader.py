@@ -95,9 +95,11 @@ class FrameDataset(torch.utils.data.Dataset):
 
     def image(self, i: int) -> torch.Tensor:
         """(3, S, S) uint8."""
-        from torchvision.io import decode_jpeg
+        # TorchCodec: torchvision.io's decoders are deprecated since 0.29 in its favour (same libjpeg-turbo
+        # pixels and speed; its image decoders do not need FFmpeg)
+        from torchcodec.decoders import decode_jpeg
 
-        return decode_jpeg(torch.frombuffer(bytearray(self.jpeg_bytes(i)), dtype=torch.uint8))
+        return decode_jpeg(self.jpeg_bytes(i))
 
     def __getitem__(self, i: int) -> dict:
         item = {name: torch.from_numpy(values[i]) for name, values in self.labels.items()}

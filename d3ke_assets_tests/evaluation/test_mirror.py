@@ -54,10 +54,22 @@ def test_a_mirrored_prediction_of_a_flipped_frame_scores_as_the_unflipped_one(la
     labels = {"coordinates": q, "coordinate_mask": np.ones_like(q), "scale_factors": np.ones((1, layer.n_bodies, 3)),
               "markers_m": markers, "joint_centres_m": joints, "pelvis_rotation": R}
     flipped = mirror.camera_labels(labels)
-    # a prediction 2 cm off along the camera's y axis, for either picture (y is unchanged by the flip)
-    off = np.array([0.0, 0.02, 0.0])
-    assert mpjpe_mm(flipped["joint_centres_m"] + off, flipped["joint_centres_m"]) == \
-        pytest.approx(mpjpe_mm(joints + off, joints))
+    # Worked out by hand: a symmetric pose is its own mirror image across the sagittal plane (z -> -z,
+    # sides swapped), so the picture's flip (x -> -x, sides swapped) shows it turned 180 deg about y:
+    # every joint at (-x, y, -z), no side swap left.
+    half_turn = np.array([-1.0, 1.0, -1.0])
+    assert np.abs(flipped["joint_centres_m"] - joints * half_turn).max() < 1e-9
+    # A prediction of the unflipped frame with a 20 mm error at each joint, in a different direction
+    # per joint: the same prediction seen in the flipped picture (turned with it) scores 20 mm against
+    # the mirrored labels, as the unflipped one does against the originals; against the unmirrored
+    # labels it would not.
+    rng = np.random.default_rng(5)
+    error = rng.normal(size=joints.shape)
+    error *= 0.02 / np.linalg.norm(error, axis=-1, keepdims=True)
+    pred = joints + error
+    assert mpjpe_mm(pred, joints) == pytest.approx(20.0)
+    assert mpjpe_mm(pred * half_turn, flipped["joint_centres_m"]) == pytest.approx(20.0)
+    assert mpjpe_mm(pred * half_turn, joints) > 100.0  # the check above depends on the mirroring
     assert np.allclose(flipped["coordinates"], q)  # symmetric: the same coordinates
     rot = flipped["pelvis_rotation"][0]
     assert np.isclose(np.linalg.det(rot), 1.0) and np.allclose(rot, np.diag([-1.0, 1.0, -1.0]))

@@ -89,6 +89,17 @@ def test_reader_returns_the_labels_of_each_frame(subject):
     assert batch["image"].shape == (8, 3, CROP, CROP)
 
 
+def test_reader_decodes_the_pixels_pil_decodes(subject):
+    """The reader's JPEG decoder against an independent one (Pillow) on the same stored bytes: every
+    pixel of every frame equal, RGB, (3, S, S)."""
+    base = subject[0]
+    ds = FrameDataset([base / "frames"], used_only=False)
+    for i in range(len(ds)):
+        with Image.open(io.BytesIO(ds.jpeg_bytes(i))) as picture:
+            expected = torch.from_numpy(np.array(picture.convert("RGB"))).permute(2, 0, 1)
+        assert torch.equal(ds.image(i), expected), i
+
+
 def _process(subject, tmp_path, cameras=None, labels=None):
     _, default_cameras, default_labels, names, _ = subject
     out = tmp_path / "out"

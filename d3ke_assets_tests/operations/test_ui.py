@@ -125,8 +125,18 @@ def test_backfill_of_every_subject_runs_through_the_daemon(dagster_ui):
     assert result["partitions_failed"] == {"raw_subject": 0}
     assert result["outputs_on_disk"] == {"raw_subject": N_SUBJECTS}
     latency = result["query_latency_during_backfill"]
-    assert latency["partition_health"]["n"] >= 1 and latency["all"]["max_ms"] > 0
-    assert result["max_query_under_1s"] == (latency["all"]["max_ms"] < 1000)
+    # the summary of every query is the union of the per-query timings: each query once per round
+    per_query = {name: stats for name, stats in latency.items() if name != "all"}
+    assert set(per_query) == {"asset_graph", "asset_graph_live", "partition_health", "asset_events"}
+    rounds = per_query["partition_health"]["n"]
+    assert rounds >= 1 and all(stats["n"] == rounds for stats in per_query.values()), per_query
+    assert latency["all"]["n"] == 4 * rounds
+    slowest = max(stats["max_ms"] for stats in per_query.values())
+    assert latency["all"]["max_ms"] == slowest > 0
+    for stats in per_query.values():
+        assert 0 < stats["median_ms"] <= stats["p95_ms"] <= stats["max_ms"], stats
+    # the 1 s verdict names the slowest single query, whichever it was
+    assert result["max_query_under_1s"] is (slowest < 1000)
 
 
 @pytest.fixture(scope="module")
