@@ -93,7 +93,7 @@ def evaluation(context: dg.AssetExecutionContext, data_root: DataRootResource, d
             run = log_evaluation_run(mlflow.tracking_uri, mlflow.experiment_id(dataset.checked_name()), "evaluation",
                                      {"input_data_versions": {k: v[:16] for k, v in inputs.items()},
                                       "test_subjects": ",".join(d.name for d in test_dirs),
-                                      "dagster_run_id": context.run_id},
+                                      "dagster_run_id": context.run.run_id},
                                      {**_headline(table), **_claim_headline(claim)}, [out / RESULTS, out / MULTISTEP],
                                      tags={"asset": "evaluation"})
             (out / RUN_INFO).write_text(json.dumps(run.__dict__))
@@ -142,7 +142,7 @@ def robustness_report(context: dg.AssetExecutionContext, data_root: DataRootReso
                                        out, view, frame, seq, test_subjects=[d.name for d in test_dirs])
             run = log_evaluation_run(mlflow.tracking_uri, mlflow.experiment_id(dataset.checked_name()),
                                      "robustness_report", {"input_data_versions": {k: v[:16] for k, v in inputs.items()},
-                                                           "dagster_run_id": context.run_id}, {},
+                                                           "dagster_run_id": context.run.run_id}, {},
                                      [path, *(out / p for p in report.PNGS)], tags={"asset": "robustness_report"})
             (out / RUN_INFO).write_text(json.dumps(run.__dict__))
 

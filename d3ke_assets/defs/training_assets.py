@@ -59,8 +59,8 @@ def _tracked_training(context, mlflow: MlflowTrackingResource, dataset: DatasetR
     previous = json.loads(active.read_text()) if active.is_file() else None
     resume = previous["run_id"] if previous and previous.get("stamp") == stamp else None
     tracker = TrainingTracker(mlflow.tracking_uri, mlflow.experiment_id(dataset.checked_name()), run_name,
-                              {**params, "dagster_run_id": context.run_id},
-                              tags={"dagster_run_id": context.run_id, "asset": asset}, resume_run_id=resume)
+                              {**params, "dagster_run_id": context.run.run_id},
+                              tags={"dagster_run_id": context.run.run_id, "asset": asset}, resume_run_id=resume)
     if previous and previous["run_id"] != tracker.run.run_id:
         tracker.end_stale(previous["run_id"])
     active.write_text(json.dumps({"run_id": tracker.run.run_id, "stamp": stamp}))
