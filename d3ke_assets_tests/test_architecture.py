@@ -36,8 +36,8 @@ def _lint_imports_program() -> str:
     return found
 
 
-def _lint(config: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([_lint_imports_program(), str(config), "--no-cache", "--no-logo", *args],
+def _lint(config: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([_lint_imports_program(), str(config), "--no-cache", "--no-logo"],
                           cwd=REPO, capture_output=True, text=True, timeout=300)
 
 
