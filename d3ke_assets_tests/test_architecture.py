@@ -65,7 +65,7 @@ def test_layers_contract_names_every_module_and_ignores_nothing():
     assert layers["containers"] == ["d3ke_assets"] and layers["exhaustive"] is True
     assert "ignore_imports" not in layers and "exhaustive_ignores" not in layers
     # the domain packages and base modules a lower layer may not skip over, top to bottom
-    named = [m.strip(" ()") for layer in layers["layers"] for m in layer.split("|")]
+    named = [m.strip(" ()") for layer in layers["layers"] for m in layer.replace(":", "|").split("|")]
     order = ["cli", "benchmarks", "definitions", "defs", "evaluation", "learning", "frames", "sources", "biomech",
              "media", "settings", "versioning", "storage", "errors"]
     assert [m for m in named if m in order] == order
