@@ -64,7 +64,7 @@ def test_layers_contract_names_every_module_and_ignores_nothing():
     assert layers["type"] == "layers"
     assert layers["containers"] == ["d3ke_assets"] and layers["exhaustive"] is True
     assert "ignore_imports" not in layers and "exhaustive_ignores" not in layers
-    # the domain packages and base modules a lower layer may not skip over, top to bottom
+    # the order README's layout describes, top to bottom: reordering the contract is a decision, not a slip
     named = [m.strip(" ()") for layer in layers["layers"] for m in layer.replace(":", "|").split("|")]
     order = ["cli", "benchmarks", "definitions", "defs", "evaluation", "learning", "frames", "sources", "biomech",
              "media", "settings", "versioning", "storage", "errors"]
