@@ -229,7 +229,7 @@ def _decode_only_fps(cameras: list) -> tuple[float, list]:
 
     import numpy as np
 
-    from d3ke_assets.frames.processing import decode_images
+    from d3ke_assets.media.video import decode_images
 
     def decode(video):
         kept, n = [], 0

@@ -34,12 +34,11 @@ import torch
 from d3ke_assets.biomech import opensim_pipeline as op
 from d3ke_assets.biomech.formats import read_trc, write_mot, write_trc
 from d3ke_assets.biomech.skeletal_layer import SkeletalModel
+from d3ke_assets.biomech.trials import SubjectMocap, TrialMocap, read_subject_mocap
 from d3ke_assets.errors import D3keError
-from d3ke_assets.sources.subjects import safe_name
 from d3ke_assets.storage import atomic_write_bytes, atomic_write_json, read_json
 from d3ke_assets.versioning import canonical_hash, is_current, stamped_dir
 
-TRIALS_FILE = "trials.json"
 MASK_ERROR_M = 0.02  # D3KE: a coordinate is unreliable when a bony landmark on its body misses by > 2 cm
 # Markers on soft tissue (wands, clusters), not bony landmarks: lower IK weight, ignored by the mask.
 SOFT_TISSUE_SUFFIXES = ("THI", "TIB", "UPA", "FRM", "BAK")
@@ -80,45 +79,6 @@ def is_bony_landmark(marker: str) -> bool:
 
 def project_marker_weights(markers: list[str]) -> dict[str, float]:
     return {m: (10.0 if is_bony_landmark(m) else 1.0) for m in markers}
-
-
-@dataclass
-class TrialMocap:
-    name: str
-    trc: Path
-    video_start_frame: int | None  # None: a trial without video (the static trial)
-    video_end_frame: int | None
-    capture_per_video_frame: int = 4
-
-
-@dataclass
-class SubjectMocap:
-    key: str
-    mass_kg: float
-    static: TrialMocap
-    trials: list[TrialMocap]
-
-    @property
-    def n_video_frames(self) -> int:
-        return sum(t.video_end_frame - t.video_start_frame for t in self.trials)
-
-
-def write_trials_file(folder: Path, key: str, mass_kg: float, static: dict, trials: list[dict]) -> None:
-    atomic_write_json(folder / TRIALS_FILE, {"subject": key, "mass_kg": mass_kg, "static": static, "trials": trials})
-
-
-def read_subject_mocap(folder: str | Path) -> SubjectMocap:
-    folder = Path(folder)
-    facts = read_json(folder / TRIALS_FILE, "materialize mocap_markers for this subject")
-
-    def trial(d: dict) -> TrialMocap:
-        where = folder / TRIALS_FILE
-        return TrialMocap(safe_name(d["name"], "trial name", where), folder / safe_name(d["trc"], "marker file", where),
-                          d.get("video_start_frame"), d.get("video_end_frame"),
-                          int(d.get("capture_per_video_frame", 4)))
-
-    return SubjectMocap(facts["subject"], float(facts["mass_kg"]), trial(facts["static"]),
-                        [trial(t) for t in facts["trials"]])
 
 
 @dataclass

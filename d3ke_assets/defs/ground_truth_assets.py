@@ -4,7 +4,7 @@ import dagster as dg
 import numpy as np
 
 from d3ke_assets import settings
-from d3ke_assets.biomech import ground_truth, model_builder
+from d3ke_assets.biomech import ground_truth, model_builder, trials
 from d3ke_assets.defs.automation import on_changed_data_versions
 from d3ke_assets.defs.common import user_errors_as_failures
 from d3ke_assets.defs.pools import OPENSIM_POOL
@@ -41,7 +41,7 @@ def mocap_markers(context: dg.AssetExecutionContext, data_root: DataRootResource
             build = lambda tmp: facts.update(mocap.movi_mocap(  # noqa: E731
                 key, poses, movi.read_flags30(v3d), smplh, tmp, log=context.log.info))
         out = build_versioned(context, data_root, {"dataset": name}, build)
-        subject = ground_truth.read_subject_mocap(out.folder)
+        subject = trials.read_subject_mocap(out.folder)
     return out.result({
         "n_trials": len(subject.trials), "n_video_frames": subject.n_video_frames,
         "trials": ", ".join(t.name for t in subject.trials), "path": dg.MetadataValue.path(str(out.folder)), **facts})

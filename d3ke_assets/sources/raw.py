@@ -181,9 +181,9 @@ def manifests_under(data_root: str | Path) -> list[Path]:
 
 
 def camera_videos(data_root: str | Path, key: str) -> list:
-    """Each camera's video and calibration of one subject (`frames.processing.CameraVideo`)."""
-    from d3ke_assets.frames.processing import CameraVideo
-    from d3ke_assets.sources.camera import Camera, camera_from_movi
+    """Each camera's video and calibration of one subject (`media.video.CameraVideo`)."""
+    from d3ke_assets.media.camera import Camera, camera_from_movi
+    from d3ke_assets.media.video import CameraVideo
     from d3ke_assets.sources.subjects import movi_video_name
 
     folder = raw_dir(data_root, key)

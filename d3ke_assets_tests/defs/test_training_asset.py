@@ -141,7 +141,7 @@ def test_robustness_report_in_dagster_and_mlflow(trained_smoke_root):
 def test_predict_on_a_video_writes_what_opensim_loads(trained_smoke_root, tmp_path, capsys):
     from d3ke_assets.biomech.opensim_tools import opensim_module
     from d3ke_assets.cli import main
-    from d3ke_assets.frames.video import probe_video
+    from d3ke_assets.media.video import probe_video
     from d3ke_assets.sources import raw
 
     root = trained_smoke_root[0]
@@ -166,7 +166,7 @@ def test_predict_on_a_video_writes_what_opensim_loads(trained_smoke_root, tmp_pa
     from PIL import Image
 
     from d3ke_assets.biomech.formats import read_mot
-    from d3ke_assets.frames.video import decode_frames, write_video
+    from d3ke_assets.media.video import decode_frames, write_video
 
     frames_25 = [np.asarray(Image.fromarray(f).resize((200, 150))) for _, f in zip(range(20), decode_frames(video))]
     other = tmp_path / "other_rate.avi"

@@ -313,7 +313,7 @@ def test_movi_mocap_writes_trials_with_their_video_frames(model, tmp_path):
     """The real-data path of `mocap_markers`, on generated SMPL-H-format files (not the real model)."""
     import scipy.io
 
-    from d3ke_assets.biomech.ground_truth import read_subject_mocap
+    from d3ke_assets.biomech.trials import read_subject_mocap
     from d3ke_assets.sources import mocap, movi
 
     smplh_dir, _ = model

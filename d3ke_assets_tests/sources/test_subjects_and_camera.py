@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from d3ke_assets.errors import D3keError
-from d3ke_assets.sources.camera import Camera, camera_from_movi, look_at_camera
+from d3ke_assets.media.camera import Camera, camera_from_movi, look_at_camera
 from d3ke_assets.sources.subjects import movi_split, split_for, subject_id, synthetic_split
 
 
