@@ -92,8 +92,10 @@ def _training_result(out: VersionedOutput, extra: dict) -> dg.MaterializeResult:
     })
 
 
-def _params(dataset: DatasetResource, config, inputs: dict, train_dirs, val_dirs) -> dict:
-    return {"preset": dataset.preset, "dataset": dataset.checked_name(), **config.as_dict(),
+def _params(out: VersionedOutput, config, train_dirs, val_dirs) -> dict:
+    """The run's whole effective configuration as MLflow params: its settings and the training's."""
+    inputs = out.inputs
+    return {**{f"settings.{k}": v for k, v in out.run_settings.items()}, **config.as_dict(),
             "input_data_versions": {k: v[:16] for k, v in inputs.items()},
             "train_subjects": ",".join(d.name for d in train_dirs),
             "validation_subjects": ",".join(d.name for d in val_dirs)}
@@ -110,7 +112,7 @@ def frame_model(context: dg.AssetExecutionContext, data_root: DataRootResource, 
         train_dirs, val_dirs = _train_and_val_dirs(data_root, dataset, context.log.warning)
         config = presets.train_config(dataset.run_settings())
         out = versioned_output(context, data_root, config.as_dict(), {FRAMES: [d.name for d in [*train_dirs, *val_dirs]]})
-        stamp, inputs = out.stamp, out.inputs
+        stamp = out.stamp
         model_path = model_builder.model_file(data_root.asset_dir(folder_name(OPENSIM_MODEL)))
 
         def build(folder):
@@ -124,7 +126,7 @@ def frame_model(context: dg.AssetExecutionContext, data_root: DataRootResource, 
 
             _tracked_training(context, mlflow, dataset, folder, stamp, folder_name(FRAME_MODEL),
                               f"frame_model {config.backbone}",
-                              _params(dataset, config, inputs, train_dirs, val_dirs), train)
+                              _params(out, config, train_dirs, val_dirs), train)
 
         # in place: the per-epoch checkpoint must survive a killed run so the next one resumes
         out.build(build, in_place=True, log=context.log.info)
@@ -152,7 +154,7 @@ def sequence_model(context: dg.AssetExecutionContext, config: SequenceModelConfi
                                            receptive_field=config.receptive_field)
         out = versioned_output(context, data_root, settings.as_dict(),
                                {FRAMES: [d.name for d in [*train_dirs, *val_dirs]]})
-        stamp, inputs = out.stamp, out.inputs
+        stamp = out.stamp
         frame_dir = data_root.asset_dir(folder_name(FRAME_MODEL))
         model_path = model_builder.model_file(data_root.asset_dir(folder_name(OPENSIM_MODEL)))
 
@@ -173,7 +175,7 @@ def sequence_model(context: dg.AssetExecutionContext, config: SequenceModelConfi
 
             _tracked_training(context, mlflow, dataset, folder, stamp, folder_name(SEQUENCE_MODEL),
                               f"sequence_model {settings.variant} rf{settings.receptive_field}",
-                              _params(dataset, settings, inputs, train_dirs, val_dirs), train)
+                              _params(out, settings, train_dirs, val_dirs), train)
 
         out.build(build, in_place=True, log=context.log.info)
         return _training_result(out, {"variant": settings.variant, "receptive_field": settings.receptive_field})

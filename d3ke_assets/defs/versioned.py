@@ -11,7 +11,7 @@ input is complete.  `VersionedOutput.result` returns the data version and the `r
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Collection, Mapping, Sequence
 
@@ -75,12 +75,17 @@ class VersionedOutput:
     folder: Path
     stamp: str  # also the resume key of a training that continues after a killed run
     inputs: dict[str, str]
+    config: dict = field(default_factory=dict)  # the asset's own configuration, part of the stamp
+    run_settings: dict = field(default_factory=dict)  # the run's whole settings (`settings.Settings`)
     data_version: str = ""
     reused: bool = False
 
     def result(self, metadata: Mapping | None = None) -> dg.MaterializeResult:
         return dg.MaterializeResult(data_version=dg.DataVersion(self.data_version), metadata={
-            "reused": self.reused, **input_versions_metadata(self.inputs), **(metadata or {})})
+            "reused": self.reused, **input_versions_metadata(self.inputs),
+            # the effective configuration, in one place: the run's settings and this asset's own
+            "settings": dg.MetadataValue.json({**self.run_settings, "asset_config": self.config}),
+            **(metadata or {})})
 
     def build(self, build: Callable[[Path], object], *, in_place: bool = False,
               on_reuse: Callable[[Path], object] | None = None,
@@ -125,7 +130,11 @@ def versioned_output(context: dg.AssetExecutionContext, data_root: DataRootResou
             inputs[name] = input_version(data_root, upstream, None)
     code_version = context.assets_def.code_versions_by_key[key]
     folder = data_root.asset_dir(folder_name(key), own_partition)
-    return VersionedOutput(key, folder, versioning.version_stamp(code_version, config, inputs), inputs)
+    dataset = getattr(context.resources, "dataset", None)
+    run_settings = dataset.run_settings(str(data_root.root())).as_dict() if dataset is not None else \
+        {"data_root": str(data_root.root())}
+    return VersionedOutput(key, folder, versioning.version_stamp(code_version, config, inputs), inputs,
+                           config, run_settings)
 
 
 def build_versioned(context: dg.AssetExecutionContext, data_root: DataRootResource, config: dict,

@@ -73,6 +73,9 @@ def test_two_raw_subject_partitions_materialize_with_manifest_data_versions(mate
         assert meta["n_files"].value == len(manifest.files) >= 10
         assert meta["split"].value in ("train", "validation", "test")
         assert meta["preview"].value.startswith(f"![{key} preview](data:image/jpeg;base64,")
+        effective = meta["settings"].value  # the run's whole configuration, with the asset's own
+        assert (effective["preset"], effective["dataset"], effective["seed"]) == ("smoke", "synthetic", 0)
+        assert effective["data_root"] == str(root.resolve()) and effective["asset_config"]["seed"] == 0
         digests.add(version)
     assert len(digests) == 2  # different subjects, different data
 

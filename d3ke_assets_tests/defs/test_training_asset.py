@@ -43,7 +43,7 @@ def test_smoke_training_through_dagster_is_tracked_in_mlflow(trained_smoke_root)
     run_id = meta["mlflow_run"].value.rsplit("/", 1)[-1]
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED"
-    assert run.data.params["backbone"] == "mobilenet_v3_small" and run.data.params["preset"] == "smoke"
+    assert run.data.params["backbone"] == "mobilenet_v3_small" and run.data.params["settings.preset"] == "smoke"
     assert "input_data_versions.frames/Subject_1" in run.data.params and "dagster_run_id" in run.data.params
     assert run.data.params["validation_subjects"] == "Subject_2"
     assert [m.step for m in client.get_metric_history(run_id, "val_coordinate_mae_deg")] == [0, 1]
