@@ -91,12 +91,12 @@ def evaluation(context: dg.AssetExecutionContext, data_root: DataRootResource, d
             with tempfile.TemporaryDirectory() as work:  # OpenSim's IK files are not kept
                 claim = direct_versus_multistep(frame, test_dirs, osim, Path(work), log=context.log.info)
             claim.to_parquet(folder / MULTISTEP, index=False)
-            run = log_evaluation_run(mlflow.tracking_uri, mlflow.experiment_id(dataset.checked_name()), "evaluation",
+            run = log_evaluation_run(mlflow.tracking_uri, mlflow.experiment_id(dataset.checked_name()), folder_name(EVALUATION),
                                      {"input_data_versions": {k: v[:16] for k, v in out.inputs.items()},
                                       "test_subjects": ",".join(d.name for d in test_dirs),
                                       "dagster_run_id": context.run_id},
                                      {**_headline(table), **_claim_headline(claim)},
-                                     [folder / RESULTS, folder / MULTISTEP], tags={"asset": "evaluation"})
+                                     [folder / RESULTS, folder / MULTISTEP], tags={"asset": folder_name(EVALUATION)})
             (folder / RUN_INFO).write_text(json.dumps(run.__dict__))
 
         folder = out.build(build, log=context.log.info).folder
@@ -137,10 +137,10 @@ def robustness_report(context: dg.AssetExecutionContext, data_root: DataRootReso
             path = report.write_report(pd.read_parquet(evaluated / RESULTS), pd.read_parquet(evaluated / MULTISTEP),
                                        folder, view, frame, seq, test_subjects=[d.name for d in test_dirs])
             run = log_evaluation_run(mlflow.tracking_uri, mlflow.experiment_id(dataset.checked_name()),
-                                     "robustness_report",
+                                     folder_name(ROBUSTNESS_REPORT),
                                      {"input_data_versions": {k: v[:16] for k, v in out.inputs.items()},
                                       "dagster_run_id": context.run_id}, {},
-                                     [path, *(folder / p for p in report.PNGS)], tags={"asset": "robustness_report"})
+                                     [path, *(folder / p for p in report.PNGS)], tags={"asset": folder_name(ROBUSTNESS_REPORT)})
             (folder / RUN_INFO).write_text(json.dumps(run.__dict__))
 
         folder = out.build(build, log=context.log.info).folder
