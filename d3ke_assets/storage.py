@@ -12,6 +12,7 @@ import fcntl
 import glob
 import json
 import os
+import re
 import shutil
 import sys
 import uuid
@@ -197,3 +198,17 @@ def ensure_free_space(folder: str | os.PathLike, needed_bytes: int, what: str) -
     if free < needed_bytes:
         raise D3keError(f"{what} needs about {needed_bytes / 1e6:,.0f} MB at {folder} but only "
                         f"{free / 1e6:,.0f} MB are free there: free some space or set D3KE_DATA_ROOT to a larger disk")
+
+
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+def safe_name(name: str, what: str, where) -> str:
+    """A name from the data (a trial, a file) that becomes part of a path: one plain component,
+    so a crafted value cannot reach outside the data root."""
+    from d3ke_assets.errors import D3keError
+
+    if not isinstance(name, str) or not _SAFE_NAME.match(name) or ".." in name:
+        raise D3keError(f"{where}: {what} {name!r} is not a plain name (letters, digits, _ . -; no '..' or '/'): "
+                        f"fix or regenerate that file")
+    return name

@@ -117,7 +117,7 @@ def predict_video(video: Path, checkpoint: Path, generic_osim: Path, out_dir: Pa
     from d3ke_assets.biomech.opensim_tools import scale_model
     from d3ke_assets.evaluation.report import bones
     from d3ke_assets.frames.processing import crop_square
-    from d3ke_assets.frames.video import decode_frames, probe_video, write_video
+    from d3ke_assets.media.video import decode_frames, probe_video, write_video
     from d3ke_assets.learning.model import normalise
     from d3ke_assets.learning.training import choose_device, load_checkpoint, load_trained_frame_model
 

@@ -8,7 +8,7 @@ resized to the preset's size and JPEG-encoded into a few large shard files.
 and its labels.  Unlike the original layout (every full frame, gzip in HDF5),
 only what training needs is kept.
 
-Pixel convention (OpenCV's, as in `sources.camera`): pixel i is centred at i.
+Pixel convention (OpenCV's, as in `media.camera`): pixel i is centred at i.
 A point at video pixel u lands in the crop at `(u - x0 + 0.5) * S / size - 0.5`
 (`to_crop_px`), S being the crop size.
 """
@@ -20,7 +20,6 @@ import json
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -29,7 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from d3ke_assets.errors import D3keError
-from d3ke_assets.sources.camera import Camera
+from d3ke_assets.media.video import CameraVideo, check_video, decode_images
 
 FRAMES_CODE_VERSION = "2"  # bump on any change to what is written
 INDEX_NAME = "index.parquet"
@@ -38,18 +37,9 @@ BOX_MARGIN = 0.25  # box side = marker extent * (1 + margin): hands, feet and he
 USED_MOVEMENT_M = 0.02  # D3KE: a frame is used when some marker moved > 20 mm since the last used frame
 JPEG_QUALITY = 90
 SHARD_BYTES = 256 << 20
-FPS_TOLERANCE = 0.01
 # Label arrays copied from opensim_gt into the index, one list column each (float32).
 LABEL_COLUMNS = ("coordinates", "coordinate_mask", "scale_factors", "markers_m", "joint_centres_m",
                  "pelvis_rotation", "pelvis_origin_m")
-
-
-@dataclass
-class CameraVideo:
-    name: str
-    video: Path
-    camera: Camera
-    calibration: Path
 
 
 def to_crop_px(uv: np.ndarray, box: np.ndarray, crop_px: int) -> np.ndarray:
@@ -129,39 +119,6 @@ class ShardWriter:
         if self.fh is not None:
             self.fh.close()
             self.fh = None
-
-
-def check_video(cam: CameraVideo) -> float:
-    """Size and frame rate from the container, before decoding; returns the frame rate."""
-    import av
-
-    try:
-        with av.open(str(cam.video)) as container:
-            stream = container.streams.video[0]
-            width, height = stream.codec_context.width, stream.codec_context.height
-            fps = float(stream.average_rate or stream.base_rate or 0)
-    except (av.error.FFmpegError, IndexError, OSError) as exc:
-        raise D3keError(f"{cam.video}: cannot open video ({exc}): download or regenerate it") from None
-    if (width, height) != (cam.camera.width_px, cam.camera.height_px):
-        raise D3keError(f"{cam.video}: video is {width}x{height} but its calibration {cam.calibration.name} is "
-                        f"{cam.camera.width_px}x{cam.camera.height_px}: the video or the calibration is the wrong one")
-    if abs(fps - cam.camera.fps) > FPS_TOLERANCE * cam.camera.fps:
-        raise D3keError(f"{cam.video}: video runs at {fps:g} fps but the capture expects {cam.camera.fps:g} fps")
-    return fps
-
-
-def decode_images(video: Path):
-    """The video's frames as PIL RGB images, in order (PyAV converts straight to PIL: one copy)."""
-    import av
-
-    try:
-        with av.open(str(video)) as container:
-            stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
-            for frame in container.decode(stream):
-                yield frame.to_image()
-    except av.error.FFmpegError as exc:
-        raise D3keError(f"{video}: video is truncated or damaged ({exc}): download or regenerate it") from None
 
 
 def _crop_camera(cam: CameraVideo, frames: np.ndarray, boxes: np.ndarray, crop_px: int, out_dir: Path):

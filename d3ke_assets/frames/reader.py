@@ -18,7 +18,7 @@ import torch
 
 from d3ke_assets.errors import D3keError
 from d3ke_assets.frames.processing import CAMERAS_NAME, INDEX_NAME, LABEL_COLUMNS
-from d3ke_assets.sources.camera import Camera
+from d3ke_assets.media.camera import Camera
 
 
 def _column(table, name: str) -> np.ndarray:

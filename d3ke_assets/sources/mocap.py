@@ -4,7 +4,7 @@ Synthetic: the generator's `.trc` files (its virtual markers with soft-tissue
 noise).  Real (`movi`): virtual markers on the AMASS SMPL+H body of each trial
 (`amass_markers`), with the trials' video frames from MoVi's v3d `flags30`.
 Either way the folder holds one `.trc` per trial and `trials.json`
-(`biomech.ground_truth.read_subject_mocap` reads it).
+(`biomech.trials` owns its format; `biomech.ground_truth` reads it).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 from typing import Callable
 
-from d3ke_assets.biomech.ground_truth import write_trials_file
+from d3ke_assets.biomech.trials import write_trials_file
 from d3ke_assets.errors import D3keError, RawDataError
 from d3ke_assets.sources import synthetic
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from d3ke_assets.frames.video import decode_frames
+from d3ke_assets.media.video import decode_frames
 
 
 def pick_frames(video: str | Path, indices: list[int]) -> dict[int, np.ndarray]:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from d3ke_assets.sources.camera import Camera
+from d3ke_assets.media.camera import Camera
 
 LIGHT_DIR = np.array([0.4, 0.8, 0.45]) / np.linalg.norm([0.4, 0.8, 0.45])
 

@@ -17,18 +17,6 @@ SPLITS = ("train", "validation", "test")
 _KEY = re.compile(r"^Subject_([1-9][0-9]{0,2})$")
 
 
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-
-
-def safe_name(name: str, what: str, where) -> str:
-    """A name from the data (a trial, a file) that becomes part of a path: one plain component,
-    so a crafted value cannot reach outside the data root."""
-    if not isinstance(name, str) or not _SAFE_NAME.match(name) or ".." in name:
-        raise D3keError(f"{where}: {what} {name!r} is not a plain name (letters, digits, _ . -; no '..' or '/'): "
-                        f"fix or regenerate that file")
-    return name
-
-
 def movi_video_name(camera: str, key: str) -> str:
     """BML-MoVi's name for a subject's round-F video of one camera (PG1, PG2)."""
     return f"F_{camera}_Subject_{subject_id(key)}_L.avi"

@@ -30,10 +30,10 @@ import numpy as np
 from d3ke_assets.biomech import model_builder as mb
 from d3ke_assets.biomech.formats import MarkerTrajectories, read_trc, write_mot, write_trc
 from d3ke_assets.biomech.opensim_tools import KinematicsResult, OpenSimKinematics, scale_model
-from d3ke_assets.frames.video import write_video
+from d3ke_assets.media.camera import Camera, look_at_camera
+from d3ke_assets.media.video import write_video
 from d3ke_assets.settings import SyntheticSize
 from d3ke_assets.sources import motions, render
-from d3ke_assets.sources.camera import Camera, look_at_camera
 from d3ke_assets.sources.subjects import movi_video_name, subject_id
 from d3ke_assets.storage import atomic_write_json, read_json
 

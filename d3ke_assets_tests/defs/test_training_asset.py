@@ -43,7 +43,7 @@ def test_smoke_training_through_dagster_is_tracked_in_mlflow(trained_smoke_root)
     run_id = meta["mlflow_run"].value.rsplit("/", 1)[-1]
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED"
-    assert run.data.params["backbone"] == "mobilenet_v3_small" and run.data.params["preset"] == "smoke"
+    assert run.data.params["backbone"] == "mobilenet_v3_small" and run.data.params["settings.preset"] == "smoke"
     assert "input_data_versions.frames/Subject_1" in run.data.params and "dagster_run_id" in run.data.params
     assert run.data.params["validation_subjects"] == "Subject_2"
     assert [m.step for m in client.get_metric_history(run_id, "val_coordinate_mae_deg")] == [0, 1]
@@ -163,7 +163,7 @@ def test_robustness_report_in_dagster_and_mlflow(trained_smoke_root):
 def test_predict_on_a_video_writes_what_opensim_loads(trained_smoke_root, tmp_path, capsys):
     from d3ke_assets.biomech.opensim_tools import opensim_module
     from d3ke_assets.cli import main
-    from d3ke_assets.frames.video import probe_video
+    from d3ke_assets.media.video import probe_video
     from d3ke_assets.sources import raw
 
     root = trained_smoke_root[0]
@@ -188,7 +188,7 @@ def test_predict_on_a_video_writes_what_opensim_loads(trained_smoke_root, tmp_pa
     from PIL import Image
 
     from d3ke_assets.biomech.formats import read_mot
-    from d3ke_assets.frames.video import decode_frames, write_video
+    from d3ke_assets.media.video import decode_frames, write_video
 
     frames_25 = [np.asarray(Image.fromarray(f).resize((200, 150))) for _, f in zip(range(20), decode_frames(video))]
     other = tmp_path / "other_rate.avi"

@@ -13,6 +13,7 @@ from PIL import Image
 from d3ke_assets.errors import D3keError
 from d3ke_assets.frames import processing as fp
 from d3ke_assets.frames.reader import FrameDataset
+from d3ke_assets.media.video import CameraVideo
 from d3ke_assets.sources import synthetic
 
 CROP = 64
@@ -115,14 +116,14 @@ def test_bad_videos_and_labels_name_the_file(subject, tmp_path):
     cut = tmp_path / "cut.avi"
     cut.write_bytes(cam.video.read_bytes()[: cam.video.stat().st_size // 2])
     with pytest.raises(D3keError, match=r"cut.avi: video (has \d+ frames but the capture needs|is truncated)"):
-        _process(subject, tmp_path, [fp.CameraVideo(cam.name, cut, cam.camera, cam.calibration)])
+        _process(subject, tmp_path, [CameraVideo(cam.name, cut, cam.camera, cam.calibration)])
     # wrong size: calibration of another resolution
-    bigger = fp.CameraVideo(cam.name, cam.video, synthetic.make_cameras(
+    bigger = CameraVideo(cam.name, cam.video, synthetic.make_cameras(
         synthetic.SyntheticSize(1, 1, 1, 320, 240))[cam.name], cam.calibration)
     with pytest.raises(D3keError, match=r"F_PG1_Subject_1_L.avi: video is 160x120 but its calibration"):
         _process(subject, tmp_path, [bigger])
     # wrong frame rate
-    slow = fp.CameraVideo(cam.name, cam.video, synthetic.make_cameras(
+    slow = CameraVideo(cam.name, cam.video, synthetic.make_cameras(
         synthetic.SyntheticSize(1, 1, 1, 160, 120))[cam.name], cam.calibration)
     slow.camera.fps = 25.0
     with pytest.raises(D3keError, match=r"video runs at 30 fps but the capture expects 25 fps"):
@@ -141,7 +142,7 @@ def test_bad_videos_and_labels_name_the_file(subject, tmp_path):
     # missing calibration
     gone = tmp_path / "PG1.json"
     with pytest.raises(D3keError, match=r"PG1.json: calibration of camera PG1 is missing"):
-        _process(subject, tmp_path, [fp.CameraVideo(cam.name, cam.video, cam.camera, gone)])
+        _process(subject, tmp_path, [CameraVideo(cam.name, cam.video, cam.camera, gone)])
 
 
 def test_storage_estimate_covers_what_is_written(subject):

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from d3ke_assets.biomech.ground_truth import TRIALS_FILE, read_subject_mocap
+from d3ke_assets.biomech.trials import TRIALS_FILE, read_subject_mocap
 from d3ke_assets.defs.resources import DataRootResource
 from d3ke_assets.errors import D3keError, RawDataError
 from d3ke_assets.learning import training

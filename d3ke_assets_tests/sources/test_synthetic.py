@@ -14,7 +14,7 @@ from d3ke_assets.biomech import model_builder as mb
 from d3ke_assets.biomech.formats import read_mot
 from d3ke_assets.settings import SyntheticSize
 from d3ke_assets.sources import synthetic
-from d3ke_assets.sources.camera import Camera
+from d3ke_assets.media.camera import Camera
 from d3ke_assets.sources.checksums import Manifest
 from d3ke_assets_tests.conftest import SMOKE
 
@@ -195,7 +195,7 @@ def test_walking_heads_where_it_goes_at_every_preset_length(duration_s):
 
 def test_probe_and_write_video_other_containers_and_errors(tmp_path, smoke_subject):
     from d3ke_assets.errors import D3keError
-    from d3ke_assets.frames.video import probe_video, write_video
+    from d3ke_assets.media.video import probe_video, write_video
 
     facts = _facts(smoke_subject)
     info = probe_video(smoke_subject / "F_PG1_Subject_1_L.avi")
@@ -225,5 +225,5 @@ def test_generation_checks_free_disk_space_first(tmp_path, monkeypatch, generic_
     assert written <= synthetic.estimate_bytes(size)  # the estimate is an upper bound
     monkeypatch.setattr(storage.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(1 << 40, 1 << 40, 4096))
     with pytest.raises(D3keError, match=r"raw_subject for Subject_2 needs about \d+ MB at .* are free there"):
-        raw.synthetic_subject(tmp_path, "Subject_2", size, 0, generic_model[0], generic_model[1])
+        raw.synthetic_subject(tmp_path, "Subject_2", size, 0, generic_model[0])
     assert not (tmp_path / "raw_subject" / "Subject_2").exists()

@@ -1,4 +1,4 @@
-"""Video files through PyAV: write, probe, decode."""
+"""Video files through PyAV: write, probe, decode; a camera's video checked against its calibration."""
 
 from __future__ import annotations
 
@@ -10,7 +10,19 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from d3ke_assets.errors import D3keError
+from d3ke_assets.media.camera import Camera
 from d3ke_assets.storage import atomic_path
+
+FPS_TOLERANCE = 0.01
+
+
+@dataclass
+class CameraVideo:
+    """One camera of a subject: its video and the calibration it was filmed with."""
+    name: str
+    video: Path
+    camera: Camera
+    calibration: Path
 
 
 @dataclass(frozen=True)
@@ -79,3 +91,36 @@ def decode_frames(path: str | Path) -> Iterator[np.ndarray]:
                 yield frame.to_ndarray(format="rgb24")
     except av.error.FFmpegError as exc:
         raise D3keError(f"{path}: cannot decode video ({exc})") from None
+
+
+def check_video(cam: CameraVideo) -> float:
+    """Size and frame rate from the container, before decoding; returns the frame rate."""
+    import av
+
+    try:
+        with av.open(str(cam.video)) as container:
+            stream = container.streams.video[0]
+            width, height = stream.codec_context.width, stream.codec_context.height
+            fps = float(stream.average_rate or stream.base_rate or 0)
+    except (av.error.FFmpegError, IndexError, OSError) as exc:
+        raise D3keError(f"{cam.video}: cannot open video ({exc}): download or regenerate it") from None
+    if (width, height) != (cam.camera.width_px, cam.camera.height_px):
+        raise D3keError(f"{cam.video}: video is {width}x{height} but its calibration {cam.calibration.name} is "
+                        f"{cam.camera.width_px}x{cam.camera.height_px}: the video or the calibration is the wrong one")
+    if abs(fps - cam.camera.fps) > FPS_TOLERANCE * cam.camera.fps:
+        raise D3keError(f"{cam.video}: video runs at {fps:g} fps but the capture expects {cam.camera.fps:g} fps")
+    return fps
+
+
+def decode_images(video: Path):
+    """The video's frames as PIL RGB images, in order (PyAV converts straight to PIL: one copy)."""
+    import av
+
+    try:
+        with av.open(str(video)) as container:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            for frame in container.decode(stream):
+                yield frame.to_image()
+    except av.error.FFmpegError as exc:
+        raise D3keError(f"{video}: video is truncated or damaged ({exc}): download or regenerate it") from None
