@@ -20,6 +20,10 @@ from d3ke_assets.interrupts import signal_name, stop_requested
 INTERRUPTED_ERRORS = ("DagsterExecutionInterruptedError", "KeyboardInterrupt", "Interrupted")
 
 
+class _Stop(Exception):
+    """A stop was requested: leave the stages' loop."""
+
+
 @dataclass
 class StageResult:
     assets: list[str]
@@ -138,22 +142,14 @@ def materialize_graph(defs: dg.Definitions, instance: dg.DagsterInstance, partit
                  for keys, partitioned in stages), default=0)  # the lines' columns line up
     summary = GraphRunSummary()
     pending: list[str] = []  # labels of the runs not yet launched, for the summary of a stop
-
-    def stop(result: StageResult | None = None) -> GraphRunSummary:
-        if result is not None:
-            summary.results.append(result)
-            log(format_result(result, width))
-        summary.interrupted = True
-        summary.not_launched = pending
-        return summary
-
-    for i, (keys, partitioned) in enumerate(stages):
-        names = [k.to_user_string() for k in keys]
-        later = [", ".join(k.to_user_string() for k in ks) for ks, _ in stages[i + 1:]]
-        pending = [", ".join(names)] + later
-        try:
+    cut_short: StageResult | None = None  # the run a stop signal interrupted
+    try:
+        for i, (keys, partitioned) in enumerate(stages):
+            names = [k.to_user_string() for k in keys]
+            later = [", ".join(k.to_user_string() for k in ks) for ks, _ in stages[i + 1:]]
+            pending = [", ".join(names)] + later
             if should_stop():
-                return stop()
+                raise _Stop
             failed_before = summary.failed_partitions()
             targets = [p for p in partitions if p not in failed_before] if partitioned else [None]
             selections = {p: keys for p in targets}
@@ -163,47 +159,51 @@ def materialize_graph(defs: dg.Definitions, instance: dg.DagsterInstance, partit
                                                   on_disk=lambda a, p: version_on_disk(data_root, a, p))
                 selections = {p: [k for k in keys if k.to_user_string() in stale.get(p, [])] for p in targets}
                 targets = [p for p in targets if selections[p]]
-        except KeyboardInterrupt:  # a stop signal while judging staleness: nothing of this stage ran
-            return stop()
-        if partitioned:
-            for partition in sorted(set(partitions) & failed_before):
-                skipped = StageResult(names, partition, False, 0.0, None, "skipped: upstream failed")
-                summary.results.append(skipped)
-                log(format_result(skipped, width))
-        for n, partition in enumerate(targets):
-            run_names = [k.to_user_string() for k in selections[partition]]
-            pending = [StageResult(run_names, p, False, 0.0, None).label for p in targets[n:]] + later
-            if should_stop():
-                return stop()
-            label = StageResult(run_names, partition, False, 0.0, None).label
-            if started:
-                started(label)
-            pending = pending[1:]
-            start = time.perf_counter()
-            try:
-                result = dg.materialize(assets, instance=instance, resources=resources,
-                                        selection=selections[partition],
-                                        run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
-                                        partition_key=partition, raise_on_error=False,
-                                        tags={"d3ke/launched_by": "d3ke demo"})
-            except KeyboardInterrupt:  # the signal came just before or after Dagster's own handling of it
-                return stop(StageResult(run_names, partition, False, time.perf_counter() - start, None,
-                                        f"stopped by {signal_name(stop_requested())} as the run began or ended",
-                                        interrupted=True))
-            seconds = time.perf_counter() - start
-            signum = should_stop()
-            interrupted = bool(signum) or (not result.success and _interrupted_in_run(result))
-            if interrupted and not result.success:
-                return stop(StageResult(run_names, partition, False, seconds, result.run_id,
-                                        f"stopped by {signal_name(signum)}: the run failed as interrupted",
-                                        interrupted=True))
-            error = None if result.success else _failure_message(result)
-            recomputed = _recomputed(result, node_names, selections[partition]) if result.success else []
-            r = StageResult(run_names, partition, result.success, seconds, result.run_id, error, recomputed)
-            summary.results.append(r)
-            log(format_result(r, width))
-            if interrupted:  # the run completed as the signal came: keep it, launch nothing more
-                return stop()
-            if not result.success and not partitioned:
-                return summary  # nothing downstream can run without it
+            if partitioned:
+                for partition in sorted(set(partitions) & failed_before):
+                    skipped = StageResult(names, partition, False, 0.0, None, "its upstream failed")
+                    summary.results.append(skipped)
+                    log(format_result(skipped, width))
+            for n, partition in enumerate(targets):
+                run_names = [k.to_user_string() for k in selections[partition]]
+                pending = [StageResult(run_names, p, False, 0.0, None).label for p in targets[n:]] + later
+                if should_stop():
+                    raise _Stop
+                if started:
+                    started(pending[0])
+                pending = pending[1:]
+                start = time.perf_counter()
+                try:
+                    result = dg.materialize(assets, instance=instance, resources=resources,
+                                            selection=selections[partition],
+                                            run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
+                                            partition_key=partition, raise_on_error=False,
+                                            tags={"d3ke/launched_by": "d3ke demo"})
+                except KeyboardInterrupt:  # the signal came just before or after Dagster's own handling of it
+                    cut_short = StageResult(run_names, partition, False, time.perf_counter() - start, None,
+                                            f"stopped by {signal_name(stop_requested())} as the run began or "
+                                            f"ended", interrupted=True)
+                    raise
+                seconds = time.perf_counter() - start
+                signum = should_stop()
+                if not result.success and (signum or _interrupted_in_run(result)):
+                    cut_short = StageResult(run_names, partition, False, seconds, result.run_id,
+                                            f"stopped by {signal_name(signum)}: the run failed as interrupted",
+                                            interrupted=True)
+                    raise _Stop
+                error = None if result.success else _failure_message(result)
+                recomputed = _recomputed(result, node_names, selections[partition]) if result.success else []
+                r = StageResult(run_names, partition, result.success, seconds, result.run_id, error, recomputed)
+                summary.results.append(r)
+                log(format_result(r, width))
+                if signum:  # the run completed as the signal came: keep it, launch nothing more
+                    raise _Stop
+                if not result.success and not partitioned:
+                    return summary  # nothing downstream can run without it
+    except (KeyboardInterrupt, _Stop):  # a stop signal, here or inside a run: launch nothing more
+        if cut_short is not None:
+            summary.results.append(cut_short)
+            log(format_result(cut_short, width))
+        summary.interrupted = True
+        summary.not_launched = pending
     return summary
