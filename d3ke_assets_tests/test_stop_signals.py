@@ -113,3 +113,25 @@ def test_a_stop_signal_ends_bench_rerun_without_figures(tmp_path):
     assert "".join(bench.out) == ""  # the figures of a stopped benchmark would mean nothing
     assert "interrupted by SIGTERM" in "".join(bench.err)
     assert not [p for p in tmp.rglob("*") if ".tmp-" in p.name]
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_any_command_stops_on_a_stop_signal_with_its_exit_code(monkeypatch, capsys, sig, code):
+    """Outside a Dagster run (verify, quality, ...) the signal ends the command at once: one line, 128 + signal."""
+    from d3ke_assets import cli
+
+    reached = []
+
+    def long_verify(args):
+        os.kill(os.getpid(), sig)
+        for _ in range(300):  # not stopped: returns 0 after 30 s
+            time.sleep(0.1)
+        reached.append("end")
+        return 0
+
+    monkeypatch.setattr(cli, "cmd_verify", long_verify)
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    assert cli.main(["verify"]) == code
+    assert not reached
+    assert capsys.readouterr().err.strip() == f"d3ke: verify: interrupted by {sig.name}"
+    assert {s: signal.getsignal(s) for s in handlers} == handlers  # pytest's own handlers are back
