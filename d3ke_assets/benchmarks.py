@@ -88,11 +88,11 @@ def _synthetic_subjects(root: Path, n: int, size) -> tuple[Path, list[Path]]:
     from d3ke_assets.biomech import model_builder
     from d3ke_assets.sources import mocap, raw
 
-    model, version, _ = model_builder.ensure_model(root / "opensim_model")
+    model = model_builder.ensure_model(root / "opensim_model")
     folders = []
     for i in range(1, n + 1):
         key = f"Subject_{i}"
-        raw.synthetic_subject(root, key, size, 0, model, version)
+        raw.synthetic_subject(root, key, size, 0, model)
         out = root / "mocap_markers" / key
         if not (out / "trials.json").is_file():
             out.mkdir(parents=True, exist_ok=True)
@@ -170,7 +170,7 @@ def bench_fk(data_root: Path | None = None, batch: int = 4096, rounds: int = 5) 
 
     tmp = Path(tempfile.mkdtemp(prefix="d3ke-bench-fk-"))
     try:
-        model, _, _ = model_builder.ensure_model(tmp)
+        model = model_builder.ensure_model(tmp)
         layer = SkeletalModel.from_osim(model, torch.float32)
         rng = np.random.default_rng(0)
         lo = np.array([max(c.range[0], -np.pi) for c in layer.spec.coordinates])

@@ -22,49 +22,64 @@ from d3ke_assets import settings
 from d3ke_assets.errors import D3keError
 
 
-def _prepare_environment(args: argparse.Namespace) -> Path:
-    """Resolve the data root and export the settings Dagster definitions read at load time."""
-    root = settings.data_root(getattr(args, "data_root", None))
-    os.environ["D3KE_DATA_ROOT"] = str(root)
-    if getattr(args, "preset", None):
-        settings.get_preset(args.preset)
-        os.environ["D3KE_PRESET"] = args.preset
-    if getattr(args, "dataset", None):
-        os.environ["D3KE_DATASET"] = settings.dataset_name(args.dataset)
-    settings.dataset_name()  # validate whatever the environment says
-    settings.preset_name()
+def _run_settings(args: argparse.Namespace) -> tuple[settings.Settings, dict[str, str]]:
+    """The run's settings: the environment's `D3KE_*` values, then the command's arguments; and which
+    fields came from the environment (shown as such in the Dagster UI)."""
+    overrides = {name: getattr(args, name, None) for name in ("preset", "dataset")}
+    overrides["data_root"] = str(settings.data_root(getattr(args, "data_root", None) or
+                                                    os.environ.get("D3KE_DATA_ROOT") or settings.DEFAULT_DATA_ROOT))
+    run = settings.Settings.from_environment(os.environ, **overrides)
+    sources = {k: v for k, v in settings.Settings.from_environment_sources(os.environ).items() if overrides.get(k) is None}
+    return run, sources
+
+
+def _prepare_instance(run: settings.Settings) -> Path:
+    """The persistent Dagster instance under the data root (or DAGSTER_HOME), with the pool limits set."""
     from d3ke_assets.operations.ui_servers import prepare_dagster_home
 
     # runs launched from the UI queue for the daemon, as many at once as there are CPUs
-    home = prepare_dagster_home(Path(os.environ.get("DAGSTER_HOME") or root / "dagster"),
+    home = prepare_dagster_home(Path(os.environ.get("DAGSTER_HOME") or Path(run.data_root) / "dagster"),
                                 max_concurrent_runs=os.cpu_count() or 1)
-    os.environ["DAGSTER_HOME"] = str(home)
     import dagster as dg
 
     from d3ke_assets.defs.pools import ensure_pool_limits, release_dead_claims
 
-    with dg.DagsterInstance.get() as instance:  # pool limits live in the instance's storage, not in dagster.yaml
+    with dg.DagsterInstance.from_config(str(home)) as instance:  # pool limits live in the instance's storage
         ensure_pool_limits(instance)
         release_dead_claims(instance)  # a killed demo's slots: the next training would wait for them forever
-    return root
+    return home
+
+
+def _child_environment(run: settings.Settings, home: Path) -> dict[str, str]:
+    """The environment of a server the command starts: the run's settings as `D3KE_*` variables."""
+    env = dict(os.environ)
+    for name, var in settings.Settings.ENVIRONMENT.items():
+        value = getattr(run, name)
+        if value is not None:
+            env[var] = str(value)
+    env["DAGSTER_HOME"] = str(home)
+    return env
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    root = _prepare_environment(args)
+    run, sources = _run_settings(args)
+    home = _prepare_instance(run)
     import dagster as dg
 
     from d3ke_assets import console, interrupts
-    from d3ke_assets.defs.partitions import SUBJECT_SPLIT
+    from d3ke_assets.defs.partitions import subject_split
     from d3ke_assets.defs.runner import materialize_graph
-    from d3ke_assets.definitions import defs
+    from d3ke_assets.definitions import build_definitions
 
-    subjects = [SUBJECT_SPLIT.check(s) for s in args.subjects] if args.subjects else list(SUBJECT_SPLIT.all)
-    log_path = console.new_log_file(root, "demo")
+    split = subject_split(run)
+    subjects = [split.check(s) for s in args.subjects] if args.subjects else list(split.all)
+    log_path = console.new_log_file(Path(run.data_root), "demo")
     # OpenSim's model printouts, Dagster's per-event lines, MLflow and warnings go to the log file
     with console.output_to_log(log_path) as term:
-        term.say(f"d3ke demo: dataset={settings.dataset_name()} preset={settings.preset_name()} "
-                 f"subjects={len(subjects)} data root={root}")
-        term.say(f"Dagster instance: DAGSTER_HOME={os.environ['DAGSTER_HOME']}")
+        defs = build_definitions(run, sources)
+        term.say(f"d3ke demo: dataset={run.dataset} preset={run.preset} subjects={len(subjects)} "
+                 f"data root={run.data_root}")
+        term.say(f"Dagster instance: DAGSTER_HOME={home}")
         term.say(f"log (OpenSim, Dagster, MLflow output): {log_path}\n")
 
         def started(label: str) -> None:
@@ -72,7 +87,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             term.status(f"{label} ...")
 
         start = time.perf_counter()
-        with dg.DagsterInstance.get() as instance:
+        with dg.DagsterInstance.from_config(str(home)) as instance:
             summary = materialize_graph(defs, instance, subjects, only_stale=not args.force, log=term.say,
                                         started=started)
         wall = time.perf_counter() - start
@@ -116,9 +131,9 @@ def _print_demo_summary(term, summary, wall: float, log_path: Path, signum: int 
 def cmd_verify(args: argparse.Namespace) -> int:
     from d3ke_assets.sources import checksums, raw
 
-    root = settings.data_root(args.data_root)
+    root = Path(_run_settings(args)[0].data_root)
     if args.write_manifest:
-        written = _write_manifests(root)
+        written = _write_manifests(root, _run_settings(args)[0])
         print(f"wrote {written} manifest(s) under {root / raw.ASSET_DIR}")
     manifests = raw.manifests_under(root)
     if not manifests:
@@ -153,16 +168,15 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
-def _write_manifests(root: Path) -> int:
+def _write_manifests(root: Path, run: settings.Settings) -> int:
     """Record the current raw files' hashes as the manifests (after a fresh download)."""
     from d3ke_assets.errors import RawDataError
     from d3ke_assets.sources import checksums, movi, raw
     from d3ke_assets.sources.subjects import split_for
 
-    dataset = settings.dataset_name()
     written = 0
-    if dataset == "movi":
-        index = movi.MoviIndex.scan(settings.movi_root())
+    if run.dataset == "movi":
+        index = movi.MoviIndex.scan(settings.movi_root(run.movi_root))
         for key in split_for("movi", 0).all:
             try:
                 raw.movi_subject(root, key, index, accept_changes=True)
@@ -210,9 +224,9 @@ def cmd_quality(args: argparse.Namespace) -> int:
     from d3ke_assets.learning.quality import quality_report
     from d3ke_assets.sources.subjects import split_for
 
-    root = settings.data_root(args.data_root)
-    preset = settings.get_preset(args.preset)
-    split = split_for(settings.dataset_name(args.dataset), preset.synthetic.n_subjects)
+    run, _ = _run_settings(args)
+    root = Path(run.data_root)
+    split = split_for(run.dataset, run.preset_settings().synthetic.n_subjects)
     osim = model_builder.model_file(root / "opensim_model")
     report = quality_report(root, osim, list(split.train), list(split.test),
                             log=lambda m: print(m, file=sys.stderr))
@@ -227,12 +241,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from d3ke_assets.biomech import model_builder
     from d3ke_assets.evaluation.predict import predict_video, resolve_checkpoint
 
-    root = settings.data_root(args.data_root)
+    root = Path(_run_settings(args)[0].data_root)
     tracking_uri = f"sqlite:///{root / 'mlflow' / 'mlflow.db'}"
     with tempfile.TemporaryDirectory() as tmp:
         osim = model_builder.model_file(root / "opensim_model")
         if not osim.is_file():  # the generic model is built by code: the same anywhere
-            osim = model_builder.ensure_model(Path(tmp) / "model")[0]
+            osim = model_builder.ensure_model(Path(tmp) / "model")
         checkpoint = resolve_checkpoint(args.model, Path(tmp), tracking_uri)
         r = predict_video(Path(args.video), checkpoint, osim, Path(args.out), args.box,
                           log=lambda m: print(m, file=sys.stderr))
@@ -268,7 +282,9 @@ def cmd_fk(args: argparse.Namespace) -> int:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    root = _prepare_environment(args)
+    run, _ = _run_settings(args)
+    root = Path(run.data_root)
+    env = _child_environment(run, _prepare_instance(run))
     bin_dir = Path(sys.executable).parent
     if args.which == "dagster":
         workspace = Path(__file__).resolve().parent.parent / "workspace.yaml"
@@ -277,11 +293,10 @@ def cmd_ui(args: argparse.Namespace) -> int:
         from d3ke_assets.operations.ui_servers import MLFLOW_SERVER_ENV, mlflow_folder, mlflow_server_command
 
         mlflow_folder(root).mkdir(parents=True, exist_ok=True)  # the command the UI tests start
-        for key, value in MLFLOW_SERVER_ENV.items():
-            os.environ.setdefault(key, value)
+        env = {**MLFLOW_SERVER_ENV, **env}
         argv = mlflow_server_command(root, args.port or 5000, host=args.host)
     print(" ".join(argv), flush=True)
-    os.execv(argv[0], argv)
+    os.execve(argv[0], argv, env)
     return 0  # not reached
 
 

@@ -1,6 +1,10 @@
-"""The one Dagster `Definitions` object of the project (loaded by workspace.yaml)."""
+"""The project's Dagster `Definitions`: `build_definitions(settings)`, and `defs` from the environment
+(what `dagster dev`, `dg` and workspace.yaml load)."""
 
 from __future__ import annotations
+
+import os
+from typing import Mapping
 
 import dagster as dg
 
@@ -9,14 +13,28 @@ from d3ke_assets.defs.evaluation_assets import evaluation, robustness_report
 from d3ke_assets.defs.frames_assets import frames
 from d3ke_assets.defs.ground_truth_assets import mocap_markers, opensim_gt
 from d3ke_assets.defs.model_assets import opensim_model
+from d3ke_assets.defs.partitions import partitioned_by_subject, subject_partitions
 from d3ke_assets.defs.raw_assets import raw_subject
+from d3ke_assets.defs.resources import resources_for
 from d3ke_assets.defs.training_assets import frame_model, sequence_model
-from d3ke_assets.defs.resources import resources_from_environment
+from d3ke_assets.settings import Settings
 
-ALL_ASSETS = [opensim_model, raw_subject, mocap_markers, opensim_gt, frames, frame_model, sequence_model,
-              evaluation, robustness_report]
+ASSETS = [opensim_model, raw_subject, mocap_markers, opensim_gt, frames, frame_model, sequence_model,
+          evaluation, robustness_report]
 
-raw_subject_sensor, stale_subjects_schedule = build_automation(ALL_ASSETS)
 
-defs = dg.Definitions(assets=ALL_ASSETS, sensors=[raw_subject_sensor], schedules=[stale_subjects_schedule],
-                      resources=resources_from_environment())
+def build_definitions(run: Settings, from_environment: Mapping[str, str] | None = None) -> dg.Definitions:
+    """Assets partitioned by the subjects of `run`'s dataset, its resources, the sensor and schedule.
+
+    `from_environment`: field -> variable for the settings read from the environment (shown as
+    `dg.EnvVar` in the UI)."""
+    partitions = subject_partitions(run)
+    assets = partitioned_by_subject(ASSETS, partitions)
+    sensor, schedule = build_automation(assets, partitions, run.rerun_cron)
+    return dg.Definitions(assets=assets, sensors=[sensor], schedules=[schedule],
+                          resources=resources_for(run, from_environment))
+
+
+SETTINGS = Settings.from_environment(os.environ)  # the edge: Dagster loads this module
+defs = build_definitions(SETTINGS, Settings.from_environment_sources(os.environ))
+ALL_ASSETS = partitioned_by_subject(ASSETS, subject_partitions(SETTINGS))

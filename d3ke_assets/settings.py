@@ -1,21 +1,27 @@
-"""Where data lives, which dataset is used, and the presets.
+"""The settings of a run: one typed object (`Settings`) and one preset table (`PRESETS`).
 
-Read from the environment so the CLI, `dagster dev` and the tests agree:
+Resolved once at the edge (the `d3ke` command's arguments, or the environment when Dagster loads
+the definitions: `Settings.from_environment(os.environ)`) and passed down explicitly; nothing
+below reads the environment.  The variables, each a field of `Settings`:
 
 - `D3KE_DATA_ROOT`: root of everything the platform writes (default `./data`).
 - `D3KE_DATASET`: `synthetic` (default, generated here) or `movi` (real files).
 - `D3KE_MOVI_ROOT`: folder holding the user's BML-MoVi + AMASS downloads.
+- `D3KE_SMPLH_DIR`: folder of the SMPL+H body models (`movi` only).
 - `D3KE_PRESET`: `smoke`, `demo` (default) or `paper`.
+- `D3KE_SEED`: seed of the synthetic dataset.
 - `D3KE_SYNTHETIC_SUBJECTS`: number of synthetic subjects, overriding the preset's (e.g. 90
   smoke-size subjects for a load test).
+- `D3KE_BACKBONE_WEIGHTS`: a local torchvision ImageNet state_dict for the preset's backbone.
+- `D3KE_RERUN_CRON`: when the stale-subjects schedule runs.
 """
 
 from __future__ import annotations
 
-import os
 import tempfile
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
+from typing import Mapping
 
 from d3ke_assets.errors import D3keError
 
@@ -36,10 +42,15 @@ class SyntheticSize:
 
 @dataclass(frozen=True)
 class Preset:
+    """Everything a preset sets: data sizes, the frame model's training, the temporal stage."""
+
     name: str
     synthetic: SyntheticSize
     description: str
     crop_px: int  # side of the square frames the network sees (D3KE: 256)
+    train: dict = field(default_factory=dict)  # `learning.training.TrainConfig` fields
+    sequence: dict = field(default_factory=dict)  # `learning.sequence.SequenceConfig` fields
+    needs_pretrained: bool = False  # the backbone starts from ImageNet weights (a local file)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -52,6 +63,9 @@ PRESETS: dict[str, Preset] = {
                       video_width_px=160, video_height_px=120),
         "seconds; for tests",
         crop_px=64,
+        train=dict(backbone="mobilenet_v3_small", epochs=2, batch_size=16, num_workers=0,
+                   lr_start=1e-3, lr_mid=2e-4, lr_tail_start=1e-4, lr_end=5e-5),
+        sequence=dict(variant="tcn", receptive_field=9, hidden=32, epochs=2, batch_size=64),
     ),
     "demo": Preset(
         "demo",
@@ -63,6 +77,17 @@ PRESETS: dict[str, Preset] = {
                       video_width_px=320, video_height_px=240),
         "the README's main job: minutes on two CPU cores",
         crop_px=128,
+        # the average of the weights over about the last epoch's steps (ema_decay) generalises to
+        # the test subjects better than the last step's weights of the same training (72 subjects x 1 s:
+        # 0.493 of the mean baseline's error against 0.499)
+        train=dict(backbone="resnet18", epochs=8, batch_size=32, num_workers=2, frame_stride=2,
+                   lr_start=1e-3, lr_mid=1e-4, lr_tail_start=5e-5, lr_end=1e-5, ema_decay=0.995),
+        # the temporal stage: trials last 30 video frames.  Trained on the frame model's outputs
+        # for the train subjects, which are better than any it gives for new people, so the inputs
+        # get noise (in head-output units): with 27 frames and noise 0.1 the sequence model was worse
+        # than the frame model on the test subjects (1.028), with 9 frames and noise 0.5 better
+        # (0.962; 27 frames and 0.5: 0.991)
+        sequence=dict(variant="tcn", receptive_field=9, hidden=128, epochs=30, batch_size=64, input_noise=0.5),
     ),
     "paper": Preset(
         "paper",
@@ -71,55 +96,36 @@ PRESETS: dict[str, Preset] = {
                       video_width_px=800, video_height_px=600),
         "the published settings; meant for a GPU and the real data",
         crop_px=256,
+        train=dict(backbone="resnext50_32x4d", epochs=30, batch_size=64, num_workers=8),  # the published schedule
+        sequence=dict(variant="tcn", receptive_field=243, hidden=1024, epochs=60, batch_size=1024, dropout=0.25),
+        needs_pretrained=True,  # the paper starts from ImageNet weights
     ),
 }
 DEFAULT_PRESET = "demo"
 
 
-def preset_name() -> str:
-    name = os.environ.get("D3KE_PRESET", DEFAULT_PRESET)
+def get_preset(name: str, n_subjects: int | None = None) -> Preset:
+    """The preset, with `n_subjects` synthetic subjects instead of its own when given."""
     if name not in PRESETS:
-        raise D3keError(
-            f"D3KE_PRESET={name!r} is not a preset: use one of {', '.join(PRESETS)}"
-        )
-    return name
-
-
-SUBJECTS_ENV = "D3KE_SYNTHETIC_SUBJECTS"
-
-
-def get_preset(name: str | None = None) -> Preset:
-    """The preset, with the synthetic subject count of D3KE_SYNTHETIC_SUBJECTS when set."""
-    name = name or preset_name()
-    if name not in PRESETS:
-        raise D3keError(f"preset {name!r} does not exist: use one of {', '.join(PRESETS)}")
+        raise D3keError(f"preset {name!r} does not exist: use one of {', '.join(PRESETS)} (D3KE_PRESET, --preset)")
     preset = PRESETS[name]
-    raw = os.environ.get(SUBJECTS_ENV)
-    if raw:
-        try:
-            n = int(raw)
-        except ValueError:
-            n = 0
-        if n < 3:
-            raise D3keError(f"{SUBJECTS_ENV}={raw!r}: give a whole number of subjects, at least 3")
-        preset = replace(preset, synthetic=replace(preset.synthetic, n_subjects=n))
+    if n_subjects is not None:
+        if n_subjects < 3:
+            raise D3keError(f"{n_subjects} synthetic subjects: give at least 3 (D3KE_SYNTHETIC_SUBJECTS)")
+        preset = replace(preset, synthetic=replace(preset.synthetic, n_subjects=n_subjects))
     return preset
 
 
-def dataset_name(value: str | None = None) -> str:
-    name = value if value is not None else os.environ.get("D3KE_DATASET", "synthetic")
-    if name not in DATASETS:
-        raise D3keError(
-            f"dataset {name!r} is not known: set D3KE_DATASET to 'synthetic' or 'movi'"
-        )
-    return name
+def dataset_name(value: str) -> str:
+    if value not in DATASETS:
+        raise D3keError(f"dataset {value!r} is not known: set D3KE_DATASET (or --dataset) to 'synthetic' or 'movi'")
+    return value
 
 
-def data_root(value: str | os.PathLike | None = None) -> Path:
+def data_root(value: str | Path) -> Path:
     """The data root, checked to exist and be writable."""
-    raw = value if value is not None else os.environ.get("D3KE_DATA_ROOT", DEFAULT_DATA_ROOT)
-    root = Path(raw).expanduser().resolve()
-    check_writable_dir(root, "data root", "create it or set D3KE_DATA_ROOT to another folder")
+    root = Path(value).expanduser().resolve()
+    check_writable_dir(root, "data root", "create it or set D3KE_DATA_ROOT (or --data-root) to another folder")
     return root
 
 
@@ -135,14 +141,73 @@ def check_writable_dir(path: Path, what: str, fix: str) -> None:
         raise D3keError(f"{what} {path} is not writable ({exc.strerror}): {fix}") from None
 
 
-def movi_root(value: str | os.PathLike | None = None) -> Path:
-    raw = value if value is not None else os.environ.get("D3KE_MOVI_ROOT")
-    if not raw:
+def movi_root(value: str | Path | None) -> Path:
+    if not value:
         raise D3keError(
             "D3KE_MOVI_ROOT is not set: point it at the folder holding your "
             "BML-MoVi videos, v3d files, camera parameters and AMASS BMLmovi folders"
         )
-    root = Path(raw).expanduser().resolve()
+    root = Path(value).expanduser().resolve()
     if not root.is_dir():
         raise D3keError(f"D3KE_MOVI_ROOT {root} is not a folder: point it at your MoVi downloads")
     return root
+
+
+DEFAULT_RERUN_CRON = "0 3 * * *"  # nightly at 03:00
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a run depends on besides its inputs: one object, resolved once at the edge."""
+
+    data_root: str = DEFAULT_DATA_ROOT
+    dataset: str = "synthetic"
+    preset: str = DEFAULT_PRESET
+    seed: int = 0  # of the synthetic dataset
+    movi_root: str | None = None
+    smplh_dir: str | None = None
+    synthetic_subjects: int | None = None  # overrides the preset's number of synthetic subjects
+    backbone_weights: str | None = None  # local ImageNet state_dict; "none": from scratch
+    rerun_cron: str = DEFAULT_RERUN_CRON
+
+    # the environment variable of each field
+    ENVIRONMENT = {"data_root": "D3KE_DATA_ROOT", "dataset": "D3KE_DATASET", "preset": "D3KE_PRESET",
+                   "seed": "D3KE_SEED", "movi_root": "D3KE_MOVI_ROOT", "smplh_dir": "D3KE_SMPLH_DIR",
+                   "synthetic_subjects": "D3KE_SYNTHETIC_SUBJECTS", "backbone_weights": "D3KE_BACKBONE_WEIGHTS",
+                   "rerun_cron": "D3KE_RERUN_CRON"}
+
+    def __post_init__(self):
+        dataset_name(self.dataset)
+        self.preset_settings()  # a preset that exists, a subject count that makes sense
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str], **overrides) -> "Settings":
+        """The settings the `D3KE_*` variables give (the edge passes `os.environ`), then `overrides`
+        (command-line arguments; None keeps the environment's value)."""
+        values: dict = {}
+        for f in fields(cls):
+            raw = environ.get(cls.ENVIRONMENT[f.name], "").strip()
+            if raw:
+                values[f.name] = _parse(f.name, cls.ENVIRONMENT[f.name], raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    @classmethod
+    def from_environment_sources(cls, environ: Mapping[str, str]) -> dict[str, str]:
+        """field -> the variable it came from, for the fields the environment sets."""
+        return {name: var for name, var in cls.ENVIRONMENT.items() if environ.get(var, "").strip()}
+
+    def preset_settings(self) -> Preset:
+        return get_preset(self.preset, self.synthetic_subjects)
+
+    def as_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def _parse(name: str, variable: str, raw: str):
+    if name in ("seed", "synthetic_subjects"):
+        try:
+            return int(raw)
+        except ValueError:
+            raise D3keError(f"{variable}={raw!r}: give a whole number") from None
+    return raw

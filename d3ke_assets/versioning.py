@@ -1,18 +1,28 @@
 """Version stamps: skip work whose code, configuration and inputs are unchanged.
 
-An asset's stamp is a hash of its code version, its configuration and its
-inputs' data versions.  It is written next to the output (`_stamp.json`) after
-the output is complete; when the stamp of a new request matches the stored one,
-the stored data version is returned without recomputing.
+This module is the only one that reads or writes a `_stamp.json` (a test checks it).  A stamp
+is a hash of a unit's code version, its configuration and its inputs' data versions.  It is
+written inside the output folder as the last step of a complete build; when the stamp of a new
+request matches the stored one, the stored data version is returned without recomputing.
+
+Two sizes of unit use the same stamps:
+
+- an asset's output folder (`build_if_stale`: the lock, the atomic swap or the in-place
+  rebuild, reuse, the data version), called by the Dagster layer's one entry point
+  (`defs/versioned.py`);
+- a part of an output that must survive a failed run, such as opensim_gt's scaled model and
+  each IK trial (`is_current` + `stamped_dir`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from pathlib import Path
+from typing import Callable, Iterator
 
-from d3ke_assets.storage import atomic_write_json
+from d3ke_assets.storage import atomic_dir, atomic_write_json, disk_full_as_error, output_lock
 
 STAMP_NAME = "_stamp.json"
 
@@ -25,69 +35,81 @@ def version_stamp(code_version: str, config: dict, input_versions: dict[str, str
     return canonical_hash({"code_version": code_version, "config": config, "inputs": input_versions})
 
 
-def read_stamp(folder: str | Path) -> dict | None:
-    path = Path(folder) / STAMP_NAME
+def _read(folder: str | Path) -> dict | None:
     try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+        return json.loads((Path(folder) / STAMP_NAME).read_text())
+    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
         return None
 
 
-def write_stamp(folder: str | Path, stamp: str, data_version: str, **extra) -> None:
-    atomic_write_json(Path(folder) / STAMP_NAME, {"stamp": stamp, "data_version": data_version, **extra})
+def _write(folder: str | Path, stamp: str, data_version: str) -> None:
+    atomic_write_json(Path(folder) / STAMP_NAME, {"stamp": stamp, "data_version": data_version})
 
 
-def stored_version_if_current(folder: str | Path, stamp: str) -> str | None:
-    """The recorded data version when the stored stamp matches, else None."""
-    rec = read_stamp(folder)
-    if rec and rec.get("stamp") == stamp:
-        return rec.get("data_version")
-    return None
+def recorded_data_version(folder: str | Path) -> str | None:
+    """The data version of the complete output in `folder`, or None when there is none."""
+    rec = _read(folder)
+    return rec.get("data_version") if rec else None
 
 
-def build_if_stale(folder: str | Path, stamp: str, build, log=None) -> tuple[str, bool]:
-    """Reuse `folder` when its stamp matches, else run `build(tmp)` into a temporary sibling.
+def is_complete(folder: str | Path) -> bool:
+    """Whether `folder` holds a complete output (a folder only carries a stamp once it is complete)."""
+    return recorded_data_version(folder) is not None
 
-    Returns (data version, reused).  The data version is the stamp: a hash of code
-    version, configuration and input versions.  The folder is swapped in only when
-    `build` returned, and the stamp is written inside it before the swap, so a
-    folder with a stamp is always complete.  One writer at a time (`output_lock`): a
-    second run on the same output waits, then finds the stamp current and reuses it.
+
+def is_current(folder: str | Path, stamp: str) -> bool:
+    rec = _read(folder)
+    return bool(rec and rec.get("stamp") == stamp)
+
+
+@contextlib.contextmanager
+def stamped_dir(folder: str | Path, stamp: str, data_version: str | None = None) -> Iterator[Path]:
+    """Build into a temporary sibling of `folder`; on success, stamp it and swap it in."""
+    with atomic_dir(folder) as tmp:
+        yield Path(tmp)
+        _write(tmp, stamp, data_version or stamp)
+
+
+def build_if_stale(folder: str | Path, stamp: str, build: Callable[[Path], object], *, in_place: bool = False,
+                   content_version: Callable[[Path], str] | None = None,
+                   on_reuse: Callable[[Path], object] | None = None,
+                   log: Callable[[str], None] | None = None) -> tuple[str, bool]:
+    """Reuse `folder` when its stamp matches, else `build` it; returns (data version, reused).
+
+    `build(tmp)` writes into a temporary sibling swapped in when complete, or (`in_place`, for
+    outputs whose parts outlive a failed run: per-trial folders, per-epoch checkpoints) into the
+    folder itself, whose stamp is removed before anything changes and written last.  Either way
+    a folder with a stamp is complete.  The data version is the stamp, or `content_version(folder)`
+    for outputs versioned by their content (the raw edge: the manifest digest), which is read
+    again on reuse.  `on_reuse(folder)` checks a reused output (e.g. its files' hashes).  One
+    writer at a time (`output_lock`): a second run on the same output waits, then reuses it.
     """
-    from d3ke_assets.storage import atomic_dir, output_lock
-
-    current = stored_version_if_current(folder, stamp)
-    if current:
-        return current, True
-    with output_lock(folder, log):
-        current = stored_version_if_current(folder, stamp)
-        if current:
-            return current, True
-        with atomic_dir(folder) as tmp:
-            build(Path(tmp))
-            write_stamp(tmp, stamp, stamp)
-    return stamp, False
-
-
-def build_in_place_if_stale(folder: str | Path, stamp: str, build, log=None) -> tuple[str, bool]:
-    """Like `build_if_stale`, for outputs that keep reusable parts across runs (e.g. per-trial folders).
-
-    The old stamp is removed before anything changes and the new one written last, so the
-    folder never carries a stamp while it is partly rewritten.
-    """
-    from d3ke_assets.storage import disk_full_as_error, output_lock
-
     folder = Path(folder)
-    current = stored_version_if_current(folder, stamp)
+
+    def reuse() -> str | None:
+        if not is_current(folder, stamp):
+            return None
+        if on_reuse is not None:
+            on_reuse(folder)
+        return content_version(folder) if content_version else recorded_data_version(folder)
+
+    current = reuse()
     if current:
         return current, True
     with output_lock(folder, log):
-        current = stored_version_if_current(folder, stamp)
+        current = reuse()
         if current:
             return current, True
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / STAMP_NAME).unlink(missing_ok=True)
-        with disk_full_as_error(folder):
-            build(folder)
-        write_stamp(folder, stamp, stamp)
-    return stamp, False
+        if in_place:
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / STAMP_NAME).unlink(missing_ok=True)  # from here on the folder is not complete
+            with disk_full_as_error(folder):
+                build(folder)
+            version = content_version(folder) if content_version else stamp
+            _write(folder, stamp, version)
+        else:
+            with atomic_dir(folder) as tmp:
+                build(Path(tmp))
+                version = content_version(Path(tmp)) if content_version else stamp
+                _write(tmp, stamp, version)
+    return version, False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -21,15 +22,15 @@ SMOKE = PRESETS["smoke"].synthetic
 @pytest.fixture(scope="session")
 def generic_model(tmp_path_factory) -> tuple[Path, str]:
     """(path, data version) of the generic model."""
-    path, version, _ = model_builder.ensure_model(tmp_path_factory.mktemp("model"))
-    return path, version
+    path = model_builder.ensure_model(tmp_path_factory.mktemp("model"))
+    return path, hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 @pytest.fixture(scope="session")
 def smoke_root(tmp_path_factory, generic_model) -> Path:
     """A data root holding synthetic Subject_1 (smoke size, seed 0)."""
     root = tmp_path_factory.mktemp("data")
-    raw.synthetic_subject(root, "Subject_1", SMOKE, 0, generic_model[0], generic_model[1])
+    raw.synthetic_subject(root, "Subject_1", SMOKE, 0, generic_model[0])
     return root
 
 

@@ -36,10 +36,9 @@ from d3ke_assets.biomech.formats import read_trc, write_mot, write_trc
 from d3ke_assets.biomech.skeletal_layer import SkeletalModel
 from d3ke_assets.errors import D3keError
 from d3ke_assets.sources.subjects import safe_name
-from d3ke_assets.storage import atomic_dir, atomic_write_bytes, atomic_write_json, read_json
-from d3ke_assets.versioning import canonical_hash, read_stamp, write_stamp, STAMP_NAME
+from d3ke_assets.storage import atomic_write_bytes, atomic_write_json, read_json
+from d3ke_assets.versioning import canonical_hash, is_current, stamped_dir
 
-GROUND_TRUTH_CODE_VERSION = "1"
 TRIALS_FILE = "trials.json"
 MASK_ERROR_M = 0.02  # D3KE: a coordinate is unreliable when a bony landmark on its body misses by > 2 cm
 # Markers on soft tissue (wands, clusters), not bony landmarks: lower IK weight, ignored by the mask.
@@ -218,11 +217,6 @@ def _checked_trial(trial: TrialMocap, model_markers: list[str], weights: dict[st
     return markers, frames
 
 
-def _stamped_dir_current(folder: Path, stamp: str) -> bool:
-    rec = read_stamp(folder)
-    return bool(rec and rec.get("stamp") == stamp)
-
-
 def _solve_trial(setup: str) -> tuple[float, int]:
     """Worker entry (also used in-process): run one trial's IK from its setup file."""
     res = op.run_ik(Path(setup))
@@ -230,20 +224,22 @@ def _solve_trial(setup: str) -> tuple[float, int]:
 
 
 def compute_subject(mocap_dir: str | Path, generic_model: str | Path, out_dir: str | Path,
-                    config: GroundTruthConfig | None = None, input_version: str = "",
+                    config: GroundTruthConfig | None = None, code_version: str = "1",
                     log: Callable[[str], None] = lambda m: None) -> GroundTruthResult:
-    """Scale, IK and labels for one subject; see the module docstring for the layout."""
+    """Scale, IK and labels for one subject; see the module docstring for the layout.
+
+    `code_version`: the opensim_gt asset's, part of the scale and trial stamps.  Call it on a
+    folder without a complete-output stamp (the asset's in-place build removes it first).
+    """
     config = config or GroundTruthConfig()
     t0 = time.perf_counter()
     mocap = read_subject_mocap(mocap_dir)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / STAMP_NAME).unlink(missing_ok=True)  # from here on the folder is not complete
     generic_model = Path(generic_model).resolve()
     layer_generic = SkeletalModel.from_osim(generic_model, torch.float64)
     weights = project_marker_weights(layer_generic.marker_names)
-    base_stamp = canonical_hash({"code": GROUND_TRUTH_CODE_VERSION, "config": config.as_dict(),
-                                 "input": input_version,
+    base_stamp = canonical_hash({"code": code_version, "config": config.as_dict(), "input": "",
                                  "model": hashlib.sha256(generic_model.read_bytes()).hexdigest()})
     timings: dict[str, float] = {}
 
@@ -254,15 +250,14 @@ def compute_subject(mocap_dir: str | Path, generic_model: str | Path, out_dir: s
     scale_dir = out / "scale"
     scale_stamp = canonical_hash({"base": base_stamp, "static": mocap.static.name,
                                   "markers": hashlib.sha256(static.positions_m.tobytes()).hexdigest()})
-    if _stamped_dir_current(scale_dir, scale_stamp):
+    if is_current(scale_dir, scale_stamp):
         scale_factors = op.read_scale_factors(scale_dir / op.SCALE_FACTORS)
         scale_seconds, scale_reused = 0.0, True
         log(f"{mocap.key}: scaled model unchanged, reused")
     else:
-        with atomic_dir(scale_dir) as tmp:
+        with stamped_dir(scale_dir, scale_stamp) as tmp:
             result = _scale_with_guided_placement(tmp, static, static_range, generic_model, mocap, weights,
                                                   layer_generic)
-            write_stamp(tmp, scale_stamp, scale_stamp)
         scale_factors, scale_seconds, scale_reused = result.scale_factors, result.seconds, False
         log(f"{mocap.key}: scaled the generic model on {mocap.static.trc.name} in {scale_seconds:.1f} s")
     scaled_model = out / op.SCALED_MODEL
@@ -285,11 +280,11 @@ def compute_subject(mocap_dir: str | Path, generic_model: str | Path, out_dir: s
         tdir = out / "ik" / trial.name
         stamp = canonical_hash({"scale": scale_stamp, "trial": trial.name, "frames": frames.tolist(),
                                 "markers": hashlib.sha256(markers.positions_m[frames].tobytes()).hexdigest()})
-        if _stamped_dir_current(tdir, stamp):
+        if is_current(tdir, stamp):
             outcomes[trial.name] = TrialOutcome(trial.name, len(frames), 0.0, True)
             continue
         swap = contextlib.ExitStack()  # the trial folder is swapped in only once its IK is solved
-        tmp = swap.enter_context(atomic_dir(tdir))
+        tmp = swap.enter_context(stamped_dir(tdir, stamp))  # stamped and swapped in at swap.close()
         op.subsample_trc(markers, frames, tmp / f"{trial.name}.trc")
         op.write_ik_setup(tmp / op.IK_SETUP, "../../" + op.SCALED_MODEL, f"{trial.name}.trc",
                           (float(markers.time_s[frames[0]]), float(markers.time_s[frames[-1]])),
@@ -299,7 +294,6 @@ def compute_subject(mocap_dir: str | Path, generic_model: str | Path, out_dir: s
 
     def finish(item, seconds, n):
         trial, tmp, swap, stamp = item
-        write_stamp(tmp, stamp, stamp)
         swap.close()
         outcomes[trial.name] = TrialOutcome(trial.name, n, seconds, False)
         log(f"{mocap.key}: IK {trial.name}: {n} frames in {seconds:.1f} s ({n / max(seconds, 1e-9):.0f} frames/s)")

@@ -20,7 +20,6 @@ from pathlib import Path
 import numpy as np
 
 MODEL_NAME = "d3ke_fullbody"
-MODEL_CODE_VERSION = "2"  # bump on any change to what build_model writes
 GENERIC_HEIGHT_M = 1.75
 GENERIC_MASS_KG = 75.0
 # Height of the pelvis origin above the floor in the default standing pose.
@@ -343,14 +342,14 @@ def model_file(folder: str | Path) -> Path:
     return Path(folder) / f"{MODEL_NAME}.osim"
 
 
-def ensure_model(folder: str | Path) -> tuple[Path, str, bool]:
-    """Write the generic model into `folder` unless the same code version is there.
+def ensure_model(folder: str | Path) -> Path:
+    """The generic model in `folder`, written unless it is there (benchmarks, `d3ke predict`, test
+    fixtures; the opensim_model asset versions it through the project's one versioned path)."""
+    from d3ke_assets.storage import atomic_path
 
-    Returns (path, data version, reused), through the project's one skip mechanism
-    (`versioning.build_if_stale`): the data version is the hash of the code version.
-    """
-    from d3ke_assets.versioning import build_if_stale, version_stamp
-
-    version, reused = build_if_stale(folder, version_stamp(MODEL_CODE_VERSION, {}, {}),
-                                     lambda tmp: write_model(model_file(tmp)))
-    return model_file(folder), version, reused
+    path = model_file(folder)
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            write_model(tmp)
+    return path

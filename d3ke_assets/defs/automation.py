@@ -2,19 +2,15 @@
 automation condition the derived assets use."""
 
 import json
-import os
 from typing import Callable
 
 import dagster as dg
 
 from d3ke_assets import settings
-from d3ke_assets.defs.partitions import subject_partitions
 from d3ke_assets.defs.resources import DataRootResource, DatasetResource
 from d3ke_assets.defs.versioned import INPUT_VERSIONS_KEY
 from d3ke_assets.sources import raw
 
-RERUN_CRON_ENV = "D3KE_RERUN_CRON"
-DEFAULT_RERUN_CRON = "0 3 * * *"  # nightly at 03:00
 CODE_VERSION_TAG = "dagster/code_version"
 DATA_VERSION_TAG = "dagster/data_version"
 
@@ -35,10 +31,6 @@ def on_changed_data_versions() -> dg.AutomationCondition:
     ).with_label("on_changed_data_versions")
 
 
-def rerun_cron() -> str:
-    return os.environ.get(RERUN_CRON_ENV, DEFAULT_RERUN_CRON)
-
-
 def _latest(instance: dg.DagsterInstance, key: dg.AssetKey, partition: str | None):
     records = instance.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition] if partition else None), limit=1).records
@@ -52,7 +44,7 @@ def _recorded_inputs(mat) -> dict[str, str]:
 
 def stale_assets_by_partition(instance: dg.DagsterInstance, assets: list[dg.AssetsDefinition],
                               partitions: list[str],
-                              on_disk: Callable[[str, str | None], str | None] | None = None
+                              on_disk: Callable[[dg.AssetKey, str | None], str | None] | None = None
                               ) -> dict[str | None, list[str]]:
     """Which assets of which subject partition are missing or stale, from materialization tags.
 
@@ -77,7 +69,7 @@ def stale_assets_by_partition(instance: dg.DagsterInstance, assets: list[dg.Asse
             mat = _latest(instance, key, partition)
             stale = mat is None or mat.tags.get(CODE_VERSION_TAG) != a.code_versions_by_key.get(key)
             if not stale and on_disk is not None:
-                stale = on_disk(key.to_user_string(), partition) != mat.tags.get(DATA_VERSION_TAG)
+                stale = on_disk(key, partition) != mat.tags.get(DATA_VERSION_TAG)
             for dep in a.dependency_keys:
                 dep_def = next((d for d in assets if d.key == dep), None)
                 recorded = _recorded_inputs(mat).get(dep.to_user_string()) if mat else None
@@ -121,8 +113,9 @@ def _unpartitioned_reading_partitions(instance: dg.DagsterInstance, assets: list
             out.setdefault(None, []).append(a.key.to_user_string())
 
 
-def build_automation(assets: list[dg.AssetsDefinition]):
-    """The sensor and the schedule, for the project's assets (in topological order)."""
+def build_automation(assets: list[dg.AssetsDefinition], subjects: dg.PartitionsDefinition, rerun_cron: str):
+    """The sensor and the schedule, for the project's assets (in topological order) and subject partitions;
+    the schedule runs on `rerun_cron` (`D3KE_RERUN_CRON`)."""
     subject_assets = [a for a in assets if a.partitions_def is not None]
 
     @dg.sensor(name="raw_subject_sensor", target=subject_assets, minimum_interval_seconds=60,
@@ -140,10 +133,10 @@ def build_automation(assets: list[dg.AssetsDefinition]):
             run_requests=[dg.RunRequest(run_key=f"{k}:{current[k][:16]}", partition_key=k) for k in changed],
             cursor=json.dumps(current, sort_keys=True))
 
-    @dg.schedule(name="stale_subjects_schedule", cron_schedule=rerun_cron(), target=assets,
-                 description=f"Reruns only the stale assets of stale subject partitions (cron from {RERUN_CRON_ENV}).")
+    @dg.schedule(name="stale_subjects_schedule", cron_schedule=rerun_cron, target=assets,
+                 description="Reruns only the stale assets of stale subject partitions (cron: D3KE_RERUN_CRON).")
     def stale_subjects_schedule(context: dg.ScheduleEvaluationContext):
-        stale = stale_assets_by_partition(context.instance, assets, subject_partitions.get_partition_keys())
+        stale = stale_assets_by_partition(context.instance, assets, subjects.get_partition_keys())
         if not stale:
             return dg.SkipReason("no stale or missing asset partitions")
         return [dg.RunRequest(run_key=f"{context.scheduled_execution_time}:{p or 'unpartitioned'}",

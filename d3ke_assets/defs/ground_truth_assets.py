@@ -7,17 +7,16 @@ from d3ke_assets import settings
 from d3ke_assets.biomech import ground_truth, model_builder
 from d3ke_assets.defs.automation import on_changed_data_versions
 from d3ke_assets.defs.common import user_errors_as_failures
-from d3ke_assets.defs.model_assets import opensim_model
-from d3ke_assets.defs.partitions import subject_partitions
 from d3ke_assets.defs.pools import OPENSIM_POOL
-from d3ke_assets.defs.raw_assets import raw_subject
 from d3ke_assets.defs.resources import DataRootResource, DatasetResource
-from d3ke_assets.defs.versioned import build_versioned, code_version_of
+from d3ke_assets.defs.constants import CODE_VERSIONS, MOCAP_MARKERS, OPENSIM_GT, OPENSIM_MODEL, RAW_SUBJECT, folder_name
+from d3ke_assets.defs.versioned import build_versioned
 from d3ke_assets.sources import amass_markers, mocap, movi, raw
 from d3ke_assets.storage import ensure_free_space
 
 
-@dg.asset(partitions_def=subject_partitions, deps=[raw_subject], code_version=mocap.MOCAP_CODE_VERSION,
+@dg.asset(key=MOCAP_MARKERS, deps=[RAW_SUBJECT],  # partitioned by subject in definitions
+          code_version=CODE_VERSIONS[MOCAP_MARKERS],
           automation_condition=on_changed_data_versions(), group_name="biomech", kinds={"mocap"})
 def mocap_markers(context: dg.AssetExecutionContext, data_root: DataRootResource,
                   dataset: DatasetResource) -> dg.MaterializeResult:
@@ -34,19 +33,17 @@ def mocap_markers(context: dg.AssetExecutionContext, data_root: DataRootResource
         if name == "synthetic":
             build = lambda tmp: facts.update(mocap.synthetic_mocap(raw_folder, tmp, log=context.log.info))  # noqa: E731
         else:
-            smplh = amass_markers.smplh_dir_from_env()
+            smplh = amass_markers.smplh_dir(dataset.smplh_dir)
             index = movi.MoviIndex.scan(settings.movi_root(dataset.movi_root))
             files = movi.subject_files(index, key)
             poses = [f for f in files if f.name.endswith("_poses.npz")]
             v3d = next(f for f in files if f.name.endswith(".mat"))
             build = lambda tmp: facts.update(mocap.movi_mocap(  # noqa: E731
                 key, poses, movi.read_flags30(v3d), smplh, tmp, log=context.log.info))
-        out = build_versioned(data_root, "mocap_markers", key, code_version_of(context), {"dataset": name},
-                              {"raw_subject": key}, build)
+        out = build_versioned(context, data_root, {"dataset": name}, build)
         subject = ground_truth.read_subject_mocap(out.folder)
-    context.log.info(f"{key}: mocap_markers {'unchanged, reused' if out.reused else 'written'}")
-    return dg.MaterializeResult(data_version=dg.DataVersion(out.data_version), metadata={
-        **out.metadata(), "n_trials": len(subject.trials), "n_video_frames": subject.n_video_frames,
+    return out.result({
+        "n_trials": len(subject.trials), "n_video_frames": subject.n_video_frames,
         "trials": ", ".join(t.name for t in subject.trials), "path": dg.MetadataValue.path(str(out.folder)), **facts})
 
 
@@ -57,27 +54,28 @@ class OpenSimGtConfig(dg.Config):
     max_trial_rms_error_m: float = 0.02
 
 
-@dg.asset(partitions_def=subject_partitions, deps=[mocap_markers, opensim_model],
-          code_version=ground_truth.GROUND_TRUTH_CODE_VERSION,
+@dg.asset(key=OPENSIM_GT, deps=[MOCAP_MARKERS, OPENSIM_MODEL],  # partitioned by subject in definitions
+          code_version=CODE_VERSIONS[OPENSIM_GT],
           automation_condition=on_changed_data_versions(), group_name="biomech", kinds={"opensim"}, pool=OPENSIM_POOL,
-          check_specs=[dg.AssetCheckSpec("ik_marker_error_below_threshold", asset="opensim_gt"),
-                       dg.AssetCheckSpec("labels_have_no_nan", asset="opensim_gt"),
-                       dg.AssetCheckSpec("label_frames_match_video", asset="opensim_gt")])
+          check_specs=[dg.AssetCheckSpec("ik_marker_error_below_threshold", asset=OPENSIM_GT),
+                       dg.AssetCheckSpec("labels_have_no_nan", asset=OPENSIM_GT),
+                       dg.AssetCheckSpec("label_frames_match_video", asset=OPENSIM_GT)])
 def opensim_gt(context: dg.AssetExecutionContext, config: OpenSimGtConfig, data_root: DataRootResource):
     """OpenSim ScaleTool on the static trial, InverseKinematicsTool per trial (at video frames by
     default), and per video frame the labels the network learns from."""
     key = context.partition_key
     gt_config = ground_truth.GroundTruthConfig(config.ik_rate, config.accuracy, config.trial_workers)
     with user_errors_as_failures():
-        mocap_dir = data_root.asset_dir("mocap_markers", key)
-        model_path = model_builder.model_file(data_root.asset_dir("opensim_model"))
+        mocap_dir = data_root.asset_dir(folder_name(MOCAP_MARKERS), key)
+        model_path = model_builder.model_file(data_root.asset_dir(folder_name(OPENSIM_MODEL)))
         labels_estimate = 4 * sum(p.stat().st_size for p in mocap_dir.glob("*.trc"))  # setups, subsampled .trc, labels
-        ensure_free_space(data_root.asset_dir("opensim_gt", key), labels_estimate, f"opensim_gt for {key}")
+        ensure_free_space(data_root.asset_dir(folder_name(OPENSIM_GT), key), labels_estimate, f"opensim_gt for {key}")
+        code_version = CODE_VERSIONS[OPENSIM_GT]
         out = build_versioned(
-            data_root, "opensim_gt", key, code_version_of(context), gt_config.as_dict(),
-            {"mocap_markers": key, "opensim_model": None},
-            lambda folder: ground_truth.compute_subject(mocap_dir, model_path, folder, gt_config, log=context.log.info),
-            in_place=True)  # per-trial folders survive a failed run and are reused
+            context, data_root, gt_config.as_dict(),
+            lambda folder: ground_truth.compute_subject(mocap_dir, model_path, folder, gt_config, code_version,
+                                                        log=context.log.info),
+            in_place=True)  # the scale and per-trial folders survive a failed run and are reused
         summary = ground_truth.read_summary(out.folder)
         arrays, names = ground_truth.load_labels(out.folder)
     trials = summary["trials"]
@@ -86,8 +84,8 @@ def opensim_gt(context: dg.AssetExecutionContext, config: OpenSimGtConfig, data_
     table = "| trial | IK frames | IK s | RMS error mm | max error mm |\n|---|---|---|---|---|\n" + "\n".join(
         f"| {t['name']} | {t['n_ik_frames']} | {t['ik_seconds']:.1f} | {1000 * t['rms_error_m']:.1f} | "
         f"{1000 * t['max_error_m']:.1f} |" for t in trials)
-    yield dg.MaterializeResult(data_version=dg.DataVersion(out.data_version), metadata={
-        **out.metadata(), "n_label_frames": summary["n_label_frames"], "n_video_frames": summary["n_video_frames"],
+    yield out.result({
+        "n_label_frames": summary["n_label_frames"], "n_video_frames": summary["n_video_frames"],
         "ik_marker_rms_error_mm_worst_trial": round(1000 * worst, 2),
         "ik_seconds": round(sum(t["ik_seconds"] for t in trials), 2), "seconds": round(summary["seconds"], 2),
         "ik_trials": dg.MetadataValue.md(table), "scaled_model": dg.MetadataValue.path(str(out.folder / "scaled.osim")),

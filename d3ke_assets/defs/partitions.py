@@ -1,16 +1,26 @@
-"""Subject partitions of the chosen dataset, and its train / validation / test split."""
+"""Subject partitions of the run's dataset, from the same settings as its resources."""
 
 from __future__ import annotations
 
 import dagster as dg
 
-from d3ke_assets import settings
+from d3ke_assets.defs.constants import SUBJECT_ASSETS
+from d3ke_assets.settings import Settings
 from d3ke_assets.sources.subjects import SubjectSplit, split_for
 
 
-def current_split() -> SubjectSplit:
-    return split_for(settings.dataset_name(), settings.get_preset().synthetic.n_subjects)
+def subject_split(run: Settings) -> SubjectSplit:
+    return split_for(run.dataset, run.preset_settings().synthetic.n_subjects)
 
 
-SUBJECT_SPLIT = current_split()
-subject_partitions = dg.StaticPartitionsDefinition(list(SUBJECT_SPLIT.all))
+def subject_partitions(run: Settings) -> dg.StaticPartitionsDefinition:
+    """One partition per subject of the dataset (the synthetic one: the preset's number of them)."""
+    return dg.StaticPartitionsDefinition(list(subject_split(run).all))
+
+
+def partitioned_by_subject(assets: list[dg.AssetsDefinition], partitions: dg.PartitionsDefinition
+                           ) -> list[dg.AssetsDefinition]:
+    """The subject assets (`constants.SUBJECT_ASSETS`) partitioned by `partitions`; the asset files
+    leave the partitions to this, since which subjects exist is a setting of the run."""
+    return [a.map_asset_specs(lambda spec: spec.replace_attributes(partitions_def=partitions))
+            if a.key in SUBJECT_ASSETS else a for a in assets]

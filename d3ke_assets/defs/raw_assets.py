@@ -1,25 +1,22 @@
 """`raw_subject`: one subject's raw files (generated or found) with a sha256 manifest."""
 
 import base64
+from dataclasses import asdict
 
 import dagster as dg
 
 from d3ke_assets import settings
 from d3ke_assets.biomech import model_builder
-from d3ke_assets.errors import D3keError
 from d3ke_assets.defs.common import user_errors_as_failures
-from d3ke_assets.defs.model_assets import opensim_model
-from d3ke_assets.defs.partitions import subject_partitions
+from d3ke_assets.defs.constants import CODE_VERSIONS, OPENSIM_MODEL, RAW_SUBJECT
 from d3ke_assets.defs.resources import DataRootResource, DatasetResource
-from d3ke_assets.defs.versioned import input_versions_metadata
+from d3ke_assets.defs.versioned import build_versioned
 from d3ke_assets.sources import movi, raw, synthetic
-from d3ke_assets.versioning import read_stamp
-
-RAW_CODE_VERSION = f"raw1-gen{synthetic.GENERATOR_CODE_VERSION}"
+from d3ke_assets.sources.checksums import Manifest
 
 
-@dg.asset(partitions_def=subject_partitions, deps=[opensim_model], code_version=RAW_CODE_VERSION,
-          group_name="raw", kinds={"video", "mocap"})
+@dg.asset(key=RAW_SUBJECT, deps=[OPENSIM_MODEL],  # partitioned by subject in definitions
+          code_version=CODE_VERSIONS[RAW_SUBJECT], group_name="raw", kinds={"video", "mocap"})
 def raw_subject(context: dg.AssetExecutionContext, data_root: DataRootResource,
                 dataset: DatasetResource) -> dg.MaterializeResult:
     """Videos, calibration and motion capture of one subject, sha256-checked.
@@ -28,39 +25,45 @@ def raw_subject(context: dg.AssetExecutionContext, data_root: DataRootResource,
     version is the digest of the subject's manifest.
     """
     key = context.partition_key
+    log = context.log.info
     with user_errors_as_failures():
         split = dataset.split()  # the resource's own dataset, even if configured apart from the partitions
         split.check(key)
         root = data_root.root()
+        cache = raw.hash_cache(root)
+        changed: list[str] = []
         if dataset.checked_name() == "synthetic":
-            model_dir = data_root.asset_dir("opensim_model")
-            model_stamp = read_stamp(model_dir)
-            if model_stamp is None:
-                raise D3keError(f"{model_dir}: opensim_model is not materialized: materialize it first")
-            result = raw.synthetic_subject(root, key, dataset.synthetic_size(), dataset.seed,
-                                           model_builder.model_file(model_dir), model_stamp["data_version"],
-                                           log=context.log.info)
+            size = dataset.synthetic_size()
+            model = model_builder.model_file(data_root.asset_dir(OPENSIM_MODEL.to_user_string()))
+            folder = raw.raw_dir(root, key)
+            out = build_versioned(
+                context, data_root, {"dataset": "synthetic", "seed": dataset.seed, "size": asdict(size)},
+                lambda tmp: raw.write_synthetic_subject(tmp, key, size, dataset.seed, model, cache, folder, log),
+                on_reuse=lambda f: raw.check_synthetic_subject(f, key, cache, log))
         else:
-            index = movi.MoviIndex.scan(settings.movi_root(dataset.movi_root))
-            result = raw.movi_subject(root, key, index, log=context.log.info)
+            scan = raw.scan_movi_subject(root, key, movi.MoviIndex.scan(settings.movi_root(dataset.movi_root)))
+            changed = scan.changed_files
+            # the files stay where the user keeps them: the folder holds their manifest (the data version)
+            out = build_versioned(
+                context, data_root, {"dataset": "movi", "base_dir": scan.manifest.base_dir,
+                                     "files": scan.manifest.digest},
+                lambda folder: raw.write_movi_subject(folder, scan, log), in_place=True, unread=[OPENSIM_MODEL])
+        manifest = Manifest.read(out.folder / raw.MANIFEST_NAME)
     metadata = {
-        "dataset": result.dataset,
+        "dataset": manifest.dataset,
         "split": split.split_of(key),
-        "n_files": len(result.manifest.files),
-        "total_bytes": result.total_bytes,
-        "manifest": dg.MetadataValue.path(str(result.folder / raw.MANIFEST_NAME)),
-        "reused": result.reused,
-        "changed_files": len(result.changed_files),
+        "n_files": len(manifest.files),
+        "total_bytes": sum(f["size"] for f in manifest.files.values()),
+        "manifest": dg.MetadataValue.path(str(out.folder / raw.MANIFEST_NAME)),
+        "changed_files": len(changed),
     }
-    preview = result.folder / raw.PREVIEW_NAME
+    preview = out.folder / raw.PREVIEW_NAME
     if preview.is_file():
         encoded = base64.b64encode(preview.read_bytes()).decode()
         metadata["preview"] = dg.MetadataValue.md(f"![{key} preview](data:image/jpeg;base64,{encoded})")
-    if result.dataset == "synthetic":
-        facts = synthetic.load_subject_facts(result.folder)
+    if manifest.dataset == "synthetic":
+        facts = synthetic.load_subject_facts(out.folder)
         metadata.update(sex=facts["sex"], height_m=facts["height_m"], mass_kg=facts["mass_kg"],
                         n_video_frames=facts["n_video_frames"],
                         trials=", ".join(t["name"] for t in facts["trials"]))
-    inputs = {"opensim_model": model_stamp["data_version"]} if result.dataset == "synthetic" else {}
-    return dg.MaterializeResult(data_version=dg.DataVersion(result.data_version),
-                                metadata={**metadata, **input_versions_metadata(inputs)})
+    return out.result(metadata)

@@ -1,7 +1,7 @@
 """Resources: where data lives, which dataset, and MLflow tracking."""
 
 from pathlib import Path
-from typing import Optional
+from typing import Mapping, Optional
 
 import dagster as dg
 
@@ -31,24 +31,36 @@ class DataRootResource(dg.ConfigurableResource):
 
 
 class DatasetResource(dg.ConfigurableResource):
-    """`synthetic` (embedded, generated) or `movi` (the user's real downloads)."""
+    """Which dataset, at which preset: the run's settings besides the data root (see `settings.Settings`)."""
 
     name: str = "synthetic"
     preset: str = settings.DEFAULT_PRESET
     seed: int = 0
     movi_root: Optional[str] = None
+    smplh_dir: Optional[str] = None
+    synthetic_subjects: Optional[int] = None
+    backbone_weights: Optional[str] = None
+
+    def run_settings(self, data_root: str = settings.DEFAULT_DATA_ROOT) -> settings.Settings:
+        """The whole typed settings object these values give."""
+        return settings.Settings(data_root=data_root, dataset=self.name, preset=self.preset, seed=self.seed,
+                                 movi_root=self.movi_root, smplh_dir=self.smplh_dir,
+                                 synthetic_subjects=self.synthetic_subjects, backbone_weights=self.backbone_weights)
 
     def checked_name(self) -> str:
         return settings.dataset_name(self.name)
 
+    def preset_settings(self) -> settings.Preset:
+        return settings.get_preset(self.preset, self.synthetic_subjects)
+
     def synthetic_size(self) -> settings.SyntheticSize:
-        return settings.get_preset(self.preset).synthetic
+        return self.preset_settings().synthetic
 
     def split(self) -> SubjectSplit:
         return split_for(self.checked_name(), self.synthetic_size().n_subjects)
 
     def crop_px(self) -> int:
-        return settings.get_preset(self.preset).crop_px
+        return self.preset_settings().crop_px
 
 
 class MlflowTrackingResource(dg.ConfigurableResource):
@@ -76,15 +88,24 @@ class MlflowTrackingResource(dg.ConfigurableResource):
         return client.create_experiment(name, artifact_location=(self.folder() / "artifacts" / name).as_uri())
 
 
-def resources_from_environment() -> dict[str, dg.ConfigurableResource]:
-    """Resources configured from the D3KE_* environment variables (see settings)."""
-    import os
+def resources_for(run: settings.Settings, from_environment: Mapping[str, str] | None = None
+                  ) -> dict[str, dg.ConfigurableResource]:
+    """The resources of `run`'s settings.  `from_environment`: field -> the variable it came from;
+    those values are given as `dg.EnvVar`, so the UI shows where each value came from."""
+    sources = from_environment or {}
 
-    root = os.environ.get("D3KE_DATA_ROOT", settings.DEFAULT_DATA_ROOT)
+    def value(name: str):
+        var = sources.get(name)
+        if var is None:
+            return getattr(run, name)
+        return dg.EnvVar.int(var) if name in ("seed", "synthetic_subjects") else dg.EnvVar(var)
+
+    root = value("data_root")
     return {
         "data_root": DataRootResource(path=root),
-        "dataset": DatasetResource(name=settings.dataset_name(), preset=settings.preset_name(),
-                                   seed=int(os.environ.get("D3KE_SEED", "0")),
-                                   movi_root=os.environ.get("D3KE_MOVI_ROOT")),
+        "dataset": DatasetResource(name=value("dataset"), preset=value("preset"), seed=value("seed"),
+                                   movi_root=value("movi_root"), smplh_dir=value("smplh_dir"),
+                                   synthetic_subjects=value("synthetic_subjects"),
+                                   backbone_weights=value("backbone_weights")),
         "mlflow": MlflowTrackingResource(data_root=root),
     }

@@ -9,28 +9,25 @@ import dagster as dg
 from d3ke_assets.biomech import model_builder
 from d3ke_assets.biomech.skeletal_layer import SkeletalModel
 from d3ke_assets.defs.common import user_errors_as_failures
-from d3ke_assets.defs.frames_assets import frames
-from d3ke_assets.defs.model_assets import opensim_model
 from d3ke_assets.defs.pools import GPU_OP_TAGS, GPU_POOL
 from d3ke_assets.defs.resources import DataRootResource, DatasetResource, MlflowTrackingResource
-from d3ke_assets.defs.versioned import code_version_of, input_version, input_versions_metadata
+from d3ke_assets.defs.constants import (CODE_VERSIONS, FRAME_MODEL, FRAMES, OPENSIM_MODEL, SEQUENCE_MODEL,
+                                        folder_name)
+from d3ke_assets.defs.versioned import VersionedOutput, versioned_output
 from d3ke_assets.errors import D3keError
 from d3ke_assets.frames.processing import INDEX_NAME
 from d3ke_assets.frames.reader import FrameDataset
 from d3ke_assets.learning import presets, sequence, training
 from d3ke_assets.learning.model import FrameModel
 from d3ke_assets.learning.tracking import TrackedRun, TrainingTracker, learning_curve_png
-from d3ke_assets.versioning import build_in_place_if_stale, version_stamp
 
-FRAME_MODEL_CODE_VERSION = "2"  # bump when training changes what it learns
-SEQUENCE_MODEL_CODE_VERSION = "1"
 HISTORY = "history.json"
 RUN_INFO = "mlflow_run.json"
 ACTIVE_RUN = "mlflow_run_active.json"  # the MLflow run of a training under way, continued if it is resumed
 
 
 def _subject_frames(data_root: DataRootResource, keys, role: str, log) -> list:
-    folders = [data_root.asset_dir("frames", k) for k in keys]
+    folders = [data_root.asset_dir(folder_name(FRAMES), k) for k in keys]
     present = [f for f in folders if (f / INDEX_NAME).is_file()]
     missing = [f.name for f in folders if f not in present]
     if missing:
@@ -75,14 +72,15 @@ def _tracked_training(context, mlflow: MlflowTrackingResource, dataset: DatasetR
     active.unlink()
 
 
-def _training_result(folder, data_version: str, reused: bool, inputs: dict, extra: dict) -> dg.MaterializeResult:
+def _training_result(out: VersionedOutput, extra: dict) -> dg.MaterializeResult:
+    folder = out.folder
     history = [training.EpochRecord(**h) for h in json.loads((folder / HISTORY).read_text())]
     run = TrackedRun.from_file(folder / RUN_INFO)
     last = history[-1]
     curve = learning_curve_png(history, folder / "learning_curve.png")
     encoded = base64.b64encode(curve.read_bytes()).decode()
-    return dg.MaterializeResult(data_version=dg.DataVersion(data_version), metadata={
-        "reused": reused, **input_versions_metadata(inputs), **extra, "epochs": len(history),
+    return out.result({
+        **extra, "epochs": len(history),
         "val_coordinate_mae_deg": round(last.val_coordinate_mae_deg, 2),
         "val_marker_error_mm": round(last.val_marker_error_mm, 1),
         "train_loss": round(last.train_loss, 4), "val_loss": round(last.val_loss, 4),
@@ -101,14 +99,8 @@ def _params(dataset: DatasetResource, config, inputs: dict, train_dirs, val_dirs
             "validation_subjects": ",".join(d.name for d in val_dirs)}
 
 
-def _frames_inputs(data_root: DataRootResource, dirs) -> dict:
-    inputs = {f"frames/{d.name}": input_version(data_root, "frames", d.name) for d in dirs}
-    inputs["opensim_model"] = input_version(data_root, "opensim_model", None)
-    return inputs
-
-
-@dg.asset(deps=[dg.AssetDep(frames, partition_mapping=dg.AllPartitionMapping()), opensim_model],
-          code_version=FRAME_MODEL_CODE_VERSION, group_name="learning", kinds={"pytorch", "mlflow"},
+@dg.asset(key=FRAME_MODEL, deps=[dg.AssetDep(FRAMES, partition_mapping=dg.AllPartitionMapping()), OPENSIM_MODEL],
+          code_version=CODE_VERSIONS[FRAME_MODEL], group_name="learning", kinds={"pytorch", "mlflow"},
           pool=GPU_POOL, op_tags=GPU_OP_TAGS)
 def frame_model(context: dg.AssetExecutionContext, data_root: DataRootResource, dataset: DatasetResource,
                 mlflow: MlflowTrackingResource) -> dg.MaterializeResult:
@@ -116,27 +108,27 @@ def frame_model(context: dg.AssetExecutionContext, data_root: DataRootResource, 
     subjects and validated on the validation subjects; the test subjects are never read here."""
     with user_errors_as_failures():
         train_dirs, val_dirs = _train_and_val_dirs(data_root, dataset, context.log.warning)
-        config = presets.train_config(dataset.preset)
-        inputs = _frames_inputs(data_root, [*train_dirs, *val_dirs])
-        stamp = version_stamp(code_version_of(context), config.as_dict(), inputs)
-        folder = data_root.asset_dir("frame_model")
-        model_path = model_builder.model_file(data_root.asset_dir("opensim_model"))
+        config = presets.train_config(dataset.run_settings())
+        out = versioned_output(context, data_root, config.as_dict(), {FRAMES: [d.name for d in [*train_dirs, *val_dirs]]})
+        stamp, inputs = out.stamp, out.inputs
+        model_path = model_builder.model_file(data_root.asset_dir(folder_name(OPENSIM_MODEL)))
 
-        def build(out):
+        def build(folder):
             def train(on_epoch):
                 training.seed_everything(config.seed)  # the initial weights too: a rerun is bit-identical on CPU
                 model = FrameModel(SkeletalModel.from_osim(model_path), config.backbone, config.weights_file)
                 history = training.train_frame_model(
-                    model, FrameDataset(train_dirs), FrameDataset(val_dirs), config, out, log=context.log.info,
+                    model, FrameDataset(train_dirs), FrameDataset(val_dirs), config, folder, log=context.log.info,
                     on_epoch=on_epoch, resume_key=stamp)
                 return history, config.as_dict()
 
-            _tracked_training(context, mlflow, dataset, out, stamp, "frame_model", f"frame_model {config.backbone}",
+            _tracked_training(context, mlflow, dataset, folder, stamp, folder_name(FRAME_MODEL),
+                              f"frame_model {config.backbone}",
                               _params(dataset, config, inputs, train_dirs, val_dirs), train)
 
         # in place: the per-epoch checkpoint must survive a killed run so the next one resumes
-        data_version, reused = build_in_place_if_stale(folder, stamp, build)
-        return _training_result(folder, data_version, reused, inputs, {"backbone": config.backbone})
+        out.build(build, in_place=True, log=context.log.info)
+        return _training_result(out, {"backbone": config.backbone})
 
 
 class SequenceModelConfig(dg.Config):
@@ -146,8 +138,9 @@ class SequenceModelConfig(dg.Config):
     receptive_field: int | None = None  # frames; odd, a power of 3 for tcn (the paper: 243)
 
 
-@dg.asset(deps=[frame_model, dg.AssetDep(frames, partition_mapping=dg.AllPartitionMapping()), opensim_model],
-          code_version=SEQUENCE_MODEL_CODE_VERSION, group_name="learning", kinds={"pytorch", "mlflow"},
+@dg.asset(key=SEQUENCE_MODEL,
+          deps=[FRAME_MODEL, dg.AssetDep(FRAMES, partition_mapping=dg.AllPartitionMapping()), OPENSIM_MODEL],
+          code_version=CODE_VERSIONS[SEQUENCE_MODEL], group_name="learning", kinds={"pytorch", "mlflow"},
           pool=GPU_POOL, op_tags=GPU_OP_TAGS)
 def sequence_model(context: dg.AssetExecutionContext, config: SequenceModelConfig, data_root: DataRootResource,
                    dataset: DatasetResource, mlflow: MlflowTrackingResource) -> dg.MaterializeResult:
@@ -155,16 +148,15 @@ def sequence_model(context: dg.AssetExecutionContext, config: SequenceModelConfi
     validated on the validation subjects, with the frame model's losses."""
     with user_errors_as_failures():
         train_dirs, val_dirs = _train_and_val_dirs(data_root, dataset, context.log.warning)
-        settings = presets.sequence_config(dataset.preset, variant=config.variant,
+        settings = presets.sequence_config(dataset.run_settings(), variant=config.variant,
                                            receptive_field=config.receptive_field)
-        inputs = _frames_inputs(data_root, [*train_dirs, *val_dirs])
-        inputs["frame_model"] = input_version(data_root, "frame_model", None)
-        stamp = version_stamp(code_version_of(context), settings.as_dict(), inputs)
-        folder = data_root.asset_dir("sequence_model")
-        frame_dir = data_root.asset_dir("frame_model")
-        model_path = model_builder.model_file(data_root.asset_dir("opensim_model"))
+        out = versioned_output(context, data_root, settings.as_dict(),
+                               {FRAMES: [d.name for d in [*train_dirs, *val_dirs]]})
+        stamp, inputs = out.stamp, out.inputs
+        frame_dir = data_root.asset_dir(folder_name(FRAME_MODEL))
+        model_path = model_builder.model_file(data_root.asset_dir(folder_name(OPENSIM_MODEL)))
 
-        def build(out):
+        def build(folder):
             def train(on_epoch):
                 frame = training.load_trained_frame_model(frame_dir / training.CHECKPOINT, model_path)
                 sets = []
@@ -175,14 +167,13 @@ def sequence_model(context: dg.AssetExecutionContext, config: SequenceModelConfi
                     sets.append(sequence.SequenceDataset(outputs, frames_all, settings.receptive_field))
                 training.seed_everything(settings.seed)
                 model = sequence.SequenceModel(SkeletalModel.from_osim(model_path), settings)
-                history = sequence.train_sequence_model(model, *sets, settings, out, log=context.log.info,
+                history = sequence.train_sequence_model(model, *sets, settings, folder, log=context.log.info,
                                                         on_epoch=on_epoch, resume_key=stamp)
                 return history, settings.as_dict()
 
-            _tracked_training(context, mlflow, dataset, out, stamp, "sequence_model",
+            _tracked_training(context, mlflow, dataset, folder, stamp, folder_name(SEQUENCE_MODEL),
                               f"sequence_model {settings.variant} rf{settings.receptive_field}",
                               _params(dataset, settings, inputs, train_dirs, val_dirs), train)
 
-        data_version, reused = build_in_place_if_stale(folder, stamp, build)
-        return _training_result(folder, data_version, reused, inputs,
-                                {"variant": settings.variant, "receptive_field": settings.receptive_field})
+        out.build(build, in_place=True, log=context.log.info)
+        return _training_result(out, {"variant": settings.variant, "receptive_field": settings.receptive_field})

@@ -1,35 +1,27 @@
-"""The one mechanism every asset uses to skip unchanged work.
+"""The one entry point through which every asset builds, reuses and versions its output.
 
-An asset's data version is the hash of its code version, its configuration and
-its inputs' data versions (`versioning.version_stamp`).  The stamp is stored
-with the output; when it already matches, the recorded data version is returned
-without recomputing, and the materialization says `reused: true`.  Inputs'
-versions are read from their outputs on disk (their stamps, or the manifest
-digest at the raw edge), which also proves the input is complete.
+An asset's data version is the hash of its code version, its configuration and its inputs'
+data versions (`versioning.version_stamp`).  Its inputs are the asset's own `deps` (the keys in
+`constants`): partitioned upstreams are read at the asset's own partition, unpartitioned ones
+as a whole, and an unpartitioned asset that reads several subject partitions names them
+(`partitions`).  Inputs' versions are read from their outputs on disk, which also proves each
+input is complete.  `VersionedOutput.result` returns the data version and the `reused` and
+`input_data_versions` metadata every materialization carries.
 """
 
+from __future__ import annotations
+
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Collection, Mapping, Sequence
 
 import dagster as dg
-from pathlib import Path
-from typing import Callable
 
+from d3ke_assets import versioning
+from d3ke_assets.defs.constants import RAW_SUBJECT, SUBJECT_ASSETS, folder_name
 from d3ke_assets.defs.resources import DataRootResource
 from d3ke_assets.errors import D3keError
-from d3ke_assets.sources import checksums, raw
-from d3ke_assets.versioning import build_if_stale, build_in_place_if_stale, read_stamp, version_stamp
-
-
-@dataclass
-class VersionedBuild:
-    folder: Path
-    data_version: str
-    reused: bool
-    inputs: dict[str, str]
-
-    def metadata(self) -> dict:
-        return {"reused": self.reused, **input_versions_metadata(self.inputs)}
-
+from d3ke_assets.sources import checksums
 
 INPUT_VERSIONS_KEY = "input_data_versions"
 
@@ -44,27 +36,30 @@ def input_versions_metadata(inputs: dict[str, str]) -> dict:
     return {INPUT_VERSIONS_KEY: dg.MetadataValue.json(dict(inputs))}
 
 
-def code_version_of(context) -> str:
-    """The asset's own code version as Dagster knows it: one source for Dagster's staleness and our stamps."""
-    return context.assets_def.code_versions_by_key[context.asset_key]
+def _manifest_digest(folder: Path) -> str:
+    return checksums.Manifest.read(folder / checksums.MANIFEST_NAME).digest
 
 
-def input_version(data_root: DataRootResource, asset: str, partition: str | None) -> str:
+# Outputs versioned by their content rather than by their stamp: the raw edge is its files.
+CONTENT_VERSIONS: dict[dg.AssetKey, Callable[[Path], str]] = {RAW_SUBJECT: _manifest_digest}
+
+
+def input_version(data_root: DataRootResource, asset: dg.AssetKey, partition: str | None) -> str:
     """The data version of an upstream output, read from disk; a clear error when it is not there."""
-    folder = data_root.asset_dir(asset, partition)
+    folder = data_root.asset_dir(folder_name(asset), partition)
     where = f" for {partition}" if partition else ""
-    if asset == raw.ASSET_DIR:  # the raw edge: the content hash of the subject's files
-        manifest = folder / checksums.MANIFEST_NAME
-        if not manifest.is_file():
-            raise D3keError(f"{manifest}: {asset} is not materialized{where}: materialize it first")
-        return checksums.Manifest.read(manifest).digest
-    rec = read_stamp(folder)
-    if rec is None:
-        raise D3keError(f"{folder}: {asset} is not materialized{where}: materialize it first")
-    return rec["data_version"]
+    missing = D3keError(f"{folder}: {asset.to_user_string()} is not materialized{where}: materialize it first")
+    if asset in CONTENT_VERSIONS:
+        if not (folder / checksums.MANIFEST_NAME).is_file():
+            raise missing
+        return CONTENT_VERSIONS[asset](folder)
+    version = versioning.recorded_data_version(folder)
+    if version is None:
+        raise missing
+    return version
 
 
-def version_on_disk(data_root: DataRootResource, asset: str, partition: str | None) -> str | None:
+def version_on_disk(data_root: DataRootResource, asset: dg.AssetKey, partition: str | None) -> str | None:
     """`input_version`, or None when the output is not (or no longer) there."""
     try:
         return input_version(data_root, asset, partition)
@@ -72,17 +67,72 @@ def version_on_disk(data_root: DataRootResource, asset: str, partition: str | No
         return None
 
 
-def build_versioned(data_root: DataRootResource, asset: str, partition: str | None, code_version: str,
-                    config: dict, inputs: dict[str, str | None], build: Callable[[Path], object],
-                    in_place: bool = False) -> VersionedBuild:
-    """Reuse the asset's output when its stamp matches, else `build(folder)` and stamp it.
+@dataclass
+class VersionedOutput:
+    """One asset partition's output folder, its stamp and its inputs' versions; built or reused."""
 
-    `inputs`: upstream asset -> its partition (None for unpartitioned).  `build` writes into a
-    temporary folder swapped in when complete, or (`in_place`) into the output folder itself.
+    key: dg.AssetKey
+    folder: Path
+    stamp: str  # also the resume key of a training that continues after a killed run
+    inputs: dict[str, str]
+    data_version: str = ""
+    reused: bool = False
+
+    def result(self, metadata: Mapping | None = None) -> dg.MaterializeResult:
+        return dg.MaterializeResult(data_version=dg.DataVersion(self.data_version), metadata={
+            "reused": self.reused, **input_versions_metadata(self.inputs), **(metadata or {})})
+
+    def build(self, build: Callable[[Path], object], *, in_place: bool = False,
+              on_reuse: Callable[[Path], object] | None = None,
+              log: Callable[[str], None] = lambda m: None) -> "VersionedOutput":
+        """Reuse the output when its stamp matches, else `build(folder)` and stamp it.
+
+        `build` writes into a temporary folder swapped in when complete, or (`in_place`) into the
+        output folder itself, for outputs with parts that must survive a failed run.
+        """
+        self.data_version, self.reused = versioning.build_if_stale(
+            self.folder, self.stamp, build, in_place=in_place, content_version=CONTENT_VERSIONS.get(self.key),
+            on_reuse=on_reuse, log=log)
+        where = f" [{self.folder.name}]" if self.key in SUBJECT_ASSETS else ""
+        log(f"{self.key.to_user_string()}{where}: {'unchanged, reused' if self.reused else 'written'}")
+        return self
+
+
+def versioned_output(context: dg.AssetExecutionContext, data_root: DataRootResource, config: dict,
+                     partitions: Mapping[dg.AssetKey, Sequence[str]] | None = None,
+                     unread: Collection[dg.AssetKey] = ()) -> VersionedOutput:
+    """The output of the running asset partition, with the stamp its code, config and inputs give.
+
+    `unread`: deps this build does not read (real raw data does not depend on the generic model).
     """
-    versions = {name: input_version(data_root, name, part) for name, part in inputs.items()}
-    stamp = version_stamp(code_version, config, versions)
-    folder = data_root.asset_dir(asset, partition)
-    run = build_in_place_if_stale if in_place else build_if_stale
-    data_version, reused = run(folder, stamp, build)
-    return VersionedBuild(folder, data_version, reused, versions)
+    key = context.asset_key
+    own_partition = context.partition_key if context.has_partition_key else None
+    partitions = partitions or {}
+    inputs: dict[str, str] = {}
+    for dep in context.assets_def.get_asset_spec(key).deps:
+        upstream = dep.asset_key
+        name = upstream.to_user_string()
+        if upstream in unread:
+            continue
+        if upstream in partitions:  # several subject partitions: one input each
+            for p in partitions[upstream]:
+                inputs[f"{name}/{p}"] = input_version(data_root, upstream, p)
+        elif upstream in SUBJECT_ASSETS:
+            if own_partition is None:
+                raise D3keError(f"{key.to_user_string()} reads {name} without naming its partitions")
+            inputs[name] = input_version(data_root, upstream, own_partition)
+        else:
+            inputs[name] = input_version(data_root, upstream, None)
+    code_version = context.assets_def.code_versions_by_key[key]
+    folder = data_root.asset_dir(folder_name(key), own_partition)
+    return VersionedOutput(key, folder, versioning.version_stamp(code_version, config, inputs), inputs)
+
+
+def build_versioned(context: dg.AssetExecutionContext, data_root: DataRootResource, config: dict,
+                    build: Callable[[Path], object], *, in_place: bool = False,
+                    partitions: Mapping[dg.AssetKey, Sequence[str]] | None = None,
+                    unread: Collection[dg.AssetKey] = (),
+                    on_reuse: Callable[[Path], object] | None = None) -> VersionedOutput:
+    """`versioned_output(...).build(...)`: the running asset's output, reused or built and stamped."""
+    return versioned_output(context, data_root, config, partitions, unread).build(
+        build, in_place=in_place, on_reuse=on_reuse, log=context.log.info)

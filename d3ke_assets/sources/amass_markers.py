@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 import pickle
 import zipfile
 from pathlib import Path
@@ -71,9 +70,9 @@ AMASS_TO_OPENSIM = np.array([[0.0, -1.0, 0.0],
                              [-1.0, 0.0, 0.0]])
 
 
-def smplh_dir_from_env() -> Path:
-    """The SMPL+H model folder named by `D3KE_SMPLH_DIR`."""
-    value = os.environ.get(SMPLH_DIR_ENV, "").strip()
+def smplh_dir(value: str | Path | None) -> Path:
+    """The SMPL+H model folder the settings name (`D3KE_SMPLH_DIR`)."""
+    value = str(value or "").strip()
     if not value:
         raise D3keError(
             f"{SMPLH_DIR_ENV} is not set: point it at the folder holding "

@@ -7,7 +7,7 @@ version of a subject is the manifest's digest.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -18,7 +18,6 @@ from d3ke_assets.sources.checksums import (MANIFEST_NAME, HashCache, Manifest, b
                                           compare_with_manifest, verify_manifest_cached)
 from d3ke_assets.storage import atomic_dir, atomic_write_bytes, ensure_free_space, output_lock
 from d3ke_assets.sources.subjects import is_subject_key
-from d3ke_assets.versioning import stored_version_if_current, version_stamp, write_stamp
 
 ASSET_DIR = "raw_subject"
 HASH_CACHE = Path(".cache") / "sha256.sqlite"
@@ -59,47 +58,69 @@ def listed_files(folder: Path) -> list[str]:
                   if p.is_file() and p.name != MANIFEST_NAME and not p.name.startswith("_"))
 
 
+def write_synthetic_subject(folder: Path, key: str, size: SyntheticSize, seed: int, generic_model: str | Path,
+                            cache: HashCache, final_dir: Path | None = None,
+                            log: Callable[[str], None] = lambda m: None) -> Manifest:
+    """Generate one synthetic subject's files, preview and manifest into the empty `folder`.
+
+    `final_dir`: where the folder will be swapped in (the manifest's base folder), when `folder`
+    is a temporary sibling of it.
+    """
+    log(f"{key}: generating synthetic subject into {final_dir or folder}")
+    ensure_free_space(folder, synthetic.estimate_bytes(size), f"raw_subject for {key}")
+    synthetic.generate_subject(key, folder, size, seed, generic_model, log)
+    atomic_write_bytes(folder / PREVIEW_NAME, synthetic.preview_jpeg(folder))
+    built = build_manifest(key, "synthetic", folder, listed_files(folder), cache)
+    manifest = Manifest(key, "synthetic", str(Path(final_dir or folder).resolve()), built.files)
+    manifest.write(folder / MANIFEST_NAME)
+    return manifest
+
+
+def check_synthetic_subject(folder: Path, key: str, cache: HashCache,
+                            log: Callable[[str], None] = lambda m: None) -> Manifest:
+    """A generated subject about to be reused: every file as its manifest says (hashes cached by
+    path, size and mtime), else a RawDataError saying how to regenerate it."""
+    manifest = Manifest.read(folder / MANIFEST_NAME)
+    problems = verify_manifest_cached(manifest, cache)
+    if problems:
+        raise RawDataError(f"{key}: {'; '.join(p.describe() for p in problems)}: delete {folder} and "
+                           f"materialize raw_subject for {key} again to regenerate it")
+    if not (folder / PREVIEW_NAME).is_file():
+        atomic_write_bytes(folder / PREVIEW_NAME, synthetic.preview_jpeg(folder))
+    log(f"{key}: synthetic files unchanged ({len(manifest.files)} files)")
+    return manifest
+
+
 def synthetic_subject(data_root: str | Path, key: str, size: SyntheticSize, seed: int,
-                      generic_model: str | Path, model_version: str,
-                      log: Callable[[str], None] = lambda m: None) -> RawSubject:
-    """Generate (or reuse) one synthetic subject's files and manifest (one writer at a time)."""
-    with output_lock(raw_dir(data_root, key), log):
-        return _synthetic_subject(data_root, key, size, seed, generic_model, model_version, log)
-
-
-def _synthetic_subject(data_root: str | Path, key: str, size: SyntheticSize, seed: int,
-                       generic_model: str | Path, model_version: str, log: Callable[[str], None]) -> RawSubject:
+                      generic_model: str | Path, log: Callable[[str], None] = lambda m: None) -> RawSubject:
+    """One synthetic subject under `data_root`, generated unless its folder is there (benchmarks and
+    test fixtures; the raw_subject asset versions it through the project's one versioned path)."""
     out = raw_dir(data_root, key)
     cache = hash_cache(data_root)
-    stamp = version_stamp(synthetic.GENERATOR_CODE_VERSION, {"seed": seed, "size": asdict(size)},
-                          {"opensim_model": model_version})
-    if stored_version_if_current(out, stamp) and (out / MANIFEST_NAME).is_file():
-        manifest = Manifest.read(out / MANIFEST_NAME)
-        problems = verify_manifest_cached(manifest, cache)
-        if problems:
-            raise RawDataError(f"{key}: {'; '.join(p.describe() for p in problems)}: delete {out} and "
-                               f"materialize raw_subject for {key} again to regenerate it")
-        if not (out / PREVIEW_NAME).is_file():
-            atomic_write_bytes(out / PREVIEW_NAME, synthetic.preview_jpeg(out))
-        log(f"{key}: synthetic files unchanged ({len(manifest.files)} files), reused")
-        return RawSubject(key, "synthetic", out, manifest, reused=True)
-    log(f"{key}: generating synthetic subject into {out}")
-    ensure_free_space(out, synthetic.estimate_bytes(size), f"raw_subject for {key}")
-    with atomic_dir(out) as tmp:
-        synthetic.generate_subject(key, tmp, size, seed, generic_model, log)
-        atomic_write_bytes(tmp / PREVIEW_NAME, synthetic.preview_jpeg(tmp))
-    manifest = build_manifest(key, "synthetic", out, listed_files(out), cache)
-    manifest.write(out / MANIFEST_NAME)
-    write_stamp(out, stamp, manifest.digest)  # last: only a complete folder carries a stamp
+    with output_lock(out, log):
+        if (out / MANIFEST_NAME).is_file():
+            return RawSubject(key, "synthetic", out, check_synthetic_subject(out, key, cache, log), reused=True)
+        with atomic_dir(out) as tmp:
+            manifest = write_synthetic_subject(tmp, key, size, seed, generic_model, cache, out, log)
     return RawSubject(key, "synthetic", out, manifest, reused=False)
 
 
-def movi_subject(data_root: str | Path, key: str, index: movi.MoviIndex,
-                 log: Callable[[str], None] = lambda m: None, accept_changes: bool = False) -> RawSubject:
-    """Find one real subject's files, check them and record their manifest.
+@dataclass
+class MoviScan:
+    """One real subject's files as they are now, checked against its recorded manifest."""
 
-    `accept_changes` records files that differ from the recorded manifest
-    (`d3ke verify --write-manifest`, after replacing files on purpose).
+    key: str
+    files: list[Path]
+    manifest: Manifest
+    changed_files: list[str]  # new or changed since the recorded manifest (all, when none was recorded)
+
+
+def scan_movi_subject(data_root: str | Path, key: str, index: movi.MoviIndex,
+                      accept_changes: bool = False) -> MoviScan:
+    """Find one real subject's files, check them and hash them (cached).
+
+    A recorded file that changed or vanished is damage (a RawDataError) until the user says
+    otherwise: `accept_changes` (`d3ke verify --write-manifest`, after replacing files on purpose).
     """
     out = raw_dir(data_root, key)
     files = movi.subject_files(index, key)
@@ -114,7 +135,6 @@ def movi_subject(data_root: str | Path, key: str, index: movi.MoviIndex,
     previous = None
     if (out / MANIFEST_NAME).is_file() and not accept_changes:
         previous = Manifest.read(out / MANIFEST_NAME)
-        # A recorded file that changed or vanished is damage until the user says otherwise.
         problems = compare_with_manifest(
             Manifest(key, "movi", manifest.base_dir, previous.files),
             {n: m["sha256"] for n, m in manifest.files.items()})
@@ -123,15 +143,31 @@ def movi_subject(data_root: str | Path, key: str, index: movi.MoviIndex,
                 f"{key}: {'; '.join(p.describe() for p in problems)} since its manifest was recorded: download "
                 f"it again, or if you replaced it on purpose run `d3ke verify --write-manifest`")
     changed = sorted(n for n in manifest.files if previous is None or n not in previous.files)
-    if previous is None or changed or previous.base_dir != manifest.base_dir:
-        out.mkdir(parents=True, exist_ok=True)
-        manifest.write(out / MANIFEST_NAME)
-        try:
-            atomic_write_bytes(out / PREVIEW_NAME, movi.preview_jpeg(files))
-        except D3keError as exc:  # decoding is checked by the frames stage; the manifest stands
-            log(f"{key}: no preview ({exc})")
-    log(f"{key}: {len(files)} raw files under {index.root}, {len(changed)} new or changed")
-    return RawSubject(key, "movi", out, manifest, reused=not changed, changed_files=changed)
+    return MoviScan(key, files, manifest, changed)
+
+
+def write_movi_subject(folder: Path, scan: MoviScan, log: Callable[[str], None] = lambda m: None) -> None:
+    """Record a real subject's manifest (and a preview) in `folder`; the files stay where they are."""
+    folder.mkdir(parents=True, exist_ok=True)
+    scan.manifest.write(folder / MANIFEST_NAME)
+    try:
+        atomic_write_bytes(folder / PREVIEW_NAME, movi.preview_jpeg(scan.files))
+    except D3keError as exc:  # decoding is checked by the frames stage; the manifest stands
+        log(f"{scan.key}: no preview ({exc})")
+    log(f"{scan.key}: {len(scan.files)} raw files under {scan.manifest.base_dir}, "
+        f"{len(scan.changed_files)} new or changed")
+
+
+def movi_subject(data_root: str | Path, key: str, index: movi.MoviIndex,
+                 log: Callable[[str], None] = lambda m: None, accept_changes: bool = False) -> RawSubject:
+    """Scan one real subject and record its manifest when it is new or changed (`d3ke verify`)."""
+    scan = scan_movi_subject(data_root, key, index, accept_changes)
+    out = raw_dir(data_root, key)
+    recorded = Manifest.read(out / MANIFEST_NAME) if (out / MANIFEST_NAME).is_file() else None
+    if recorded is None or scan.changed_files or recorded.base_dir != scan.manifest.base_dir or accept_changes:
+        write_movi_subject(out, scan, log)
+    return RawSubject(key, "movi", out, scan.manifest, reused=not scan.changed_files,
+                      changed_files=scan.changed_files)
 
 
 def subject_folders(data_root: str | Path) -> list[Path]:

@@ -57,9 +57,9 @@ def test_opensim_model_asset_writes_a_loadable_model(materialized):
     version, meta = _data_version(model_result, "opensim_model")
     path = root / "opensim_model" / "d3ke_fullbody.osim"
     assert osim.Model(str(path)).getNumCoordinates() == meta["n_coordinates"].value >= 35
-    from d3ke_assets.biomech.model_builder import MODEL_CODE_VERSION
+    from d3ke_assets.defs.constants import CODE_VERSIONS, OPENSIM_MODEL
     from d3ke_assets.versioning import version_stamp
-    assert version == version_stamp(MODEL_CODE_VERSION, {}, {})  # code version, no config, no inputs
+    assert version == version_stamp(CODE_VERSIONS[OPENSIM_MODEL], {}, {})  # code version, no config, no inputs
 
 
 def test_two_raw_subject_partitions_materialize_with_manifest_data_versions(materialized):

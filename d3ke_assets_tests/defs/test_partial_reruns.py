@@ -16,9 +16,10 @@ from d3ke_assets.cli import main
 from d3ke_assets.defs.automation import build_automation, stale_assets_by_partition
 from d3ke_assets.defs.resources import DataRootResource, DatasetResource, MlflowTrackingResource
 from d3ke_assets.defs.runner import materialize_graph
-from d3ke_assets.definitions import ALL_ASSETS
+from d3ke_assets.definitions import ALL_ASSETS, SETTINGS
+from d3ke_assets.defs.partitions import subject_partitions
 from d3ke_assets.frames import processing
-from d3ke_assets.versioning import read_stamp
+from d3ke_assets.versioning import recorded_data_version
 
 SUBJECTS = ["Subject_1", "Subject_2"]
 # the per-subject graph and the model it builds on; training has its own tests
@@ -84,7 +85,7 @@ def test_automation_ignores_a_new_materialization_with_the_same_data_version(gra
 
 def test_a_changed_raw_file_reruns_exactly_that_subjects_partitions(graph):
     root, instance = graph["root"], graph["instance"]
-    sensor, _ = build_automation(ASSETS)
+    sensor, _ = build_automation(ASSETS, subject_partitions(SETTINGS), SETTINGS.rerun_cron)
     first_tick = sensor(dg.build_sensor_context(instance=instance, resources=_resources(root)))
     assert sorted(r.partition_key for r in first_tick.run_requests) == SUBJECTS  # both new to the sensor
     cursor = first_tick.cursor
@@ -133,7 +134,7 @@ def test_a_code_version_bump_makes_every_partition_of_that_asset_stale(graph):
     root, instance = graph["root"], graph["instance"]
     bumped = [a if a.key != dg.AssetKey("frames") else _with_code_version(a, "bumped") for a in ASSETS]
     assert stale_assets_by_partition(instance, bumped, SUBJECTS) == {s: ["frames"] for s in SUBJECTS}
-    _, schedule = build_automation(bumped)
+    _, schedule = build_automation(bumped, subject_partitions(SETTINGS), SETTINGS.rerun_cron)
     import datetime
 
     tick = datetime.datetime(2026, 11, 23, 3, 0, tzinfo=datetime.timezone.utc)
@@ -150,7 +151,7 @@ def test_a_code_version_bump_makes_every_partition_of_that_asset_stale(graph):
 def test_an_interrupted_write_leaves_no_output_that_passes_as_complete(graph, monkeypatch):
     root, instance = graph["root"], graph["instance"]
     folder = root / "frames" / "Subject_1"
-    before = read_stamp(folder)
+    before = recorded_data_version(folder)
     calls = {"n": 0}
     original = processing.crop_to_jpeg
 
@@ -166,12 +167,12 @@ def test_an_interrupted_write_leaves_no_output_that_passes_as_complete(graph, mo
         dg.materialize(assets, selection=["frames"], partition_key="Subject_1", instance=instance,
                        resources=_resources(root))
     assert calls["n"] > 20
-    assert read_stamp(folder) == before  # the previous complete output is untouched
+    assert recorded_data_version(folder) == before  # the previous complete output is untouched
     assert not [p for p in (root / "frames").iterdir() if p.name.startswith("Subject_1.tmp-")]
     monkeypatch.setattr(processing, "crop_to_jpeg", original)
     done = dg.materialize(assets, selection=["frames"], partition_key="Subject_1", instance=instance,
                           resources=_resources(root))
-    assert done.success and read_stamp(folder) != before
+    assert done.success and recorded_data_version(folder) != before
 
 
 def test_a_bad_subject_fails_alone_with_the_file_named(graph):
@@ -203,4 +204,4 @@ def test_disk_preflight_fails_before_writing(graph, monkeypatch):
                             resources=_resources(root), raise_on_error=False)
     failure = next(e.step_failure_data.user_failure_data.description for e in result.all_events if e.is_step_failure)
     assert "frames for Subject_1 needs about" in failure and "are free there" in failure
-    assert json.loads((root / "frames" / "Subject_1" / "_stamp.json").read_text())  # still the complete one
+    assert recorded_data_version(root / "frames" / "Subject_1")  # still the complete one

@@ -25,13 +25,14 @@ import torch
 
 from d3ke_assets.defs.resources import DataRootResource, DatasetResource, MlflowTrackingResource
 from d3ke_assets.defs.runner import materialize_graph
+from d3ke_assets.defs.constants import FRAMES, OPENSIM_GT
 from d3ke_assets.defs.versioned import input_version
 from d3ke_assets.definitions import ALL_ASSETS
 from d3ke_assets.errors import D3keError
 from d3ke_assets.frames import processing
 from d3ke_assets.learning import training
 from d3ke_assets.storage import TMP_MARK, atomic_write_bytes
-from d3ke_assets.versioning import STAMP_NAME, read_stamp
+from d3ke_assets.versioning import is_complete, recorded_data_version
 
 CHILD = Path(__file__).with_name("fault_child.py")
 SUBJECTS = ["Subject_1", "Subject_2", "Subject_3"]  # smoke: train, validation, test
@@ -126,19 +127,19 @@ def test_sigkill_during_opensim_gt_then_rerun_matches_an_uninterrupted_run(refer
     _kill_when_paused(root, "opensim_gt", "Subject_1", "second_trial")
     out = root / "opensim_gt" / "Subject_1"
     # killed mid-subject: one trial solved and kept, the subject not complete
-    assert not (out / STAMP_NAME).exists()
-    solved = [d.name for d in (out / "ik").iterdir() if (d / STAMP_NAME).is_file()]
+    assert not is_complete(out)
+    solved = [d.name for d in (out / "ik").iterdir() if is_complete(d)]
     assert len(solved) == 1, solved
     assert _temporaries(root), "the half-written trial should be left in a temporary folder"
     with pytest.raises(D3keError, match="opensim_gt is not materialized for Subject_1"):
-        input_version(DataRootResource(path=str(root)), "opensim_gt", "Subject_1")
+        input_version(DataRootResource(path=str(root)), OPENSIM_GT, "Subject_1")
     frames_run = _start(root, "frames", "Subject_1")  # downstream refuses the incomplete output
     out_text, _ = frames_run.communicate(timeout=300)
     assert frames_run.returncode == 1 and "opensim_gt is not materialized for Subject_1" in out_text
 
     version, log = _run(root, "opensim_gt", "Subject_1")
     ref = reference["root"] / "opensim_gt" / "Subject_1"
-    assert version == read_stamp(ref)["data_version"] == read_stamp(out)["data_version"]
+    assert version == recorded_data_version(ref) == recorded_data_version(out)
     assert "reused=False" in log
     summary = json.loads((out / "summary.json").read_text())  # the rerun kept what the killed run finished
     assert summary["scale_reused"] is True
@@ -159,11 +160,11 @@ def test_sigkill_during_frames_then_rerun_matches_an_uninterrupted_run(reference
     partial = [p for p in _temporaries(root) if p.parent == root / "frames"]
     assert partial and any(p.suffix == ".jpgs" for p in partial[0].iterdir())
     with pytest.raises(D3keError, match="frames is not materialized for Subject_1"):
-        input_version(DataRootResource(path=str(root)), "frames", "Subject_1")
+        input_version(DataRootResource(path=str(root)), FRAMES, "Subject_1")
 
     version, _ = _run(root, "frames", "Subject_1")
     out, ref = root / "frames" / "Subject_1", reference["root"] / "frames" / "Subject_1"
-    assert version == read_stamp(ref)["data_version"]
+    assert version == recorded_data_version(ref)
     assert processing.read_index(out).equals(processing.read_index(ref))
     shards = sorted(p.name for p in ref.glob("*.jpgs"))
     assert shards and sorted(p.name for p in out.glob("*.jpgs")) == shards
@@ -176,7 +177,7 @@ def test_sigkill_during_training_resumes_from_its_checkpoint_and_matches(referen
     root = _fresh_from_inputs(reference, tmp_path, "opensim_gt", "frames")
     _kill_when_paused(root, "frame_model", None, "epoch_2")
     folder = root / "frame_model"
-    assert not (folder / STAMP_NAME).exists()
+    assert not is_complete(folder)
     assert training.load_checkpoint(folder / training.CHECKPOINT)["epoch"] == 0  # epoch 1 of 2 was saved
 
     version, log = _run(root, "frame_model", None)
@@ -262,7 +263,7 @@ def test_a_full_disk_during_frames_fails_clearly_and_keeps_the_complete_output(r
     (small_disk / "frames").mkdir()
     shutil.copytree(reference["root"] / "frames" / "Subject_1", small_disk / "frames" / "Subject_1")
     (root / "frames").symlink_to(small_disk / "frames")  # the frames stage writes to the small disk
-    before = read_stamp(root / "frames" / "Subject_1")
+    before = recorded_data_version(root / "frames" / "Subject_1")
     _fill(small_disk, 20 << 10)
     # the space check before writing passes (another process fills the disk afterwards) ...
     from d3ke_assets.defs import frames_assets
@@ -275,7 +276,7 @@ def test_a_full_disk_during_frames_fails_clearly_and_keeps_the_complete_output(r
     assert failure.description.startswith("the disk is full: writing ")
     assert "Subject_1" in failure.description and "nothing was replaced" in failure.description
     # ... and the previous complete output is untouched, with no temporaries left
-    assert read_stamp(root / "frames" / "Subject_1") == before
+    assert recorded_data_version(root / "frames" / "Subject_1") == before
     ref = reference["root"] / "frames" / "Subject_1"
     assert processing.read_index(root / "frames" / "Subject_1").equals(processing.read_index(ref))
     assert not _temporaries(small_disk)

@@ -303,12 +303,10 @@ def test_bad_poses_file_is_one_line_naming_the_file(tmp_path, change, words):
     assert str(f) in msg and words in msg and "\n" not in msg
 
 
-def test_smplh_dir_from_env(monkeypatch, tmp_path):
-    monkeypatch.delenv(am.SMPLH_DIR_ENV, raising=False)
+def test_smplh_dir_is_named_by_the_settings(tmp_path):
     with pytest.raises(D3keError, match=am.SMPLH_DIR_ENV):
-        am.smplh_dir_from_env()
-    monkeypatch.setenv(am.SMPLH_DIR_ENV, str(tmp_path))
-    assert am.smplh_dir_from_env() == tmp_path
+        am.smplh_dir(None)
+    assert am.smplh_dir(str(tmp_path)) == tmp_path
 
 
 def test_movi_mocap_writes_trials_with_their_video_frames(model, tmp_path):

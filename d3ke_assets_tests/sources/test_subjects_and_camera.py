@@ -70,15 +70,16 @@ def test_movi_camera_conventions(tmp_path):
     np.testing.assert_allclose(cam.project(np.array([0, 1.0, 0])), [399, 299 - 500 / 4], atol=1e-9)
 
 
-def test_synthetic_subject_count_override(monkeypatch):
+def test_synthetic_subject_count_override():
     from d3ke_assets import settings
 
-    monkeypatch.setenv(settings.SUBJECTS_ENV, "90")
-    preset = settings.get_preset("smoke")
+    run = settings.Settings.from_environment({"D3KE_PRESET": "smoke", "D3KE_SYNTHETIC_SUBJECTS": "90"})
+    preset = run.preset_settings()
     assert preset.synthetic.n_subjects == 90
     assert preset.synthetic.trial_seconds == settings.PRESETS["smoke"].synthetic.trial_seconds
     split = split_for("synthetic", preset.synthetic.n_subjects)
     assert len(split.all) == 90 and split.all[-1] == "Subject_90"
-    monkeypatch.setenv(settings.SUBJECTS_ENV, "two")
     with pytest.raises(D3keError, match="D3KE_SYNTHETIC_SUBJECTS='two'"):
-        settings.get_preset("smoke")
+        settings.Settings.from_environment({"D3KE_SYNTHETIC_SUBJECTS": "two"})
+    with pytest.raises(D3keError, match="at least 3"):
+        settings.Settings.from_environment({"D3KE_SYNTHETIC_SUBJECTS": "2"})

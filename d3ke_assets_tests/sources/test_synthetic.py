@@ -225,5 +225,5 @@ def test_generation_checks_free_disk_space_first(tmp_path, monkeypatch, generic_
     assert written <= synthetic.estimate_bytes(size)  # the estimate is an upper bound
     monkeypatch.setattr(storage.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(1 << 40, 1 << 40, 4096))
     with pytest.raises(D3keError, match=r"raw_subject for Subject_2 needs about \d+ MB at .* are free there"):
-        raw.synthetic_subject(tmp_path, "Subject_2", size, 0, generic_model[0], generic_model[1])
+        raw.synthetic_subject(tmp_path, "Subject_2", size, 0, generic_model[0])
     assert not (tmp_path / "raw_subject" / "Subject_2").exists()

@@ -1,0 +1,39 @@
+"""Asset keys and code versions: each named once, here.
+
+`deps=[...]`, the versioned entry point's inputs, the runner, the schedule and the tests use
+these keys rather than string literals.  A code version is part of every stamp its asset
+writes: bump it when a change to the code changes what the asset writes, and every partition
+of it (and whatever reads it, through the data versions) is recomputed once.
+"""
+
+import dagster as dg
+
+OPENSIM_MODEL = dg.AssetKey("opensim_model")
+RAW_SUBJECT = dg.AssetKey("raw_subject")
+MOCAP_MARKERS = dg.AssetKey("mocap_markers")
+OPENSIM_GT = dg.AssetKey("opensim_gt")
+FRAMES = dg.AssetKey("frames")
+FRAME_MODEL = dg.AssetKey("frame_model")
+SEQUENCE_MODEL = dg.AssetKey("sequence_model")
+EVALUATION = dg.AssetKey("evaluation")
+ROBUSTNESS_REPORT = dg.AssetKey("robustness_report")
+
+# Partitioned by subject: one output folder per subject partition.
+SUBJECT_ASSETS = (RAW_SUBJECT, MOCAP_MARKERS, OPENSIM_GT, FRAMES)
+
+CODE_VERSIONS: dict[dg.AssetKey, str] = {
+    OPENSIM_MODEL: "2",  # the generic model build_model writes
+    RAW_SUBJECT: "raw1-gen2",  # the synthetic generator's output (movi: only the manifest)
+    MOCAP_MARKERS: "1",
+    OPENSIM_GT: "1",  # scaling, IK and labels; also part of the scale and trial stamps
+    FRAMES: "2",
+    FRAME_MODEL: "2",  # bump when training changes what it learns
+    SEQUENCE_MODEL: "1",
+    EVALUATION: "1",
+    ROBUSTNESS_REPORT: "1",
+}
+
+
+def folder_name(key: dg.AssetKey) -> str:
+    """The asset's folder under the data root."""
+    return key.to_user_string()
