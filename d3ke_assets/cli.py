@@ -32,7 +32,7 @@ def _prepare_environment(args: argparse.Namespace) -> Path:
         os.environ["D3KE_DATASET"] = settings.dataset_name(args.dataset)
     settings.dataset_name()  # validate whatever the environment says
     settings.preset_name()
-    from d3ke_assets.operations.ui_servers import prepare_dagster_home
+    from d3ke_assets.ui.servers import prepare_dagster_home
 
     # runs launched from the UI queue for the daemon, as many at once as there are CPUs
     home = prepare_dagster_home(Path(os.environ.get("DAGSTER_HOME") or root / "dagster"),
@@ -243,7 +243,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
         workspace = Path(__file__).resolve().parent.parent / "workspace.yaml"
         argv = [str(bin_dir / "dagster"), "dev", "-w", str(workspace), "-h", args.host, "-p", str(args.port or 3000)]
     else:
-        from d3ke_assets.operations.ui_servers import MLFLOW_SERVER_ENV, mlflow_folder, mlflow_server_command
+        from d3ke_assets.ui.servers import MLFLOW_SERVER_ENV, mlflow_folder, mlflow_server_command
 
         mlflow_folder(root).mkdir(parents=True, exist_ok=True)  # the command the UI tests start
         for key, value in MLFLOW_SERVER_ENV.items():

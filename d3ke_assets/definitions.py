@@ -18,5 +18,10 @@ ALL_ASSETS = [opensim_model, raw_subject, mocap_markers, opensim_gt, frames, fra
 
 raw_subject_sensor, stale_subjects_schedule = build_automation(ALL_ASSETS)
 
-defs = dg.Definitions(assets=ALL_ASSETS, sensors=[raw_subject_sensor], schedules=[stale_subjects_schedule],
-                      resources=resources_from_environment())
+# A named job over every asset: what a client launches a selection of assets through (GraphQL,
+# d3ke_assets.ui.graphql), instead of Dagster's internal implicit job
+ASSETS_JOB_NAME = "all_assets"
+all_assets_job = dg.define_asset_job(ASSETS_JOB_NAME, selection=ALL_ASSETS)
+
+defs = dg.Definitions(assets=ALL_ASSETS, jobs=[all_assets_job], sensors=[raw_subject_sensor],
+                      schedules=[stale_subjects_schedule], resources=resources_from_environment())

@@ -1,4 +1,5 @@
-"""Benchmarks (`d3ke bench NAME --json`): ratios measured side by side in one run.
+"""The benchmarks of the graph's stages (`d3ke bench verify|ik|fk|frames|rerun|train|predict`):
+ratios measured side by side in one run.
 
 Not tests: they print figures for closing notes and regressions, and do not
 assert.  Each repeats its measurements interleaved and keeps the best of each,
@@ -475,22 +476,3 @@ def bench_predict(data_root: Path | None = None) -> dict:
         return out
     finally:
         shutil.rmtree(root, ignore_errors=True)
-
-
-BENCHMARKS: dict[str, Callable[..., dict]] = {"verify": bench_verify, "ik": bench_ik, "fk": bench_fk,
-                                              "frames": bench_frames, "rerun": bench_rerun, "train": bench_train,
-                                              "predict": bench_predict}
-
-
-def _operations_bench(module: str, name: str) -> Callable[..., dict]:
-    def run(*args, **kwargs) -> dict:
-        import importlib
-
-        return getattr(importlib.import_module(f"d3ke_assets.operations.{module}"), name)(*args, **kwargs)
-    run.__doc__ = f"see d3ke_assets.operations.{module}.{name}"
-    return run
-
-
-# scale-out and load benchmarks start servers; imported only when asked for
-BENCHMARKS["scale"] = _operations_bench("bench_scale", "bench_scale")
-BENCHMARKS["load"] = _operations_bench("bench_load", "bench_load")
