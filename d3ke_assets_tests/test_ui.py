@@ -15,7 +15,7 @@ from d3ke_assets.sources.subjects import split_for
 from d3ke_assets.ui import graphql as gql
 from d3ke_assets.ui import servers
 from d3ke_assets_tests.support import chromium as browser
-from d3ke_assets_tests.support.servers import listening_addresses, require_program, rest
+from d3ke_assets_tests.support.servers import listening_addresses, mlflow_server, require_program, rest
 
 N_SUBJECTS = 4  # one more than the smoke preset's three: D3KE_SYNTHETIC_SUBJECTS reaches the servers
 SUBJECT_ASSETS = ["raw_subject", "mocap_markers", "opensim_gt", "frames"]
@@ -83,6 +83,14 @@ def test_webserver_shows_the_graph_and_materializes_a_subject_through_graphql(da
                                                      "numFailed": int(asset == "raw_subject")}  # Subject_4
 
 
+def _location_name(url: str) -> str:
+    """The name of the webserver's only code location."""
+    data = gql.graphql(url, """{ repositoriesOrError { __typename ... on RepositoryConnection { nodes { name
+        location { name } } } ... on PythonError { message } } }""")["repositoriesOrError"]
+    (node,) = gql.expect(data, "RepositoryConnection", "listing repositories")["nodes"]
+    return node["location"]["name"]
+
+
 def _names_missing(text: str, names: list[str]) -> list[str]:
     return [n for n in names if not re.search(rf"\b{re.escape(n)}\b", text)]
 
@@ -99,7 +107,7 @@ def test_asset_catalog_and_lineage_render_in_headless_chromium(dagster_ui, tmp_p
     assert "Join the Dagster community" not in catalog  # dagster.yaml's nux: enabled: false
 
     # the asset graph of one group: its assets as nodes, their neighbours in other groups as links
-    location = gql.repository_selector(web.url)["repositoryLocationName"]
+    location = _location_name(web.url)
     lineage_url = f"{web.url}/locations/{location}/asset-groups/biomech"
     lineage = browser.visible_text(browser.chromium_dom(lineage_url, chromium=chromium))
     missing = _names_missing(lineage, ["opensim_model", "mocap_markers", "opensim_gt", "raw_subject", "frames"])
@@ -165,7 +173,7 @@ def tracked_store(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def mlflow_ui(tracked_store):
-    with servers.mlflow_server(tracked_store[0]) as server:
+    with mlflow_server(tracked_store[0]) as server:
         yield server, tracked_store
 
 

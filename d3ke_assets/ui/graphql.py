@@ -48,16 +48,6 @@ def expect(result: dict, typename: str, what: str) -> dict:
     return result
 
 
-def repository_selector(url: str) -> dict:
-    """{repositoryLocationName, repositoryName} of the webserver's only repository."""
-    data = graphql(url, """{ repositoriesOrError { __typename ... on RepositoryConnection { nodes { name
-        location { name } } } ... on PythonError { message } } }""")["repositoriesOrError"]
-    nodes = expect(data, "RepositoryConnection", "listing repositories")["nodes"]
-    if len(nodes) != 1:
-        raise D3keError(f"expected one repository in the workspace, found {len(nodes)}: check workspace.yaml")
-    return {"repositoryLocationName": nodes[0]["location"]["name"], "repositoryName": nodes[0]["name"]}
-
-
 def _keys(assets: list[str]) -> list[dict]:
     return [{"path": a.split("/")} for a in assets]
 

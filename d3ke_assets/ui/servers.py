@@ -1,8 +1,9 @@
-"""The UI launchers: the Dagster webserver, the Dagster daemon and the MLflow server on loopback, for
-`d3ke ui`, the benchmarks that need a running webserver (`d3ke bench load`, `d3ke bench scale`'s
-run-launcher condition) and the tests; the DAGSTER_HOME they use (`prepare_dagster_home`).
+"""The UI launchers: the DAGSTER_HOME and MLflow server command of `d3ke ui` (`prepare_dagster_home`,
+`mlflow_server_command`), and the Dagster webserver with its daemon on loopback (`dagster_services`)
+for the benchmarks that need them running (`d3ke bench load`, `d3ke bench scale`'s run-launcher
+condition) and the tests.
 
-Each server is a context manager: it starts the program in its own session (so its children, such
+A server is a context manager: it starts the program in its own session (so its children, such
 as Dagster's code server and run workers, share its process group), waits until it answers, and on
 exit stops the whole group. Logs go to a file whose tail is shown when a server does not come up.
 """
@@ -14,8 +15,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,7 +92,8 @@ def _terminate_groups(processes: list[subprocess.Popen]) -> None:
 
 
 @contextmanager
-def _started(argv: list[str], env: dict[str, str], log: Path, cwd: Path) -> Iterator[subprocess.Popen]:
+def start_in_group(argv: list[str], env: dict[str, str], log: Path, cwd: Path) -> Iterator[subprocess.Popen]:
+    """`argv` in its own session (process group), output appended to `log`; the group stopped on exit."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
         process = subprocess.Popen(argv, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
@@ -121,26 +121,6 @@ def dagster_webserver_command(port: int, host: str = LOOPBACK, workspace: Path =
     return [_bin("dagster-webserver"), "-w", str(workspace), "-h", host, "-p", str(port)]
 
 
-@contextmanager
-def dagster_webserver(dagster_home: Path, data_root: Path, port: int | None = None,
-                      env: dict[str, str | None] | None = None, workspace: Path = WORKSPACE,
-                      log: Path | None = None, timeout_s: float = 180.0) -> Iterator[Server]:
-    """`dagster-webserver -w workspace.yaml -h 127.0.0.1 -p PORT`; ready once the code location loaded."""
-    with dagster_services(dagster_home, data_root, port=port, env=env, workspace=workspace, daemon=False,
-                          webserver_log=log, timeout_s=timeout_s) as (web, _):
-        yield web
-
-
-@contextmanager
-def dagster_daemon(dagster_home: Path, data_root: Path, env: dict[str, str | None] | None = None,
-                   workspace: Path = WORKSPACE, log: Path | None = None, timeout_s: float = 180.0) -> Iterator[Server]:
-    """`dagster-daemon run -w workspace.yaml`, which launches queued runs and drives backfills; ready once
-    its run queue and backfill daemons wrote a heartbeat into the instance."""
-    with dagster_services(dagster_home, data_root, env=env, workspace=workspace, webserver=False,
-                          daemon_log=log, timeout_s=timeout_s) as (_, daemon):
-        yield daemon
-
-
 DAEMONS_NEEDED = ("QUEUED_RUN_COORDINATOR", "BACKFILL")
 
 
@@ -162,12 +142,12 @@ def dagster_services(dagster_home: Path, data_root: Path, port: int | None = Non
         if webserver:
             port = port or free_port()
             log = Path(webserver_log or home / "webserver.log")
-            process = stack.enter_context(_started(dagster_webserver_command(port, workspace=workspace),
+            process = stack.enter_context(start_in_group(dagster_webserver_command(port, workspace=workspace),
                                                    environment, log, cwd))
             web = Server("dagster-webserver", process, log, port)
         if daemon:
             log = Path(daemon_log or home / "daemon.log")
-            process = stack.enter_context(_started([_bin("dagster-daemon"), "run", "-w", str(workspace)],
+            process = stack.enter_context(start_in_group([_bin("dagster-daemon"), "run", "-w", str(workspace)],
                                                    environment, log, cwd))
             dmn = Server("dagster-daemon", process, log)
         # on exit, both groups get SIGTERM at once (then each is waited for in turn)
@@ -261,29 +241,3 @@ def mlflow_server_command(data_root: Path, port: int, host: str = LOOPBACK, work
     return [_bin("mlflow"), "server", "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}",
             "--artifacts-destination", (folder / "artifacts").as_uri(), "--host", host, "--port", str(port),
             "--workers", str(workers)]
-
-
-@contextmanager
-def mlflow_server(data_root: Path, port: int | None = None, log: Path | None = None,
-                  env: dict[str, str | None] | None = None, timeout_s: float = 120.0) -> Iterator[Server]:
-    """`mlflow server` on the project's store; ready once /health answers."""
-    port = port or free_port()
-    folder = mlflow_folder(data_root)
-    folder.mkdir(parents=True, exist_ok=True)
-    log = Path(log or folder / "server.log")
-    environment = server_environment(data_root, env={**MLFLOW_SERVER_ENV, **(env or {})})
-    with _started(mlflow_server_command(data_root, port), environment, log, folder) as process:
-        server = Server("mlflow server", process, log, port)
-        start = time.monotonic()
-        wait_for_port(port, "mlflow server", timeout_s, process=process, log=log)
-        while True:
-            try:
-                with urllib.request.urlopen(f"{server.url}/health", timeout=5) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if process.poll() is not None or time.monotonic() - start > timeout_s:
-                raise D3keError(f"mlflow server on port {port} did not answer /health{log_tail(log)}")
-            time.sleep(0.3)
-        yield server

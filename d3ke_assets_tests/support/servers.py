@@ -1,20 +1,25 @@
 """Server programs for the tests that start servers (test_ui, deploy/test_scale_out):
 `scripts/test.sh` installs them and sets D3KE_REQUIRE_SERVERS=1, so there a missing program fails
-the test; elsewhere it skips. Also what a server listens on, and a small REST client."""
+the test; elsewhere it skips. Also what a server listens on, a small REST client, and the MLflow
+server on a store, started and stopped around a test."""
 
 from __future__ import annotations
 
 import json
 import os
 import socket
+import time
 import urllib.error
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
 from d3ke_assets.errors import D3keError
-from d3ke_assets.processes import find_program
+from d3ke_assets.processes import find_program, free_port, log_tail, wait_for_port
+from d3ke_assets.ui import servers
 
 PROGRAM_DIRS = {"initdb": ("/usr/lib/postgresql/*/bin/initdb",), "pg_ctl": ("/usr/lib/postgresql/*/bin/pg_ctl",),
                 "postgres": ("/usr/lib/postgresql/*/bin/postgres",)}
@@ -61,3 +66,29 @@ def rest(url: str, body: dict | None = None, timeout_s: float = 30.0) -> dict:
     except urllib.error.HTTPError as exc:
         detail = exc.read().decode(errors="replace")[:300].replace("\n", " ")
         raise D3keError(f"{url} answered HTTP {exc.code}: {detail}") from None
+
+
+@contextmanager
+def mlflow_server(data_root: Path, port: int | None = None, log: Path | None = None,
+                  env: dict[str, str | None] | None = None, timeout_s: float = 120.0) -> Iterator[servers.Server]:
+    """`mlflow server` on the project's store (the command `d3ke ui mlflow` runs); ready once /health answers."""
+    port = port or free_port()
+    folder = servers.mlflow_folder(data_root)
+    folder.mkdir(parents=True, exist_ok=True)
+    log = Path(log or folder / "server.log")
+    environment = servers.server_environment(data_root, env={**servers.MLFLOW_SERVER_ENV, **(env or {})})
+    with servers.start_in_group(servers.mlflow_server_command(data_root, port), environment, log, folder) as process:
+        server = servers.Server("mlflow server", process, log, port)
+        start = time.monotonic()
+        wait_for_port(port, "mlflow server", timeout_s, process=process, log=log)
+        while True:
+            try:
+                with urllib.request.urlopen(f"{server.url}/health", timeout=5) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if process.poll() is not None or time.monotonic() - start > timeout_s:
+                raise D3keError(f"mlflow server on port {port} did not answer /health{log_tail(log)}")
+            time.sleep(0.3)
+        yield server
