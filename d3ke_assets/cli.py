@@ -35,7 +35,7 @@ def _run_settings(args: argparse.Namespace) -> tuple[settings.Settings, dict[str
 
 def _prepare_instance(run: settings.Settings) -> Path:
     """The persistent Dagster instance under the data root (or DAGSTER_HOME), with the pool limits set."""
-    from d3ke_assets.operations.ui_servers import prepare_dagster_home
+    from d3ke_assets.ui.servers import prepare_dagster_home
 
     # runs launched from the UI queue for the daemon, as many at once as there are CPUs
     home = prepare_dagster_home(Path(os.environ.get("DAGSTER_HOME") or Path(run.data_root) / "dagster"),
@@ -292,7 +292,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
         workspace = Path(__file__).resolve().parent.parent / "workspace.yaml"
         argv = [str(bin_dir / "dagster"), "dev", "-w", str(workspace), "-h", args.host, "-p", str(args.port or 3000)]
     else:
-        from d3ke_assets.operations.ui_servers import MLFLOW_SERVER_ENV, mlflow_folder, mlflow_server_command
+        from d3ke_assets.ui.servers import MLFLOW_SERVER_ENV, mlflow_folder, mlflow_server_command
 
         mlflow_folder(root).mkdir(parents=True, exist_ok=True)  # the command the UI tests start
         env = {**MLFLOW_SERVER_ENV, **env}

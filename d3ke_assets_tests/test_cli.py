@@ -76,3 +76,21 @@ def test_demo_materializes_through_a_persistent_instance(tmp_path):
         for asset in ("frame_model", "sequence_model", "evaluation", "robustness_report"):
             assert instance.fetch_materializations(dg.AssetKey(asset), limit=1).records, asset
     assert (tmp_path / "raw_subject" / "Subject_2" / "F_PG1_Subject_2_L.avi").is_file()
+
+
+def test_unknown_benchmark_is_one_line_naming_every_benchmark(capsys):
+    assert main(["bench", "nope"]) == 2
+    err = _one_line_error(capsys)
+    for name in ("verify", "ik", "fk", "frames", "rerun", "train", "predict", "scale", "load"):
+        assert name in err
+
+
+def test_benchmark_registry_does_not_import_the_servers_benchmarks():
+    """`d3ke bench verify` must work without the `scale` extra: the registry imports scale and load
+    (Celery, PostgreSQL, the Dagster servers) only when one of them runs."""
+    code = ("import sys; from d3ke_assets.benchmarks import BENCHMARKS; "
+            "print(sorted(BENCHMARKS)); print([m for m in ('dagster_celery', 'd3ke_assets.benchmarks.scale', "
+            "'d3ke_assets.benchmarks.load', 'd3ke_assets.deploy.services') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}).stdout.splitlines()
+    assert out == ["['fk', 'frames', 'ik', 'load', 'predict', 'rerun', 'scale', 'train', 'verify']", "[]"]
