@@ -16,7 +16,7 @@ from d3ke_assets.defs.training_assets import _subject_frames, frame_model, seque
 from d3ke_assets.defs.versioned import code_version_of, input_version, input_versions_metadata
 from d3ke_assets.errors import D3keError
 from d3ke_assets.evaluation import report
-from d3ke_assets.evaluation.augmentations import AUGMENTATIONS
+from d3ke_assets.frames.augmentations import AUGMENTATIONS
 from d3ke_assets.evaluation.evaluate import direct_versus_multistep, evaluate_test_subjects
 from d3ke_assets.frames.reader import FrameDataset
 from d3ke_assets.learning import sequence, training

@@ -72,7 +72,7 @@ def test_total_uses_the_configured_weights():
 def test_coordinate_mae_hand_computed():
     import numpy as np
 
-    from d3ke_assets.learning.quality import coordinate_mae_deg
+    from d3ke_assets.learning.metrics import coordinate_mae_deg
 
     true = np.zeros((2, 3))
     pred = np.radians([[10.0, 2.0, 99.0], [20.0, 4.0, 99.0]])
