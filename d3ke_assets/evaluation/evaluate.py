@@ -19,7 +19,6 @@ from d3ke_assets.evaluation import metrics as M
 from d3ke_assets.frames.augmentations import augment_images, conditions
 from d3ke_assets.evaluation.mirror import Mirror
 from d3ke_assets.frames.reader import FrameDataset
-from d3ke_assets.learning.metrics import scored_coordinates
 from d3ke_assets.learning.model import FrameModel, camera_frame_targets, decode_to_numpy, normalise
 from d3ke_assets.learning.training import choose_device
 
@@ -86,7 +85,7 @@ def evaluate_view(frame_model: FrameModel, frames: FrameDataset, sequence_model=
     mirror = Mirror.for_layer(layer)
     clean = camera_labels(frames, layer)
     flipped = mirror.camera_labels(clean)
-    scored = scored_coordinates(frame_model)
+    scored = M.scored_coordinates(frame_model)
     names = list(layer.coordinate_names)
     all_markers = np.ones(len(layer.marker_names), bool)
     outputs, seconds = head_outputs_by_condition(frame_model, frames, log=log)
@@ -147,7 +146,7 @@ def direct_versus_multistep(frame_model: FrameModel, test_dirs: list, osim_path,
     from d3ke_assets.learning.sequence import predict_head_outputs
 
     layer = frame_model.layer
-    scored = scored_coordinates(frame_model)
+    scored = M.scored_coordinates(frame_model)
     names = list(layer.coordinate_names)
     all_markers = np.ones(len(layer.marker_names), bool)
     rows = []

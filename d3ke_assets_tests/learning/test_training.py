@@ -180,3 +180,24 @@ def test_a_checkpoint_of_other_code_or_data_is_not_resumed(frames_dir, generic_m
     history = T.train_frame_model(_model(generic_model), train, val, _config(epochs=1), tmp_path,
                                   log=messages.append, resume_key="inputs v2")
     assert any("another configuration: starting over" in m for m in messages) and len(history) == 1
+
+
+def test_bench_train_times_the_trainings_own_step(frames_dir, generic_model, monkeypatch):
+    """`d3ke bench train` runs `train_step`, the function `fit` runs, once per step (one warm-up step
+    more), and that step trains: the weights change."""
+    from d3ke_assets.benchmarks import _train_steps
+
+    calls = []
+    real = T.train_step
+
+    def counted(*args, **kwargs):
+        calls.append(args[1]["image"].shape[0])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(T, "train_step", counted)
+    model = _model(generic_model)
+    before = model.head.weight.detach().clone()
+    images_per_s, wait = _train_steps(model, FrameDataset([frames_dir], used_only=False), _config(batch_size=4), 2)
+    assert calls == [4, 4, 4]
+    assert images_per_s > 0 and 0 <= wait < 1
+    assert not torch.equal(model.head.weight.detach(), before)
