@@ -4,7 +4,9 @@ Every hyperparameter is a field of `TrainConfig`.  The device is chosen automati
 when present, then mixed precision and channels-last).  A checkpoint (`last.pt`, a plain
 state_dict bundle loaded with `weights_only=True`) is written atomically after every epoch; a
 training started again with the same configuration resumes from it.  A NaN loss stops the
-training with a message and never overwrites the last good checkpoint.
+training with a message and never overwrites the last good checkpoint.  Each batch is one
+`train_step`, the function `d3ke bench train` times; the train-time augmentation is in
+`frames/augmentations.py` and the validation's coordinate error in `learning/metrics.py`.
 """
 
 from __future__ import annotations
@@ -265,7 +267,6 @@ def train_frame_model(model: FrameModel, train_set, val_set, config: TrainConfig
     if len(train_set) == 0:
         raise D3keError("no training frames: materialize frames for the train subjects (or use a preset with more "
                         "subjects)")
-
     return fit(model, train_set, val_set, config, checkpoint_dir, frame_prepare(model, config), log, on_epoch,
                resume_key, channels_last=True)
 
