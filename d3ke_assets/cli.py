@@ -242,9 +242,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from d3ke_assets.biomech import model_builder
     from d3ke_assets.defs.constants import OPENSIM_MODEL, folder_name
     from d3ke_assets.evaluation.predict import predict_video, resolve_checkpoint
+    from d3ke_assets.learning.tracking import MlflowStore
 
     root = Path(_run_settings(args)[0].data_root)
-    tracking_uri = f"sqlite:///{root / 'mlflow' / 'mlflow.db'}"
+    tracking_uri = MlflowStore(root).tracking_uri  # for models:/ URIs
     with tempfile.TemporaryDirectory() as tmp:
         osim = model_builder.model_file(root / folder_name(OPENSIM_MODEL))
         if not osim.is_file():  # the generic model is built by code: the same anywhere

@@ -418,20 +418,20 @@ def bench_rerun(data_root: Path | None = None, preset: str = "smoke") -> dict:
 
 
 def _train_steps(model, dataset, config, steps: int) -> tuple[float, float]:
-    """(images per second, share of wall time waiting for the DataLoader) over `steps` training steps."""
+    """(images per second, share of wall time waiting for the DataLoader) over `steps` steps of the
+    training's own `train_step` (augmentation, targets, forward, loss, backward, AdamW, weight
+    average when the preset keeps one), set up as `fit` sets it up."""
     import torch
 
-    from d3ke_assets.learning.losses import d3ke_loss
-    from d3ke_assets.learning.model import camera_frame_targets
-    from d3ke_assets.learning.training import augment, choose_device, normalise
+    from d3ke_assets.learning.training import frame_prepare, seed_everything, setup_optimisation, train_step
 
-    device = choose_device()
-    model.to(device).train()
-    rotational = torch.tensor(model.layer.rotational, device=device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=config.weight_decay)
+    seed_everything(config.seed)
+    opt = setup_optimisation(model, config, channels_last=True)
+    model.train()
+    prepare = frame_prepare(model, config)
     sampler = torch.utils.data.RandomSampler(dataset, num_samples=(steps + 1) * config.batch_size)
     loader = torch.utils.data.DataLoader(dataset, batch_size=config.batch_size, sampler=sampler,
-                                         num_workers=config.num_workers)
+                                         num_workers=config.num_workers, pin_memory=opt.device.type == "cuda")
     generator = torch.Generator().manual_seed(0)
     waited, images, start = 0.0, 0, None
     t_wait = time.perf_counter()
@@ -440,15 +440,10 @@ def _train_steps(model, dataset, config, steps: int) -> tuple[float, float]:
             waited, images, start = 0.0, 0, time.perf_counter()
         elif step > 1:
             waited += time.perf_counter() - t_wait
-        imgs, cam = augment(batch["image"], batch["camera_R"], config, generator)
-        targets = camera_frame_targets({k: v.to(device) for k, v in batch.items() if k != "image"},
-                                       cam.to(device), model.layer)
-        loss, _ = d3ke_loss(model(normalise(imgs.to(device))), targets, config.loss_weights, rotational)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+        loss, _, b = train_step(model, batch, prepare, generator, opt, config)
+        loss.item()  # the loop reads the loss every step, which waits for the device
         if step >= 1:
-            images += len(imgs)
+            images += b
         t_wait = time.perf_counter()
     wall = time.perf_counter() - start
     return images / wall, waited / wall
@@ -456,7 +451,8 @@ def _train_steps(model, dataset, config, steps: int) -> tuple[float, float]:
 
 def bench_train(data_root: Path | None = None, steps: int = 6) -> dict:
     """Training images per second of each backbone at its preset's resolution, and the share of
-    each step spent waiting for data (DataLoader with the preset's workers)."""
+    each step spent waiting for data (DataLoader with the preset's workers).  Each step is the
+    training's own `learning.training.train_step`."""
     import torch
 
     from d3ke_assets.biomech import model_builder

@@ -224,9 +224,9 @@ def wait_for_daemon_heartbeats(dagster_home: Path, needed: tuple[str, ...], sinc
 
 def mlflow_folder(data_root: Path) -> Path:
     """`<data root>/mlflow`, as MlflowTrackingResource uses it."""
-    from d3ke_assets.defs.resources import MlflowTrackingResource
+    from d3ke_assets.learning.tracking import MlflowStore
 
-    return MlflowTrackingResource(data_root=str(data_root)).folder()
+    return MlflowStore(Path(data_root)).folder
 
 
 # MLflow 3's server also starts a job runner and seven huey consumers (GenAI scorers, trace jobs) unless
@@ -237,7 +237,9 @@ MLFLOW_SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 def mlflow_server_command(data_root: Path, port: int, host: str = LOOPBACK, workers: int = 1) -> list[str]:
     """The project's store: runs in `<root>/mlflow/mlflow.db`; artifacts the UI uploads land beside
     the experiments' own, under `<root>/mlflow/artifacts` (not ./mlartifacts in the working folder)."""
-    folder = mlflow_folder(data_root)
-    return [_bin("mlflow"), "server", "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}",
-            "--artifacts-destination", (folder / "artifacts").as_uri(), "--host", host, "--port", str(port),
+    from d3ke_assets.learning.tracking import MlflowStore
+
+    store = MlflowStore(Path(data_root))
+    return [_bin("mlflow"), "server", "--backend-store-uri", store.tracking_uri,
+            "--artifacts-destination", store.artifacts_root.as_uri(), "--host", host, "--port", str(port),
             "--workers", str(workers)]
