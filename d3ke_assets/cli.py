@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -34,7 +35,7 @@ def _run_settings(args: argparse.Namespace) -> tuple[settings.Settings, dict[str
 
 def _prepare_instance(run: settings.Settings) -> Path:
     """The persistent Dagster instance under the data root (or DAGSTER_HOME), with the pool limits set."""
-    from d3ke_assets.operations.ui_servers import prepare_dagster_home
+    from d3ke_assets.ui.servers import prepare_dagster_home
 
     # runs launched from the UI queue for the daemon, as many at once as there are CPUs
     home = prepare_dagster_home(Path(os.environ.get("DAGSTER_HOME") or Path(run.data_root) / "dagster"),
@@ -65,38 +66,65 @@ def cmd_demo(args: argparse.Namespace) -> int:
     home = _prepare_instance(run)
     import dagster as dg
 
+    from d3ke_assets import console, interrupts
     from d3ke_assets.defs.partitions import subject_split
     from d3ke_assets.defs.runner import materialize_graph
     from d3ke_assets.definitions import build_definitions
 
     split = subject_split(run)
-    defs = build_definitions(run, sources)
     subjects = [split.check(s) for s in args.subjects] if args.subjects else list(split.all)
-    print(f"d3ke demo: dataset={run.dataset} preset={run.preset} subjects={len(subjects)} data root={run.data_root}")
-    print(f"Dagster instance: DAGSTER_HOME={home}")
-    start = time.perf_counter()
-    with dg.DagsterInstance.from_config(str(home)) as instance:
-        summary = materialize_graph(defs, instance, subjects, only_stale=not args.force)
-    wall = time.perf_counter() - start
-    print("\nSummary")
-    if not summary.results:
-        print("nothing to do: every asset partition is up to date (use --force to launch every run anyway)")
+    log_path = console.new_log_file(Path(run.data_root), "demo")
+    # OpenSim's model printouts, Dagster's per-event lines, MLflow and warnings go to the log file
+    with console.output_to_log(log_path) as term:
+        defs = build_definitions(run, sources)
+        term.say(f"d3ke demo: dataset={run.dataset} preset={run.preset} subjects={len(subjects)} "
+                 f"data root={run.data_root}")
+        term.say(f"Dagster instance: DAGSTER_HOME={home}")
+        term.say(f"log (OpenSim, Dagster, MLflow output): {log_path}\n")
+
+        def started(label: str) -> None:
+            print(f"\n==== d3ke demo: launching {label}", flush=True)  # to the log: where each run's output begins
+            term.status(f"{label} ...")
+
+        start = time.perf_counter()
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            summary = materialize_graph(defs, instance, subjects, only_stale=not args.force, log=term.say,
+                                        started=started)
+        wall = time.perf_counter() - start
+        code = _print_demo_summary(term, summary, wall, log_path, interrupts.stop_requested())
+    return code
+
+
+def _print_demo_summary(term, summary, wall: float, log_path: Path, signum: int | None) -> int:
+    """The counts, failed and interrupted runs again (the lines above may have scrolled away); the exit code."""
+    from d3ke_assets import interrupts
+
+    results = summary.results
+    term.say("\nSummary")
+    if not results and not summary.interrupted:
+        term.say("nothing to do: every asset partition is up to date (use --force to launch every run anyway)")
     else:
-        width = max(len(", ".join(r.assets)) for r in summary.results) + 2
-        print(f"{'assets':<{width}}{'partition':<14}{'status':<8}{'seconds':>8}  outputs written")
-        for r in summary.results:
-            status = "ok" if r.ok else ("skipped" if r.run_id is None else "FAILED")
-            written = ", ".join(r.recomputed) if r.ok else ""
-            print(f"{', '.join(r.assets):<{width}}{r.partition or '-':<14}{status:<8}{r.seconds:>8.1f}  "
-                  f"{written or ('none (reused)' if r.ok else '')}")
-            if r.error:
-                print(f"    {r.error}")
-    n_skipped = sum(1 for r in summary.failed if r.run_id is None)
-    print(f"\n{len(summary.results) - len(summary.failed)} runs succeeded, {len(summary.failed) - n_skipped} failed, "
-          f"{n_skipped} skipped, {wall:.0f} s in all.")
-    print("\nOpen the UIs (each on 127.0.0.1):")
-    print("  .venv/bin/d3ke ui dagster    # Dagster at http://127.0.0.1:3000: assets, runs, partitions")
-    print("  .venv/bin/d3ke ui mlflow     # MLflow at http://127.0.0.1:5000: experiments and runs")
+        count = {s: sum(1 for r in results if r.status == s) for s in ("ok", "reused", "FAILED", "skipped",
+                                                                         "interrupted")}
+        term.say(f"{len(results)} runs: {count['ok']} wrote outputs, {count['reused']} reused them, "
+                 f"{count['FAILED']} failed, {count['skipped']} skipped, {count['interrupted']} interrupted; "
+                 f"{wall:.0f} s in all.")
+    for r in results:
+        if r.status == "FAILED":
+            term.say(f"  FAILED {r.label}: {r.error}")
+    term.say(f"Details (OpenSim, Dagster, MLflow output): {log_path}")
+    if summary.interrupted:
+        stopped = next((r.label for r in results if r.interrupted), None)
+        term.say(f"\nInterrupted by {interrupts.signal_name(signum)}: "
+                 + (f"the run of {stopped} was stopped and failed as interrupted; " if stopped else "")
+                 + "no further runs were launched.")
+        if summary.not_launched:
+            term.say(f"Not launched: {'; '.join(summary.not_launched)}.")
+        term.say("Outputs are complete or absent; `d3ke demo` again goes on from here.")
+        return 128 + (signum or signal.SIGINT)
+    term.say("\nOpen the UIs (each on 127.0.0.1):")
+    term.say("  .venv/bin/d3ke ui dagster    # Dagster at http://127.0.0.1:3000: assets, runs, partitions")
+    term.say("  .venv/bin/d3ke ui mlflow     # MLflow at http://127.0.0.1:5000: experiments and runs")
     return 1 if summary.failed else 0
 
 
@@ -173,6 +201,7 @@ def _print_figures(figures: dict, as_json: bool) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    from d3ke_assets import interrupts
     from d3ke_assets.benchmarks import BENCHMARKS
 
     if args.name not in BENCHMARKS:
@@ -182,6 +211,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     root = settings.data_root(args.data_root) if args.data_root else None
     with native_stdout_to_stderr():  # stdout carries only the figures (OpenSim logs to stdout)
         result = BENCHMARKS[args.name](data_root=root)
+    signum = interrupts.stop_requested()
+    if signum:  # a stopped graph run returns early: its figures mean nothing
+        raise interrupts.Interrupted(signum)
     _print_figures(result, args.json)
     return 0
 
@@ -210,9 +242,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from d3ke_assets.biomech import model_builder
     from d3ke_assets.defs.constants import OPENSIM_MODEL, folder_name
     from d3ke_assets.evaluation.predict import predict_video, resolve_checkpoint
+    from d3ke_assets.learning.tracking import MlflowStore
 
     root = Path(_run_settings(args)[0].data_root)
-    tracking_uri = f"sqlite:///{root / 'mlflow' / 'mlflow.db'}"
+    tracking_uri = MlflowStore(root).tracking_uri  # for models:/ URIs
     with tempfile.TemporaryDirectory() as tmp:
         osim = model_builder.model_file(root / folder_name(OPENSIM_MODEL))
         if not osim.is_file():  # the generic model is built by code: the same anywhere
@@ -260,7 +293,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
         workspace = Path(__file__).resolve().parent.parent / "workspace.yaml"
         argv = [str(bin_dir / "dagster"), "dev", "-w", str(workspace), "-h", args.host, "-p", str(args.port or 3000)]
     else:
-        from d3ke_assets.operations.ui_servers import MLFLOW_SERVER_ENV, mlflow_folder, mlflow_server_command
+        from d3ke_assets.ui.servers import MLFLOW_SERVER_ENV, mlflow_folder, mlflow_server_command
 
         mlflow_folder(root).mkdir(parents=True, exist_ok=True)  # the command the UI tests start
         env = {**MLFLOW_SERVER_ENV, **env}
@@ -343,12 +376,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from d3ke_assets import interrupts
+
     args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except D3keError as exc:
-        print(f"d3ke: error: {exc}", file=sys.stderr)
-        return 2
+    with interrupts.stop_on_signals():  # Ctrl-C and SIGTERM end every command within seconds, exit 130 / 143
+        try:
+            return args.func(args)
+        except D3keError as exc:
+            print(f"d3ke: error: {exc}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt as exc:
+            signum = getattr(exc, "signum", None) or interrupts.stop_requested() or signal.SIGINT
+            print(f"d3ke: {args.command}: interrupted by {interrupts.signal_name(signum)}", file=sys.stderr)
+            return 128 + signum
 
 
 if __name__ == "__main__":

@@ -23,6 +23,11 @@ ASSETS = [opensim_model, raw_subject, mocap_markers, opensim_gt, frames, frame_m
           evaluation, robustness_report]
 
 
+# A named job over every asset: what a client launches a selection of assets through (GraphQL,
+# d3ke_assets.ui.graphql), instead of Dagster's internal implicit job
+ASSETS_JOB_NAME = "all_assets"
+
+
 def build_definitions(run: Settings, from_environment: Mapping[str, str] | None = None) -> dg.Definitions:
     """Assets partitioned by the subjects of `run`'s dataset, its resources, the sensor and schedule.
 
@@ -31,8 +36,8 @@ def build_definitions(run: Settings, from_environment: Mapping[str, str] | None 
     partitions = subject_partitions(run)
     assets = partitioned_by_subject(ASSETS, partitions)
     sensor, schedule = build_automation(assets, partitions, run.rerun_cron)
-    return dg.Definitions(assets=assets, sensors=[sensor], schedules=[schedule],
-                          resources=resources_for(run, from_environment))
+    return dg.Definitions(assets=assets, jobs=[dg.define_asset_job(ASSETS_JOB_NAME, selection=assets)],
+                          sensors=[sensor], schedules=[schedule], resources=resources_for(run, from_environment))
 
 
 SETTINGS = Settings.from_environment(os.environ)  # the edge: Dagster loads this module

@@ -111,13 +111,13 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
         with disk_full_as_error(path):
             yield tmp
         old = None
-        if path.exists():
-            old = _tmp_sibling(path)
-            os.replace(path, old)
         try:
+            if path.exists():
+                old = _tmp_sibling(path)
+                os.replace(path, old)
             os.replace(tmp, path)
-        except OSError:
-            if old is not None:  # put the previous complete folder back
+        except BaseException:  # also Ctrl-C / SIGTERM between the two renames
+            if old is not None and old.exists() and not path.exists():  # put the previous complete folder back
                 os.replace(old, path)
             raise
         if old is not None:

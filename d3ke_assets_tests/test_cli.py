@@ -51,9 +51,22 @@ def test_demo_materializes_through_a_persistent_instance(tmp_path):
            "--subjects", "Subject_1", "Subject_2", "Subject_3"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    # the model, three subjects, then training, evaluation and the report in one run
-    assert "5 runs succeeded, 0 failed, 0 skipped" in proc.stdout
+    # the model, three subjects, then training, evaluation and the report in one run: one line each
+    assert "5 runs: 5 wrote outputs, 0 reused them, 0 failed, 0 skipped, 0 interrupted" in proc.stdout
+    stages = ["opensim_model"] + [f"raw_subject, mocap_markers, opensim_gt, frames [Subject_{k}]" for k in (1, 2, 3)] \
+        + ["frame_model, sequence_model, evaluation, robustness_report"]
+    for stage in stages:
+        lines = [line for line in proc.stdout.splitlines() if line.startswith(stage + " ")]
+        assert len(lines) == 1 and lines[0].split()[len(stage.split())] == "ok", (stage, proc.stdout)
     assert "127.0.0.1" in proc.stdout
+    # OpenSim's model printouts, Dagster's event lines and MLflow's go to the log file the terminal names
+    terminal = proc.stdout + proc.stderr
+    for noise in ("contact geometries", " - dagster - ", "mlflow."):
+        assert noise not in terminal, noise
+    logs = list((tmp_path / "logs").glob("demo-*.log"))
+    assert len(logs) == 1 and str(logs[0]) in proc.stdout
+    log = logs[0].read_text()
+    assert "contact geometries" in log and "MODEL: Subject_1" in log and " - dagster - INFO - " in log
     # the runs are in the instance under the data root, so `dagster dev` shows them
     import dagster as dg
 
@@ -63,3 +76,21 @@ def test_demo_materializes_through_a_persistent_instance(tmp_path):
         for asset in ("frame_model", "sequence_model", "evaluation", "robustness_report"):
             assert instance.fetch_materializations(dg.AssetKey(asset), limit=1).records, asset
     assert (tmp_path / "raw_subject" / "Subject_2" / "F_PG1_Subject_2_L.avi").is_file()
+
+
+def test_unknown_benchmark_is_one_line_naming_every_benchmark(capsys):
+    assert main(["bench", "nope"]) == 2
+    err = _one_line_error(capsys)
+    for name in ("verify", "ik", "fk", "frames", "rerun", "train", "predict", "scale", "load"):
+        assert name in err
+
+
+def test_benchmark_registry_does_not_import_the_servers_benchmarks():
+    """`d3ke bench verify` must work without the `scale` extra: the registry imports scale and load
+    (Celery, PostgreSQL, the Dagster servers) only when one of them runs."""
+    code = ("import sys; from d3ke_assets.benchmarks import BENCHMARKS; "
+            "print(sorted(BENCHMARKS)); print([m for m in ('dagster_celery', 'd3ke_assets.benchmarks.scale', "
+            "'d3ke_assets.benchmarks.load', 'd3ke_assets.deploy.services') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}).stdout.splitlines()
+    assert out == ["['fk', 'frames', 'ik', 'load', 'predict', 'rerun', 'scale', 'train', 'verify']", "[]"]

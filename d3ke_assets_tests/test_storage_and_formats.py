@@ -34,6 +34,31 @@ def test_atomic_dir_replaces_a_complete_folder_only_when_the_new_one_is_complete
     assert (tmp_path / "f" / "v").read_text() == "3"
 
 
+def test_a_stop_signal_between_the_two_renames_puts_the_complete_folder_back(tmp_path, monkeypatch):
+    """Ctrl-C / SIGTERM raise KeyboardInterrupt at any bytecode: here just after the old folder moved aside."""
+    import os
+
+    from d3ke_assets import storage
+
+    with atomic_dir(tmp_path / "f") as tmp:
+        (tmp / "v").write_text("1")
+    real_replace, calls = os.replace, []
+
+    def replace_then_interrupt(src, dst):
+        calls.append(dst)
+        if len(calls) == 2:  # the new folder is about to move in
+            raise KeyboardInterrupt
+        real_replace(src, dst)
+
+    monkeypatch.setattr(storage.os, "replace", replace_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_dir(tmp_path / "f") as tmp:
+            (tmp / "v").write_text("2")
+    monkeypatch.undo()
+    assert (tmp_path / "f" / "v").read_text() == "1"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f"]  # no temporaries
+
+
 def test_trc_round_trip_with_gaps_and_opensim_reads_it(tmp_path):
     pos = np.random.default_rng(1).normal(0, 0.5, (12, 3, 3))
     pos[4, 1] = np.nan  # a gap

@@ -262,9 +262,13 @@ def compute_subject(mocap_dir: str | Path, generic_model: str | Path, out_dir: s
         if config.workers > 1 and len(todo) > 1:
             ctx = multiprocessing.get_context("spawn")
             with ProcessPoolExecutor(min(config.workers, len(todo)), mp_context=ctx) as pool:
-                futures = [(item, pool.submit(_solve_trial, str(item[1] / op.IK_SETUP))) for item in todo]
-                for item, fut in futures:
-                    finish(item, *fut.result())
+                try:
+                    futures = [(item, pool.submit(_solve_trial, str(item[1] / op.IK_SETUP))) for item in todo]
+                    for item, fut in futures:
+                        finish(item, *fut.result())
+                except BaseException:
+                    pool.shutdown(wait=False, cancel_futures=True)  # a stop or a failure: queued trials never start
+                    raise
         else:
             for item in todo:
                 finish(item, *_solve_trial(str(item[1] / op.IK_SETUP)))

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from d3ke_assets.console import flush_native_stdio
 from d3ke_assets.errors import D3keError
 
 
@@ -26,15 +27,6 @@ def opensim_module():
     osim.Logger.removeFileSink()
     osim.Logger.setLevelString("warn")
     return osim
-
-
-def _libc_fflush() -> None:
-    import ctypes
-
-    try:
-        ctypes.CDLL(None).fflush(None)
-    except (OSError, AttributeError):
-        pass
 
 
 @contextlib.contextmanager
@@ -53,7 +45,7 @@ def native_stdout_to_stderr():
     finally:
         try:
             sys.stdout.flush()
-            _libc_fflush()  # C++ iostreams buffer in C stdio when stdout is a pipe
+            flush_native_stdio()  # C++ iostreams buffer in C stdio when stdout is a pipe
         finally:
             os.dup2(saved, 1)
             os.close(saved)

@@ -17,7 +17,7 @@ from d3ke_assets.defs.training_assets import _subject_frames
 from d3ke_assets.defs.versioned import versioned_output
 from d3ke_assets.errors import D3keError
 from d3ke_assets.evaluation import report
-from d3ke_assets.evaluation.augmentations import AUGMENTATIONS
+from d3ke_assets.frames.augmentations import AUGMENTATIONS
 from d3ke_assets.evaluation.evaluate import direct_versus_multistep, evaluate_test_subjects
 from d3ke_assets.frames.reader import FrameDataset
 from d3ke_assets.learning import sequence, training

@@ -10,6 +10,11 @@ Dagster keeps a pool's limit in the instance's storage, not in dagster.yaml (whi
 `concurrency: pools: default_limit`, one value for every pool): `ensure_pool_limits` writes them,
 and `d3ke demo` / `d3ke ui dagster` call it on the instance they use, with `release_dead_claims`.
 By hand: `dagster instance concurrency set gpu 1`.
+
+The limits and claimed slots are read and written through `instance.event_log_storage`
+(`get_pool_limits`, `set_concurrency_slots`, `get_concurrency_info`,
+`free_concurrency_slots_for_run`): Dagster 1.13 has no public `DagsterInstance` method for pools,
+and these storage methods are what its own `dagster instance concurrency` CLI and the UI call.
 """
 
 from __future__ import annotations

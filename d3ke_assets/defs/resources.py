@@ -7,6 +7,7 @@ import dagster as dg
 
 from d3ke_assets import settings
 from d3ke_assets.errors import D3keError
+from d3ke_assets.learning.tracking import MlflowStore
 from d3ke_assets.sources.subjects import SubjectSplit, is_subject_key, split_for
 
 
@@ -64,28 +65,23 @@ class DatasetResource(dg.ConfigurableResource):
 
 
 class MlflowTrackingResource(dg.ConfigurableResource):
-    """MLflow tracking on a SQLite store with artifacts, both under `<data root>/mlflow`."""
+    """MLflow tracking on the project's store under the data root (layout: `MlflowStore`)."""
 
     data_root: str = settings.DEFAULT_DATA_ROOT
 
+    def store(self) -> MlflowStore:
+        return MlflowStore(settings.data_root(self.data_root))
+
     def folder(self) -> Path:
-        return settings.data_root(self.data_root) / "mlflow"
+        return self.store().folder
 
     @property
     def tracking_uri(self) -> str:
-        return f"sqlite:///{self.folder() / 'mlflow.db'}"
+        return self.store().tracking_uri
 
     def experiment_id(self, name: str) -> str:
         """The experiment's id, created with its artifacts under the data root if new."""
-        import mlflow
-
-        self.folder().mkdir(parents=True, exist_ok=True)
-        mlflow.set_tracking_uri(self.tracking_uri)
-        client = mlflow.MlflowClient(self.tracking_uri)
-        exp = client.get_experiment_by_name(name)
-        if exp is not None:
-            return exp.experiment_id
-        return client.create_experiment(name, artifact_location=(self.folder() / "artifacts" / name).as_uri())
+        return self.store().experiment_id(name)
 
 
 def resources_for(run: settings.Settings, from_environment: Mapping[str, str] | None = None

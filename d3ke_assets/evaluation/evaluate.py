@@ -16,11 +16,10 @@ import numpy as np
 import torch
 
 from d3ke_assets.evaluation import metrics as M
-from d3ke_assets.evaluation.augmentations import augment_images, conditions
+from d3ke_assets.frames.augmentations import augment_images, conditions
 from d3ke_assets.evaluation.mirror import Mirror
 from d3ke_assets.frames.reader import FrameDataset
 from d3ke_assets.learning.model import FrameModel, camera_frame_targets, decode_to_numpy, normalise
-from d3ke_assets.learning.quality import coordinate_mae_deg
 from d3ke_assets.learning.training import choose_device
 
 LABEL_KEYS = ("coordinates", "coordinate_mask", "scale_factors", "markers_m", "joint_centres_m", "pelvis_rotation")
@@ -33,20 +32,13 @@ def camera_labels(frames: FrameDataset, layer) -> dict[str, np.ndarray]:
     return {k: targets[k].numpy().astype(np.float64) for k in LABEL_KEYS}
 
 
-def scored_coordinates(model: FrameModel) -> np.ndarray:
-    """The rotational coordinates the network predicts (the pelvis's are its orientation)."""
-    scored = np.zeros(len(model.layer.coordinate_names), bool)
-    scored[model.predicted] = True
-    return scored & np.asarray(model.layer.rotational, bool)
-
-
 def score(pred: dict[str, np.ndarray], true: dict[str, np.ndarray], scored: np.ndarray,
           marker_mask: np.ndarray, coordinate_names: list[str]) -> dict[str, float]:
     """The metrics of one set of predictions against camera-frame labels."""
     mask = true["coordinate_mask"] * scored
     per = M.coordinate_errors_deg(pred["coordinates"], true["coordinates"], mask)
     sq = np.degrees(pred["coordinates"] - true["coordinates"]) ** 2
-    row = {"coordinate_mae_deg": coordinate_mae_deg(pred["coordinates"], true["coordinates"], mask, scored),
+    row = {"coordinate_mae_deg": M.coordinate_mae_deg(pred["coordinates"], true["coordinates"], mask, scored),
            "coordinate_rmse_deg": float(np.sqrt((sq * mask).sum() / max(mask.sum(), 1))),
            "marker_error_mm": M.mpjpe_mm(pred["markers_m"][:, marker_mask], true["markers_m"][:, marker_mask]),
            "mpjpe_mm": M.mpjpe_mm(pred["joint_centres_m"], true["joint_centres_m"]),
@@ -93,7 +85,7 @@ def evaluate_view(frame_model: FrameModel, frames: FrameDataset, sequence_model=
     mirror = Mirror.for_layer(layer)
     clean = camera_labels(frames, layer)
     flipped = mirror.camera_labels(clean)
-    scored = scored_coordinates(frame_model)
+    scored = M.scored_coordinates(frame_model)
     names = list(layer.coordinate_names)
     all_markers = np.ones(len(layer.marker_names), bool)
     outputs, seconds = head_outputs_by_condition(frame_model, frames, log=log)
@@ -154,7 +146,7 @@ def direct_versus_multistep(frame_model: FrameModel, test_dirs: list, osim_path,
     from d3ke_assets.learning.sequence import predict_head_outputs
 
     layer = frame_model.layer
-    scored = scored_coordinates(frame_model)
+    scored = M.scored_coordinates(frame_model)
     names = list(layer.coordinate_names)
     all_markers = np.ones(len(layer.marker_names), bool)
     rows = []

@@ -2,12 +2,16 @@
 
 Points are (N, K, 3) arrays in metres, compared pelvis-relative; results are in millimetres or
 degrees as their names say.  Coordinates are (N, C) in radians (rotational) with a (N, C) mask of
-the entries that count.
+the entries that count; the headline coordinate error is `coordinate_mae_deg` over
+`scored_coordinates` (defined in `learning.metrics`).
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+# the coordinate error training validation and `d3ke quality` report too: one definition, in learning
+from d3ke_assets.learning.metrics import coordinate_mae_deg, scored_coordinates  # noqa: F401 (re-exported)
 
 PCK_THRESHOLD_MM = 150.0
 

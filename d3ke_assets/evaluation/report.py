@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from d3ke_assets.evaluation.augmentations import AUGMENTATIONS
+from d3ke_assets.frames.augmentations import AUGMENTATIONS
 from d3ke_assets.frames.processing import to_crop_px
 from d3ke_assets.frames.reader import FrameDataset
 

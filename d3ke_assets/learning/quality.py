@@ -1,10 +1,10 @@
 """Coordinate error of the trained models on the test subjects, next to the trivial baseline D3KE
 must beat.
 
-The baseline always predicts the training subjects' mean coordinates.  Errors are mean absolute
-errors in degrees over the rotational coordinates the model predicts (the pelvis's own are
-expressed through its predicted orientation instead), where the coordinate mask is 1, over every
-labelled frame of the test subjects' videos (the sequence model needs whole trials).
+The baseline always predicts the training subjects' mean coordinates.  Errors are
+`learning.metrics.coordinate_mae_deg` (degrees over the scored coordinates where the coordinate
+mask is 1) over every labelled frame of the test subjects' videos (the sequence model needs whole
+trials).
 """
 
 from __future__ import annotations
@@ -16,15 +16,9 @@ import numpy as np
 from d3ke_assets.errors import D3keError
 from d3ke_assets.frames.processing import INDEX_NAME
 from d3ke_assets.frames.reader import FrameDataset
+from d3ke_assets.learning.metrics import coordinate_mae_deg, scored_coordinates
 from d3ke_assets.learning.model import FrameModel, decode_to_numpy
 from d3ke_assets.learning.training import CHECKPOINT, load_trained_frame_model
-
-
-def _scored(model: FrameModel) -> np.ndarray:
-    rotational = np.asarray(model.layer.rotational, bool)
-    scored = np.zeros(len(rotational), bool)
-    scored[model.predicted] = True
-    return scored & rotational
 
 
 def predict_coordinates(model: FrameModel, dataset: FrameDataset) -> np.ndarray:
@@ -33,16 +27,10 @@ def predict_coordinates(model: FrameModel, dataset: FrameDataset) -> np.ndarray:
     return decode_to_numpy(model, predict_head_outputs(model, dataset))["coordinates"]
 
 
-def coordinate_mae_deg(pred: np.ndarray, true: np.ndarray, mask: np.ndarray, scored: np.ndarray) -> float:
-    weight = mask[:, scored]
-    err = np.degrees(np.abs(pred[:, scored] - true[:, scored]))
-    return float((err * weight).sum() / max(weight.sum(), 1.0))
-
-
 def frame_model_vs_mean_baseline(model: FrameModel, train: FrameDataset, test: FrameDataset,
                                  predicted: np.ndarray | None = None) -> dict:
     """`predicted`: the model's coordinates on `test` when already computed."""
-    scored = _scored(model)
+    scored = scored_coordinates(model)
     true = test.labels["coordinates"].astype(np.float64)
     mask = test.labels["coordinate_mask"].astype(np.float64)
     mean = train.labels["coordinates"].astype(np.float64).mean(axis=0, keepdims=True)
@@ -83,7 +71,7 @@ def quality_report(data_root: Path, osim_path: Path, train_subjects: list[str], 
         seq = sequence.load_trained_sequence_model(seq_checkpoint, osim_path)
         seq_q = sequence.predict_sequence(seq, outputs, test)["coordinates"]
         mae = coordinate_mae_deg(seq_q, test.labels["coordinates"].astype(np.float64),
-                                 test.labels["coordinate_mask"].astype(np.float64), _scored(frame))
+                                 test.labels["coordinate_mask"].astype(np.float64), scored_coordinates(frame))
         report.update({"sequence_model": f"{seq.variant} rf{seq.receptive_field}",
                        "sequence_model_coordinate_mae_deg": mae,
                        "ratio_sequence_to_frame_model": mae / report["frame_model_coordinate_mae_deg"]})

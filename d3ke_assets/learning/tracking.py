@@ -1,4 +1,5 @@
-"""MLflow tracking of a training: parameters, per-epoch metrics, artifacts, a registered model.
+"""MLflow tracking of a training: parameters, per-epoch metrics, artifacts, a registered model;
+and the store's layout under the data root (`MlflowStore`), defined here once.
 
 Nothing is pickled: the checkpoint is a state_dict bundle (`torch.save`, loaded with
 `weights_only=True`) logged as an artifact, and the registered model version points at it.
@@ -11,8 +12,46 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from d3ke_assets.learning.training import EpochRecord
+if TYPE_CHECKING:  # only for annotations: the store below is used where torch is not loaded (`d3ke ui mlflow`)
+    from d3ke_assets.learning.training import EpochRecord
+
+
+@dataclass(frozen=True)
+class MlflowStore:
+    """The project's MLflow store under a data root: runs and models in `<root>/mlflow/mlflow.db`
+    (SQLite), each experiment's artifacts in `<root>/mlflow/artifacts/<experiment>`."""
+
+    root: Path
+
+    @property
+    def folder(self) -> Path:
+        return Path(self.root).expanduser().resolve() / "mlflow"  # absolute: URIs need it
+
+    @property
+    def tracking_uri(self) -> str:
+        return f"sqlite:///{self.folder / 'mlflow.db'}"
+
+    @property
+    def artifacts_root(self) -> Path:
+        """Where `mlflow server` puts what the UI uploads, beside the experiments' own artifacts."""
+        return self.folder / "artifacts"
+
+    def artifacts_for(self, experiment: str) -> Path:
+        return self.artifacts_root / experiment
+
+    def experiment_id(self, name: str) -> str:
+        """The experiment's id, created with its artifacts in this store if new."""
+        import mlflow
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        mlflow.set_tracking_uri(self.tracking_uri)
+        client = mlflow.MlflowClient(self.tracking_uri)
+        exp = client.get_experiment_by_name(name)
+        if exp is not None:
+            return exp.experiment_id
+        return client.create_experiment(name, artifact_location=self.artifacts_for(name).as_uri())
 
 
 @dataclass

@@ -4,7 +4,9 @@ Every hyperparameter is a field of `TrainConfig`.  The device is chosen automati
 when present, then mixed precision and channels-last).  A checkpoint (`last.pt`, a plain
 state_dict bundle loaded with `weights_only=True`) is written atomically after every epoch; a
 training started again with the same configuration resumes from it.  A NaN loss stops the
-training with a message and never overwrites the last good checkpoint.
+training with a message and never overwrites the last good checkpoint.  Each batch is one
+`train_step`, the function `d3ke bench train` times; the train-time augmentation is in
+`frames/augmentations.py` and the validation's coordinate error in `learning/metrics.py`.
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ import numpy as np
 import torch
 
 from d3ke_assets.errors import D3keError
+from d3ke_assets.frames.augmentations import train_augment
 from d3ke_assets.learning.losses import LossWeights, d3ke_loss
+from d3ke_assets.learning.metrics import coordinate_mae_deg, scored_coordinates
 from d3ke_assets.learning.model import FrameModel, camera_frame_targets, normalise  # noqa: F401 (re-exported)
 from d3ke_assets.storage import atomic_path
 from d3ke_assets.versioning import canonical_hash
@@ -90,34 +94,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def augment(images: torch.Tensor, camera_R: torch.Tensor, config: TrainConfig,
-            generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Shift, scale, in-plane rotation and colour (no flip).  The in-plane rotation turns the
-    camera about its viewing axis, so the camera-frame labels turn with it."""
-    import torchvision.transforms.v2.functional as TF
-
-    b = images.shape[0]
-    size = images.shape[-1]
-    u = lambda lo, hi: lo + (hi - lo) * torch.rand(b, generator=generator)  # noqa: E731
-    angles = u(-config.max_rotation_deg, config.max_rotation_deg)
-    scales = u(1 - config.max_scale, 1 + config.max_scale)
-    shifts = u(-config.max_shift, config.max_shift) * size, u(-config.max_shift, config.max_shift) * size
-    brightness, contrast = u(1 - config.colour, 1 + config.colour), u(1 - config.colour, 1 + config.colour)
-    out = []
-    for k in range(b):
-        img = TF.affine(images[k], angle=float(angles[k]), translate=[float(shifts[0][k]), float(shifts[1][k])],
-                        scale=float(scales[k]), shear=[0.0, 0.0])
-        img = TF.adjust_contrast(TF.adjust_brightness(img, float(brightness[k])), float(contrast[k]))
-        out.append(img)
-    # torchvision turns a positive angle clockwise on screen (x right, y down): (x, y) -> (x c - y s, x s + y c)
-    # about the crop centre; the camera-frame labels turn the same way about the viewing axis z
-    theta = torch.deg2rad(angles)
-    c, s = torch.cos(theta), torch.sin(theta)
-    rz = torch.zeros(b, 3, 3)
-    rz[:, 0, 0], rz[:, 0, 1], rz[:, 1, 0], rz[:, 1, 1], rz[:, 2, 2] = c, -s, s, c, 1.0
-    return torch.stack(out), rz @ camera_R
 
 
 @dataclass
@@ -191,9 +167,10 @@ def load_trained_frame_model(checkpoint: Path, osim_path: Path) -> FrameModel:
 @torch.no_grad()
 def evaluate(model, loader, config, device: torch.device, rotational: torch.Tensor,
              prepare: Prepare) -> tuple[float, float, float]:
-    """(loss, coordinate MAE in degrees over unmasked rotational coordinates, marker error in mm)."""
+    """(loss, coordinate MAE in degrees (`learning.metrics.coordinate_mae_deg`), marker error in mm)."""
     model.eval()
-    total, n, abs_deg, n_deg, marker_mm = 0.0, 0, 0.0, 0.0, 0.0
+    total, n, marker_mm = 0.0, 0, 0.0
+    pred_q, true_q, masks = [], [], []
     for batch in loader:
         inputs, targets = prepare(batch, None, device)
         pred = model(inputs)
@@ -201,14 +178,85 @@ def evaluate(model, loader, config, device: torch.device, rotational: torch.Tens
         b = inputs.shape[0]
         total += loss.item() * b
         n += b
-        mask = targets["coordinate_mask"] * rotational.float()
-        abs_deg += (torch.rad2deg((pred["coordinates"] - targets["coordinates"]).abs()) * mask).sum().item()
-        n_deg += mask.sum().item()
+        pred_q.append(pred["coordinates"].float().cpu())
+        true_q.append(targets["coordinates"].float().cpu())
+        masks.append(targets["coordinate_mask"].float().cpu())
         marker_mm += 1000 * (pred["markers_m"] - targets["markers_m"]).norm(dim=-1).mean(dim=1).sum().item()
     model.train()
     if n == 0:
         return float("nan"), float("nan"), float("nan")
-    return total / n, abs_deg / max(n_deg, 1.0), marker_mm / n
+    mae = coordinate_mae_deg(torch.cat(pred_q).numpy(), torch.cat(true_q).numpy(), torch.cat(masks).numpy(),
+                             scored_coordinates(model))
+    return total / n, mae, marker_mm / n
+
+
+def frame_prepare(model: FrameModel, config: TrainConfig) -> Prepare:
+    """The frame model's `prepare`: train-time augmentation (when a generator is given and
+    `config.augment`), normalised images (channels-last on CUDA) and camera-frame targets."""
+
+    def prepare(batch, generator, device):
+        images, camera_R = batch["image"], batch["camera_R"]
+        if generator is not None and config.augment:
+            images, camera_R = train_augment(images, camera_R, config, generator)
+        images = normalise(images.to(device, non_blocking=True))
+        if device.type == "cuda":
+            images = images.contiguous(memory_format=torch.channels_last)
+        targets = camera_frame_targets({k: v.to(device) for k, v in batch.items() if k != "image"},
+                                       camera_R.to(device), model.layer)
+        return images, targets
+
+    return prepare
+
+
+class NonFiniteLoss(D3keError):
+    """The loss of a step was NaN or infinite; raised before the step touches the weights."""
+
+    def __init__(self, value: float):
+        super().__init__(f"the loss became {value}")
+        self.value = value
+
+
+@dataclass
+class Optimisation:
+    """What every training step needs besides the model and the batch (see `setup_optimisation`)."""
+    device: torch.device
+    rotational: torch.Tensor
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    ema: object | None = None
+
+
+def setup_optimisation(model, config, channels_last: bool = False) -> Optimisation:
+    """The device (the model moved there), AdamW, the gradient scaler and the weight average a
+    training uses."""
+    device = choose_device()
+    model.to(device)
+    if device.type == "cuda" and channels_last:
+        model.to(memory_format=torch.channels_last)
+    rotational = torch.tensor(model.layer.rotational, device=device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr_start, weight_decay=config.weight_decay)
+    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
+    return Optimisation(device, rotational, optimizer, scaler, weight_average(model, getattr(config, "ema_decay", 0.0)))
+
+
+def train_step(model, batch: dict, prepare: Prepare, generator: torch.Generator | None, opt: Optimisation,
+               config) -> tuple[torch.Tensor, dict[str, torch.Tensor], int]:
+    """One training step, as `fit` runs it: prepare the batch (augmentation, targets), forward
+    (autocast on CUDA), loss, backward, optimizer step, weight average.  Returns (loss, loss terms,
+    batch size); raises NonFiniteLoss before any weight changes."""
+    inputs, targets = prepare(batch, generator, opt.device)
+    with torch.autocast(opt.device.type, enabled=opt.device.type == "cuda"):
+        pred = model(inputs)
+    loss, terms = d3ke_loss(pred, targets, config.loss_weights, opt.rotational)
+    if not torch.isfinite(loss):
+        raise NonFiniteLoss(loss.item())
+    opt.optimizer.zero_grad(set_to_none=True)
+    opt.scaler.scale(loss).backward()
+    opt.scaler.step(opt.optimizer)
+    opt.scaler.update()
+    if opt.ema is not None:
+        opt.ema.update_parameters(model)
+    return loss, terms, inputs.shape[0]
 
 
 def train_frame_model(model: FrameModel, train_set, val_set, config: TrainConfig, checkpoint_dir: Path,
@@ -219,42 +267,24 @@ def train_frame_model(model: FrameModel, train_set, val_set, config: TrainConfig
     if len(train_set) == 0:
         raise D3keError("no training frames: materialize frames for the train subjects (or use a preset with more "
                         "subjects)")
-
-    def prepare(batch, generator, device):
-        images, camera_R = batch["image"], batch["camera_R"]
-        if generator is not None and config.augment:
-            images, camera_R = augment(images, camera_R, config, generator)
-        images = normalise(images.to(device, non_blocking=True))
-        if device.type == "cuda":
-            images = images.contiguous(memory_format=torch.channels_last)
-        targets = camera_frame_targets({k: v.to(device) for k, v in batch.items() if k != "image"},
-                                       camera_R.to(device), model.layer)
-        return images, targets
-
-    return fit(model, train_set, val_set, config, checkpoint_dir, prepare, log, on_epoch, resume_key,
-               channels_last=True)
+    return fit(model, train_set, val_set, config, checkpoint_dir, frame_prepare(model, config), log, on_epoch,
+               resume_key, channels_last=True)
 
 
 def fit(model, train_set, val_set, config, checkpoint_dir: Path, prepare: Prepare,
         log: Callable[[str], None] = print, on_epoch: Callable[[EpochRecord], None] = lambda r: None,
         resume_key: str = "", channels_last: bool = False) -> list[EpochRecord]:
-    """The loop both models train with: AdamW, the two-step schedule per step, a checkpoint every
-    epoch, validation metrics every epoch.
+    """The loop both models train with: AdamW, the two-step schedule per step, `train_step` on each
+    batch, a checkpoint every epoch, validation metrics every epoch.
 
     A checkpoint is resumed only when it was written with the same configuration and `resume_key`
     (the caller's version of code and inputs): new data or code starts over."""
     if len(val_set) == 0:
         raise D3keError("the validation set is empty: the subject split needs at least one validation subject "
                         "with frames")
-    device = choose_device()
     seed_everything(config.seed)
-    model.to(device)
-    if device.type == "cuda" and channels_last:
-        model.to(memory_format=torch.channels_last)
-    rotational = torch.tensor(model.layer.rotational, device=device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr_start, weight_decay=config.weight_decay)
-    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
-    ema = weight_average(model, getattr(config, "ema_decay", 0.0))
+    opt = setup_optimisation(model, config, channels_last)
+    device, rotational, optimizer, ema = opt.device, opt.rotational, opt.optimizer, opt.ema
     history: list[EpochRecord] = []
     start_epoch = 0
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
@@ -293,21 +323,12 @@ def fit(model, train_set, val_set, config, checkpoint_dir: Path, prepare: Prepar
             lr = learning_rate(config, epoch + step / steps)
             for g in optimizer.param_groups:
                 g["lr"] = lr
-            inputs, targets = prepare(batch, generator, device)
-            with torch.autocast(device.type, enabled=device.type == "cuda"):
-                pred = model(inputs)
-            loss, terms = d3ke_loss(pred, targets, config.loss_weights, rotational)
-            if not torch.isfinite(loss):
-                raise D3keError(f"the loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}: lower "
+            try:
+                loss, terms, b = train_step(model, batch, prepare, generator, opt, config)
+            except NonFiniteLoss as exc:
+                raise D3keError(f"the loss became {exc.value} at epoch {epoch + 1}, step {step + 1}: lower "
                                 f"lr_start (now {config.lr_start:g}) or check the labels; the last good checkpoint "
-                                f"{path} is kept")
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            if ema is not None:
-                ema.update_parameters(model)
-            b = inputs.shape[0]
+                                f"{path} is kept") from None
             total += loss.item() * b
             seen += b
             for k, v in terms.items():

@@ -18,3 +18,19 @@ def test_experiment_and_run_land_in_the_data_root(tmp_path):
     assert client.get_run(run.info.run_id).data.metrics["coordinate_mae_deg"] == 4.2
     artifacts = list((tmp_path / "mlflow" / "artifacts" / "synthetic").rglob("note.txt"))
     assert len(artifacts) == 1
+
+
+def test_the_store_layout_is_defined_once_and_the_ui_server_uses_it(tmp_path, monkeypatch):
+    from d3ke_assets.learning.tracking import MlflowStore
+    from d3ke_assets.operations.ui_servers import mlflow_folder, mlflow_server_command
+
+    store = MlflowStore(tmp_path)
+    assert store.tracking_uri == f"sqlite:///{tmp_path.resolve()}/mlflow/mlflow.db"
+    assert store.artifacts_for("synthetic") == tmp_path.resolve() / "mlflow" / "artifacts" / "synthetic"
+    assert MlflowTrackingResource(data_root=str(tmp_path)).tracking_uri == store.tracking_uri
+    assert mlflow_folder(tmp_path) == store.folder
+    argv = mlflow_server_command(tmp_path, 5999)
+    assert argv[argv.index("--backend-store-uri") + 1] == store.tracking_uri
+    assert argv[argv.index("--artifacts-destination") + 1] == (tmp_path.resolve() / "mlflow" / "artifacts").as_uri()
+    monkeypatch.chdir(tmp_path)  # a relative root still gives absolute URIs
+    assert MlflowStore("data").tracking_uri == f"sqlite:///{tmp_path.resolve()}/data/mlflow/mlflow.db"

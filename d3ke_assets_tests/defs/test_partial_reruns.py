@@ -6,7 +6,6 @@ changed raw file, a code-version bump, an interrupted write and a bad subject.
 
 from __future__ import annotations
 
-import json
 import shutil
 
 import dagster as dg

@@ -133,7 +133,7 @@ def test_quality_report_of_the_trained_models(trained_smoke_root):
 def test_evaluation_table_in_dagster_and_mlflow(trained_smoke_root):
     import pandas as pd
 
-    from d3ke_assets.evaluation.augmentations import AUGMENTATIONS
+    from d3ke_assets.frames.augmentations import AUGMENTATIONS
 
     tmp_path, resources, metadata, _ = trained_smoke_root
     meta = metadata["evaluation"]

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from d3ke_assets.biomech.skeletal_layer import SkeletalModel
-from d3ke_assets.evaluation import augmentations as A
 from d3ke_assets.evaluation.evaluate import evaluate_view
+from d3ke_assets.frames import augmentations as A
 from d3ke_assets.frames.reader import FrameDataset
 from d3ke_assets.learning import sequence as S
 from d3ke_assets.learning.model import FrameModel

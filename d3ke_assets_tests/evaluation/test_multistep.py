@@ -7,9 +7,10 @@ import numpy as np
 import torch
 
 from d3ke_assets.biomech.skeletal_layer import SkeletalModel
-from d3ke_assets.evaluation.evaluate import camera_labels, scored_coordinates
+from d3ke_assets.evaluation.evaluate import camera_labels
 from d3ke_assets.evaluation.multistep import inverse_kinematics_on_predictions
 from d3ke_assets.frames.reader import FrameDataset
+from d3ke_assets.learning.metrics import scored_coordinates
 from d3ke_assets.learning.model import FrameModel
 
 

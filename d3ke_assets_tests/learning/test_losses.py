@@ -68,14 +68,3 @@ def test_total_uses_the_configured_weights():
     assert set(terms) == {"joint", "marker", "body", "angle"}
     assert math.isclose(terms["joint"].item(), 0.01, rel_tol=1e-5)
 
-
-def test_coordinate_mae_hand_computed():
-    import numpy as np
-
-    from d3ke_assets.learning.quality import coordinate_mae_deg
-
-    true = np.zeros((2, 3))
-    pred = np.radians([[10.0, 2.0, 99.0], [20.0, 4.0, 99.0]])
-    mask = np.array([[1.0, 1.0, 1.0], [1.0, 0.0, 1.0]])
-    scored = np.array([True, True, False])  # the third (say, translational) is not scored
-    assert math.isclose(coordinate_mae_deg(pred, true, mask, scored), (10 + 2 + 20) / 3)

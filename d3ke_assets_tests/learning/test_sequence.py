@@ -11,7 +11,7 @@ from d3ke_assets.errors import D3keError
 from d3ke_assets.frames.reader import FrameDataset
 from d3ke_assets.learning import sequence as S
 from d3ke_assets.learning.model import SCALE_RANGE, FrameModel, camera_frame_targets, predicted_coordinates
-from d3ke_assets.learning.quality import coordinate_mae_deg
+from d3ke_assets.learning.metrics import coordinate_mae_deg
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ import torch
 
 from d3ke_assets.biomech.skeletal_layer import SkeletalModel
 from d3ke_assets.errors import D3keError
+from d3ke_assets.frames.augmentations import train_augment
 from d3ke_assets.frames.reader import FrameDataset
 from d3ke_assets.learning import training as T
 from d3ke_assets.learning.model import FrameModel, rotation_6d_to_matrix
@@ -162,7 +163,7 @@ def test_augmentation_turns_labels_with_the_image():
     image[0, :, int(round(v.item())), int(round(u.item()))] = 255
     config = T.TrainConfig(max_shift=0.0, max_scale=0.0, max_rotation_deg=40.0, colour=0.0)
     for seed in range(4):
-        out, R = T.augment(image, torch.eye(3).unsqueeze(0), config, torch.Generator().manual_seed(seed))
+        out, R = train_augment(image, torch.eye(3).unsqueeze(0), config, torch.Generator().manual_seed(seed))
         moved = R[0] @ point
         expected = centre + f * moved[0] / moved[2], centre + f * moved[1] / moved[2]
         ys, xs = torch.nonzero(out[0, 0] > 40, as_tuple=True)
@@ -179,3 +180,24 @@ def test_a_checkpoint_of_other_code_or_data_is_not_resumed(frames_dir, generic_m
     history = T.train_frame_model(_model(generic_model), train, val, _config(epochs=1), tmp_path,
                                   log=messages.append, resume_key="inputs v2")
     assert any("another configuration: starting over" in m for m in messages) and len(history) == 1
+
+
+def test_bench_train_times_the_trainings_own_step(frames_dir, generic_model, monkeypatch):
+    """`d3ke bench train` runs `train_step`, the function `fit` runs, once per step (one warm-up step
+    more), and that step trains: the weights change."""
+    from d3ke_assets.benchmarks.stages import _train_steps
+
+    calls = []
+    real = T.train_step
+
+    def counted(*args, **kwargs):
+        calls.append(args[1]["image"].shape[0])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(T, "train_step", counted)
+    model = _model(generic_model)
+    before = model.head.weight.detach().clone()
+    images_per_s, wait = _train_steps(model, FrameDataset([frames_dir], used_only=False), _config(batch_size=4), 2)
+    assert calls == [4, 4, 4]
+    assert images_per_s > 0 and 0 <= wait < 1
+    assert not torch.equal(model.head.weight.detach(), before)

@@ -1,5 +1,7 @@
-"""Throwaway local servers for scale-out tests and benchmarks: Redis, PostgreSQL and Celery
-workers, each a context manager that starts the server on loopback and stops it on exit.
+"""Throwaway local servers for `d3ke bench scale` and the scale-out tests: Redis, PostgreSQL and
+Celery workers, each a context manager that starts the server on loopback and stops it on exit;
+processes that execute runs (`run_orchestrators`), and runs launched through a webserver
+(`launch_runs`, for the run launcher).
 
 They are for one machine and one session (no persistence, fsync off, a random password);
 docs/deploy/ describes the real deployment.
@@ -22,11 +24,11 @@ from pathlib import Path
 from typing import Iterator, Mapping
 
 from d3ke_assets.errors import D3keError
-from d3ke_assets.operations.net import LOOPBACK, _tail, find_program, free_port, stop_group, wait_for_port
+from d3ke_assets.processes import LOOPBACK, find_program, free_port, log_tail, stop_group, wait_for_port
 
 INSTALL_HINT = "run scripts/system_packages.sh as root"
 POSTGRES_DIRS = {name: (f"/usr/lib/postgresql/*/bin/{name}",) for name in ("initdb", "postgres")}
-CELERY_APP = "d3ke_assets.operations.celery_app"  # reads D3KE_CELERY_BROKER / D3KE_CELERY_BACKEND
+CELERY_APP = "d3ke_assets.deploy.celery_app"  # reads D3KE_CELERY_BROKER / D3KE_CELERY_BACKEND
 CELERY_QUEUE = "dagster"  # the queue dagster_celery routes step tasks to
 
 
@@ -115,7 +117,7 @@ def _wait_for_login(server: PostgresServer, timeout_s: float) -> None:
         except psycopg2.OperationalError as exc:
             if server.process.poll() is not None or time.monotonic() > deadline:
                 raise D3keError(f"PostgreSQL on {LOOPBACK}:{server.port} does not accept logins "
-                                f"({str(exc).strip().splitlines()[0]}){_tail(server.log)}") from None
+                                f"({str(exc).strip().splitlines()[0]}){log_tail(server.log)}") from None
             time.sleep(0.2)
 
 
@@ -211,7 +213,7 @@ def celery_workers(n: int, broker_url: str, backend_url: str, workdir: Path, env
                    concurrency: int = 1, name_prefix: str = "d3ke-worker", timeout_s: float = 90.0
                    ) -> Iterator[CeleryWorkers]:
     """`n` Celery workers consuming Dagster step tasks from the broker, each a separate process
-    (`celery -A d3ke_assets.operations.celery_app worker`, prefork pool of `concurrency` processes).
+    (`celery -A d3ke_assets.deploy.celery_app worker`, prefork pool of `concurrency` processes).
 
     Returns once every worker answers a ping, so start-up (importing torch and OpenSim) is not
     counted against the first steps.  `env` is added to this process's environment: the workers
@@ -239,11 +241,11 @@ def celery_workers(n: int, broker_url: str, backend_url: str, workdir: Path, env
         while answered != set(names):
             for process, log in zip(processes, logs):
                 if process.poll() is not None:
-                    raise D3keError(f"Celery worker exited with code {process.returncode} at start-up{_tail(log)}")
+                    raise D3keError(f"Celery worker exited with code {process.returncode} at start-up{log_tail(log)}")
             if time.monotonic() > deadline:
                 missing = sorted(set(names) - answered)
                 raise D3keError(f"Celery workers {', '.join(missing)} did not answer a ping within {timeout_s:.0f} s"
-                                f"{_tail(logs[names.index(missing[0])])}")
+                                f"{log_tail(logs[names.index(missing[0])])}")
             answered |= _ping(broker_url, backend_url, names, 1.0)
         yield CeleryWorkers(names, processes, logs, broker_url, backend_url)
     finally:
@@ -252,6 +254,25 @@ def celery_workers(n: int, broker_url: str, backend_url: str, workdir: Path, env
                 process.send_signal(signal.SIGTERM)
         for process in processes:
             stop_group(process, signal.SIGTERM, 60.0, leader_only=True)
+
+
+# --- Jobs another process can load again -----------------------------------------------------
+
+def resolve_job(module: str, attribute: str, job_name: str):
+    """The job `job_name` of the Definitions object `module.attribute` (e.g. an asset job)."""
+    import importlib
+
+    return getattr(importlib.import_module(module), attribute).resolve_job_def(job_name)
+
+
+def reconstructable_job(module: str, attribute: str, job_name: str):
+    """`resolve_job(module, attribute, job_name)` as a job that the processes a run starts (the
+    multiprocess executor's step processes, Celery workers) can load again by the same call:
+    `dg.build_reconstructable_job`, since an asset job exists only once its Definitions resolve it
+    (there is no module-scope job for `dg.reconstructable` to point at)."""
+    import dagster as dg
+
+    return dg.build_reconstructable_job(__name__, "resolve_job", (module, attribute, job_name))
 
 
 # --- Run orchestrators -------------------------------------------------------------------------
@@ -291,13 +312,10 @@ def _orchestrator_main(env: dict, preload: tuple[str, ...], warm_forkserver: boo
         module, attribute, job_name, partition, tags = task
         try:
             import dagster as dg
-            from dagster._core.definitions.reconstruct import ReconstructableRepository
-            from dagster._core.execution.api import execute_job
 
-            job = ReconstructableRepository.for_module(module, attribute).get_reconstructable_job(job_name)
             run_tags = {**tags, **({"dagster/partition": partition} if partition else {})}
             with dg.DagsterInstance.get() as instance:
-                result = execute_job(job, instance, tags=run_tags)
+                result = dg.execute_job(reconstructable_job(module, attribute, job_name), instance, tags=run_tags)
             results.put(("done", RunOutcome(partition, result.run_id, result.success)))
         except Exception as exc:  # reported to the caller, which decides
             results.put(("done", RunOutcome(partition, None, False, f"{type(exc).__name__}: {exc}")))
@@ -384,40 +402,25 @@ def run_orchestrators(n: int, env: Mapping[str, str] | None = None,
                 process.join(timeout=10)
 
 
-# --- Runs launched through the instance's run launcher (Celery: one task per run) ---------------
+# --- Runs launched through a webserver and the instance's run launcher (Celery: one task per run)
 
-FINISHED = ("SUCCESS", "FAILURE", "CANCELED")
+def launch_runs(url: str, job_name: str, partitions: list[str | None], tags: Mapping[str, str] | None = None,
+                timeout_s: float = 1800.0, workers: CeleryWorkers | None = None) -> list[RunOutcome]:
+    """One run of `job_name` per partition, submitted to the webserver at `url` (dagster-graphql's
+    client, as the UI's Launch button does); the daemon takes each from the run queue and launches
+    it with the instance's run launcher. Waits until all have finished; outcomes in partition order.
+    `workers`: fail early when one of them dies."""
+    from d3ke_assets.ui import graphql as gql
 
+    run_ids = [gql.submit_run(url, job_name, partition, tags=dict(tags or {})) for partition in partitions]
 
-def launch_runs(instance, module: str, attribute: str, job_name: str, partitions: list[str | None],
-                tags: Mapping[str, str] | None = None, timeout_s: float = 1800.0,
-                workers: CeleryWorkers | None = None) -> list[RunOutcome]:
-    """Create one run of `job_name` (of the Definitions `module.attribute`) per partition, launch
-    each with `instance`'s run launcher (as the daemon does for a queued run) and wait until all
-    have finished; outcomes in partition order.  `workers`: fail early when one of them dies."""
-    import dagster as dg
-    from dagster._core.definitions.reconstruct import ReconstructableRepository
-
-    job = ReconstructableRepository.for_module(module, attribute).get_reconstructable_job(job_name)
-    job_def = job.get_definition()
-    run_ids = []
-    for partition in partitions:
-        run_tags = {**(tags or {}), **({"dagster/partition": partition} if partition else {})}
-        run = instance.create_run_for_job(job_def=job_def, tags=run_tags, job_code_origin=job.get_python_origin())
-        instance.launch_run(run.run_id, workspace=None)  # the Celery launcher needs only the run's code origin
-        run_ids.append(run.run_id)
-    deadline = time.monotonic() + timeout_s
-    pending = set(run_ids)
-    while pending:
-        pending -= {r.run_id for r in instance.get_runs(dg.RunsFilter(run_ids=list(pending)))
-                    if r.status.value in FINISHED}
-        if not pending:
-            break
+    def check_workers() -> None:
         dead = [p for p in (workers.processes if workers else []) if p.poll() is not None]
         if dead:
-            raise D3keError(f"a Celery worker exited with code {dead[0].returncode} while {len(pending)} runs of "
-                            f"{job_name} were unfinished{_tail(workers.logs[workers.processes.index(dead[0])])}")
-        if time.monotonic() > deadline:
-            raise D3keError(f"{len(pending)} runs of {job_name} did not finish within {timeout_s:.0f} s")
-        time.sleep(0.25)
-    return [RunOutcome(p, r, instance.get_run_by_id(r).status.value == "SUCCESS") for p, r in zip(partitions, run_ids)]
+            raise D3keError(f"a Celery worker exited with code {dead[0].returncode} while runs of {job_name} were "
+                            f"unfinished{log_tail(workers.logs[workers.processes.index(dead[0])])}")
+
+    # one status request per run per poll: once a second keeps the webserver off the 2 cores the runs use
+    statuses = gql.wait_for_runs(url, run_ids, timeout_s, poll_s=1.0, while_waiting=check_workers)
+    return [RunOutcome(p, r, statuses[r] == "SUCCESS", None if statuses[r] == "SUCCESS" else statuses[r])
+            for p, r in zip(partitions, run_ids)]

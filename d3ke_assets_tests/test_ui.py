@@ -10,11 +10,12 @@ import re
 import pytest
 
 from d3ke_assets.errors import D3keError
-from d3ke_assets.operations import ui_servers as ui
-from d3ke_assets.operations.net import listening_addresses
-from d3ke_assets.operations.bench_load import load_environment, run_load
+from d3ke_assets.benchmarks.load import load_environment, run_load
 from d3ke_assets.sources.subjects import split_for
-from d3ke_assets_tests.operations.conftest import require_program
+from d3ke_assets.ui import graphql as gql
+from d3ke_assets.ui import servers
+from d3ke_assets_tests.support import chromium as browser
+from d3ke_assets_tests.support.servers import listening_addresses, mlflow_server, require_program, rest
 
 N_SUBJECTS = 4  # one more than the smoke preset's three: D3KE_SYNTHETIC_SUBJECTS reaches the servers
 SUBJECT_ASSETS = ["raw_subject", "mocap_markers", "opensim_gt", "frames"]
@@ -26,7 +27,7 @@ def dagster_ui(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("dagster_ui")
     root, home = tmp / "data", tmp / "dagster"
     root.mkdir()
-    with ui.dagster_services(home, root, env=load_environment(N_SUBJECTS)) as (web, daemon):
+    with servers.dagster_services(home, root, env=load_environment(N_SUBJECTS)) as (web, daemon):
         yield web, root
 
 
@@ -36,7 +37,7 @@ def test_webserver_shows_the_graph_and_materializes_a_subject_through_graphql(da
     web, root = dagster_ui
     assert listening_addresses(web.port) == {"127.0.0.1"}  # loopback only, not every interface
     subjects = list(split_for("synthetic", N_SUBJECTS).all)
-    nodes = ui.graphql(web.url, """{ assetNodes { assetKey { path } isPartitioned partitionKeys
+    nodes = gql.graphql(web.url, """{ assetNodes { assetKey { path } isPartitioned partitionKeys
         dependencyKeys { path } } }""")["assetNodes"]
     by_key = {"/".join(n["assetKey"]["path"]): n for n in nodes}
     assert set(by_key) == {a.key.to_user_string() for a in ALL_ASSETS}
@@ -50,21 +51,21 @@ def test_webserver_shows_the_graph_and_materializes_a_subject_through_graphql(da
             assert node["isPartitioned"] and node["partitionKeys"] == subjects
 
     # before the generic model exists a subject cannot be generated: the run fails with the asset's error
-    failed_run = ui.launch_asset_run(web.url, ["raw_subject"], partition="Subject_4")
+    failed_run = gql.launch_asset_run(web.url, ["raw_subject"], partition="Subject_4")
     with pytest.raises(D3keError, match=r"ended FAILURE: .*opensim_model is not materialized: materialize it first"):
-        ui.wait_for_run(web.url, failed_run, timeout_s=300)
+        gql.wait_for_run(web.url, failed_run, timeout_s=300)
 
-    model_run = ui.launch_asset_run(web.url, ["opensim_model"])
-    ui.wait_for_run(web.url, model_run, timeout_s=300)  # queued: the daemon launches it
-    subject_run = ui.launch_asset_run(web.url, SUBJECT_ASSETS, partition="Subject_1")
-    record = ui.wait_for_run(web.url, subject_run, timeout_s=420)
+    model_run = gql.launch_asset_run(web.url, ["opensim_model"])
+    gql.wait_for_run(web.url, model_run, timeout_s=300)  # queued: the daemon launches it
+    subject_run = gql.launch_asset_run(web.url, SUBJECT_ASSETS, partition="Subject_1")
+    record = gql.wait_for_run(web.url, subject_run, timeout_s=420)
     assert {"key": "dagster/partition", "value": "Subject_1"} in record["tags"]
 
     assert (root / "opensim_model" / "_stamp.json").is_file()
     for asset in SUBJECT_ASSETS:
         assert (root / asset / "Subject_1" / "_stamp.json").is_file(), asset
         assert not (root / asset / "Subject_2").exists(), f"{asset}: only the launched partition is built"
-    seen = ui.graphql(web.url, """query Seen($keys: [AssetKeyInput!]!) { assetNodes(assetKeys: $keys) {
+    seen = gql.graphql(web.url, """query Seen($keys: [AssetKeyInput!]!) { assetNodes(assetKeys: $keys) {
         assetKey { path } partitionStats { numMaterialized numPartitions numFailed }
         assetMaterializations(limit: 5) { partition runId tags { key value } } } }""",
                       {"keys": [{"path": [a]} for a in ["opensim_model", *SUBJECT_ASSETS]]})["assetNodes"]
@@ -82,6 +83,14 @@ def test_webserver_shows_the_graph_and_materializes_a_subject_through_graphql(da
                                                      "numFailed": int(asset == "raw_subject")}  # Subject_4
 
 
+def _location_name(url: str) -> str:
+    """The name of the webserver's only code location."""
+    data = gql.graphql(url, """{ repositoriesOrError { __typename ... on RepositoryConnection { nodes { name
+        location { name } } } ... on PythonError { message } } }""")["repositoriesOrError"]
+    (node,) = gql.expect(data, "RepositoryConnection", "listing repositories")["nodes"]
+    return node["location"]["name"]
+
+
 def _names_missing(text: str, names: list[str]) -> list[str]:
     return [n for n in names if not re.search(rf"\b{re.escape(n)}\b", text)]
 
@@ -91,26 +100,26 @@ def test_asset_catalog_and_lineage_render_in_headless_chromium(dagster_ui, tmp_p
 
     chromium = require_program("chromium")
     web, _ = dagster_ui
-    catalog = ui.visible_text(ui.chromium_dom(f"{web.url}/assets", chromium=chromium))
+    catalog = browser.visible_text(browser.chromium_dom(f"{web.url}/assets", chromium=chromium))
     assert "Catalog" in catalog  # the app rendered, not only its HTML shell
     missing = _names_missing(catalog, [a.key.to_user_string() for a in ALL_ASSETS])
     assert not missing, f"asset names not in the rendered catalog: {missing}"
     assert "Join the Dagster community" not in catalog  # dagster.yaml's nux: enabled: false
 
     # the asset graph of one group: its assets as nodes, their neighbours in other groups as links
-    location = ui.repository_selector(web.url)["repositoryLocationName"]
+    location = _location_name(web.url)
     lineage_url = f"{web.url}/locations/{location}/asset-groups/biomech"
-    lineage = ui.visible_text(ui.chromium_dom(lineage_url, chromium=chromium))
+    lineage = browser.visible_text(browser.chromium_dom(lineage_url, chromium=chromium))
     missing = _names_missing(lineage, ["opensim_model", "mocap_markers", "opensim_gt", "raw_subject", "frames"])
     assert not missing, f"asset names not in the rendered biomech lineage: {missing}"
-    stats = ui.graphql(web.url, """{ assetNodes(assetKeys: [{path: ["mocap_markers"]}]) {
+    stats = gql.graphql(web.url, """{ assetNodes(assetKeys: [{path: ["mocap_markers"]}]) {
         partitionStats { numMaterialized numPartitions } } }""")["assetNodes"][0]["partitionStats"]
     filled = 100 * stats["numMaterialized"] // stats["numPartitions"]  # 25 after the first test, else 0
     assert f"{filled}% filled" in lineage  # the node shows the instance's partition state
-    png = ui.chromium_screenshot(lineage_url, tmp_path / "dagster_biomech_lineage.png", chromium=chromium)
-    assert ui.png_size(png) == (1600, 1000)
+    png = browser.chromium_screenshot(lineage_url, tmp_path / "dagster_biomech_lineage.png", chromium=chromium)
+    assert browser.png_size(png) == (1600, 1000)
     assert png.stat().st_size > 30_000  # a blank 1600x1000 page compresses to a few kB
-    ui.copy_screenshot(png)  # kept when D3KE_SCREENSHOT_DIR is set
+    browser.copy_screenshot(png)  # kept when D3KE_SCREENSHOT_DIR is set
 
 
 def test_backfill_of_every_subject_runs_through_the_daemon(dagster_ui):
@@ -174,7 +183,7 @@ def tracked_store(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def mlflow_ui(tracked_store):
-    with ui.mlflow_server(tracked_store[0]) as server:
+    with mlflow_server(tracked_store[0]) as server:
         yield server, tracked_store
 
 
@@ -182,10 +191,10 @@ def test_mlflow_server_serves_the_tracked_runs(mlflow_ui):
     server, (root, experiment, training, evaluation, history) = mlflow_ui
     assert listening_addresses(server.port) == {"127.0.0.1"}
     api = f"{server.url}/api/2.0/mlflow"
-    found = ui.rest(f"{api}/experiments/get-by-name?experiment_name=synthetic")["experiment"]
+    found = rest(f"{api}/experiments/get-by-name?experiment_name=synthetic")["experiment"]
     assert found["experiment_id"] == experiment
     assert found["artifact_location"] == (root / "mlflow" / "artifacts" / "synthetic").as_uri()
-    runs = ui.rest(f"{api}/runs/search", {"experiment_ids": [experiment], "filter": "tags.asset = 'frame_model'"})
+    runs = rest(f"{api}/runs/search", {"experiment_ids": [experiment], "filter": "tags.asset = 'frame_model'"})
     assert [r["info"]["run_id"] for r in runs["runs"]] == [training.run_id]
     run = runs["runs"][0]
     assert run["info"]["status"] == "FINISHED" and run["info"]["run_name"] == "frame_model mobilenet_v3_small"
@@ -197,17 +206,17 @@ def test_mlflow_server_serves_the_tracked_runs(mlflow_ui):
     assert metrics["train_loss_coordinate"]["value"] == pytest.approx(0.25)
     tags = {t["key"]: t["value"] for t in run["data"]["tags"]}
     assert tags["dagster_run_id"] == "run-123" and tags["asset"] == "frame_model"
-    steps = ui.rest(f"{api}/metrics/get-history?run_id={training.run_id}&metric_key=val_coordinate_mae_deg")
+    steps = rest(f"{api}/metrics/get-history?run_id={training.run_id}&metric_key=val_coordinate_mae_deg")
     assert [(m["step"], m["value"]) for m in steps["metrics"]] == [(0, 20.0), (1, 19.0)]
-    files = {f["path"] for f in ui.rest(f"{api}/artifacts/list?run_id={training.run_id}")["files"]}
+    files = {f["path"] for f in rest(f"{api}/artifacts/list?run_id={training.run_id}")["files"]}
     assert {"config.json", "learning_curve.png", "checkpoint"} <= files
-    versions = ui.rest(f"{api}/model-versions/search?filter=name%3D%27d3ke_frame_model_synthetic%27")
+    versions = rest(f"{api}/model-versions/search?filter=name%3D%27d3ke_frame_model_synthetic%27")
     assert [(v["run_id"], v["version"]) for v in versions["model_versions"]] == [(training.run_id, "1")]
     import urllib.request
 
     with urllib.request.urlopen(f"{server.url}/get-artifact?path=config.json&run_uuid={training.run_id}") as r:
         assert json.loads(r.read()) == {"backbone": "mobilenet_v3_small"}  # read from the store's artifacts
-    evaluated = ui.rest(f"{api}/runs/get?run_id={evaluation.run_id}")["run"]
+    evaluated = rest(f"{api}/runs/get?run_id={evaluation.run_id}")["run"]
     assert {m["key"]: m["value"] for m in evaluated["data"]["metrics"]} == {"frame_model_coordinate_mae_deg": 12.5}
     assert not list(root.glob("**/mlartifacts")) and not list(root.parent.glob("mlartifacts"))
 
@@ -215,6 +224,41 @@ def test_mlflow_server_serves_the_tracked_runs(mlflow_ui):
 def test_mlflow_run_page_renders_in_headless_chromium(mlflow_ui):
     chromium = require_program("chromium")
     server, (_, _, training, _, _) = mlflow_ui
-    text = ui.visible_text(ui.chromium_dom(training.ui_url(server.url), chromium=chromium))
+    text = browser.visible_text(browser.chromium_dom(training.ui_url(server.url), chromium=chromium))
     assert "frame_model mobilenet_v3_small" in text  # the run the asset metadata links to
     assert "val_coordinate_mae_deg" in text or "Metrics" in text
+
+
+# --- the DAGSTER_HOME `d3ke demo` / `d3ke ui` / the servers above use ---------------------------
+
+def _with_users_concurrency(home, text: str):
+    """`text` as dagster.yaml, plus what a user adds under `concurrency:` (pool settings and a run
+    tag limit, from Dagster's concurrency guide); the instance loaded from it."""
+    import dagster as dg
+    import yaml
+
+    config = yaml.safe_load(text)
+    concurrency = config.setdefault("concurrency", {})
+    concurrency["pools"] = {"granularity": "op", "default_limit": 3}
+    concurrency.setdefault("runs", {})["tag_concurrency_limits"] = [{"key": "dagster/backfill", "limit": 4}]
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "dagster.yaml").write_text(yaml.safe_dump(config))
+    return dg.DagsterInstance.from_config(str(home))
+
+
+def test_generated_dagster_yaml_takes_a_users_concurrency_settings(tmp_path):
+    home = servers.prepare_dagster_home(tmp_path / "home", max_concurrent_runs=3, dequeue_interval_s=1)
+    with _with_users_concurrency(home, (home / "dagster.yaml").read_text()) as instance:
+        runs = instance.get_concurrency_config().run_queue_config
+        assert runs.max_concurrent_runs == 3  # ours, kept beside the user's keys
+        assert [dict(t) for t in runs.tag_concurrency_limits] == [{"key": "dagster/backfill", "limit": 4}]
+        assert instance.get_concurrency_config().pool_config.default_pool_limit == 3
+        assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
+        assert instance.run_coordinator.dequeue_interval_seconds == 1
+    # the form written before (the limit in the run coordinator's config) fails with the same addition
+    old = ("run_coordinator:\n  module: dagster._core.run_coordinator\n  class: QueuedRunCoordinator\n"
+           "  config:\n    max_concurrent_runs: 3\n    dequeue_interval_seconds: 1\n")
+    import dagster as dg
+
+    with pytest.raises(dg.DagsterInvalidConfigError, match="incompatible with the `concurrency > runs` config"):
+        _with_users_concurrency(tmp_path / "old_home", old)

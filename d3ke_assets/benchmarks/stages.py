@@ -1,4 +1,5 @@
-"""Benchmarks (`d3ke bench NAME --json`): ratios measured side by side in one run.
+"""The benchmarks of the graph's stages (`d3ke bench verify|ik|fk|frames|rerun|train|predict`):
+ratios measured side by side in one run.
 
 Not tests: they print figures for closing notes and regressions, and do not
 assert.  Each repeats its measurements interleaved and keeps the best of each,
@@ -310,39 +311,92 @@ def bench_frames(data_root: Path | None = None, rounds: int = 2) -> dict:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def bench_rerun(data_root: Path | None = None, preset: str = "demo") -> dict:
-    """The whole graph on a fresh data root, then again with nothing changed: wall time and recomputed outputs."""
+# `d3ke bench rerun` as it was until issue 16: the demo preset's 72 subjects and both trainings, a
+# fresh run then two reruns; on 2 cores it did not finish within 15 minutes, and no figures of it
+# were ever recorded (README and docs/deploy name none)
+RERUN_BEFORE = {"preset": "demo", "subjects": 72, "runs": "fresh, no-op (only stale), forced no-op",
+                "wall_s": "> 900 (did not finish in 15 minutes on 2 cores)", "figures": "none recorded"}
+
+
+def _seconds_by_stage(summary) -> dict[str, dict]:
+    """The runs of a graph run grouped by stage (the assets a run materialized): runs, seconds summed,
+    outputs written."""
+    out: dict[str, dict] = {}
+    for r in summary.results:
+        stage = out.setdefault(", ".join(r.assets), {"runs": 0, "s": 0.0, "outputs_written": 0})
+        stage["runs"] += 1
+        stage["s"] += r.seconds
+        stage["outputs_written"] += len(r.recomputed)
+    return out
+
+
+def _seconds_by_asset(instance, summary) -> dict[str, float]:
+    """Seconds inside each asset's step (STEP_START to STEP_SUCCESS) over a graph run's runs."""
+    import dagster as dg
+
+    out: dict[str, float] = {}
+    for r in summary.results:
+        if r.run_id is None:
+            continue
+        starts = {}
+        for record in instance.all_logs(r.run_id, of_type={dg.DagsterEventType.STEP_START,
+                                                           dg.DagsterEventType.STEP_SUCCESS}):
+            if record.dagster_event.event_type == dg.DagsterEventType.STEP_START:
+                starts[record.step_key] = record.timestamp
+            elif record.step_key in starts:
+                out[record.step_key] = out.get(record.step_key, 0.0) + record.timestamp - starts[record.step_key]
+    return out
+
+
+def bench_rerun(data_root: Path | None = None, preset: str = "smoke") -> dict:
+    """Each stage of the whole graph (every asset, both trainings, evaluation) on a fresh data root,
+    then again with nothing changed: the rerun that launches only stale runs (none), and the forced
+    rerun that launches every run anyway, where each reuses its outputs; per stage, the forced
+    rerun's seconds next to the fresh run's.
+
+    The smoke preset (3 subjects: train, validation, test; the project's real training code with
+    few epochs) keeps it to minutes on 2 cores while every stage still computes for real: the
+    per-stage ratio is Dagster's and the stamps' cost of a run that reuses its outputs against the
+    stage's work. Before issue 16 it ran the demo preset (RERUN_BEFORE), which took over 15 minutes."""
     import dagster as dg
 
     from d3ke_assets.defs.automation import stale_assets_by_partition
-    from d3ke_assets.defs.resources import DataRootResource, DatasetResource, MlflowTrackingResource
+    from d3ke_assets.defs.partitions import subject_split
     from d3ke_assets.defs.runner import materialize_graph
-    from d3ke_assets.definitions import ALL_ASSETS
-    from d3ke_assets.settings import PRESETS
-    from d3ke_assets.sources.subjects import synthetic_split
+    from d3ke_assets.definitions import build_definitions
+    from d3ke_assets.settings import Settings
 
-    root = Path(tempfile.mkdtemp(prefix="d3ke-bench-rerun-"))
+    root = Path(tempfile.mkdtemp(prefix="d3ke-bench-rerun-", dir=str(data_root) if data_root else None))
     try:
-        resources = {"data_root": DataRootResource(path=str(root)),
-                     "dataset": DatasetResource(name="synthetic", preset=preset),
-                     "mlflow": MlflowTrackingResource(data_root=str(root))}
-        defs = dg.Definitions(assets=ALL_ASSETS, resources=resources)
-        subjects = list(synthetic_split(PRESETS[preset].synthetic.n_subjects).all)
+        run = Settings(data_root=str(root), preset=preset)
+        defs = build_definitions(run)
+        subjects = list(subject_split(run).all)
+        quiet = lambda m: None  # noqa: E731
         with dg.instance_for_test() as instance:
             start = time.perf_counter()
-            full = materialize_graph(defs, instance, subjects, log=lambda m: None)
+            full = materialize_graph(defs, instance, subjects, log=quiet)
             full_s = time.perf_counter() - start
             start = time.perf_counter()
-            again = materialize_graph(defs, instance, subjects, log=lambda m: None, only_stale=True)
+            again = materialize_graph(defs, instance, subjects, log=quiet, only_stale=True)
             again_s = time.perf_counter() - start
             start = time.perf_counter()  # every run launched anyway: each reuses its outputs
-            forced = materialize_graph(defs, instance, subjects, log=lambda m: None)
+            forced = materialize_graph(defs, instance, subjects, log=quiet)
             forced_s = time.perf_counter() - start
             start = time.perf_counter()
-            stale = stale_assets_by_partition(instance, ALL_ASSETS, subjects)
+            stale = stale_assets_by_partition(instance, list(defs.assets), subjects)
             check_s = time.perf_counter() - start
-        return {
-            "benchmark": "rerun", "preset": preset, "subjects": len(subjects),
+            fresh_steps, forced_steps = _seconds_by_asset(instance, full), _seconds_by_asset(instance, forced)
+        fresh_stages, forced_stages = _seconds_by_stage(full), _seconds_by_stage(forced)
+        stages = {}
+        for name, fresh in fresh_stages.items():
+            rerun = forced_stages.get(name, {"runs": 0, "s": 0.0, "outputs_written": 0})
+            stages[name] = {"runs": fresh["runs"], "fresh_s": round(fresh["s"], 2),
+                            "forced_noop_s": round(rerun["s"], 2),
+                            "ratio_forced_noop_to_fresh": round(rerun["s"] / fresh["s"], 4) if fresh["s"] else None,
+                            "fresh_outputs_written": fresh["outputs_written"],
+                            "forced_noop_outputs_written": rerun["outputs_written"]}
+        now = {
+            "preset": preset, "subjects": len(subjects),
             "full_run_s": round(full_s, 2), "full_run_outputs_written": len(full.recomputed),
             "noop_rerun_s": round(again_s, 2), "noop_rerun_runs_launched": len(again.results),
             "noop_rerun_outputs_recomputed": len(again.recomputed),
@@ -352,26 +406,32 @@ def bench_rerun(data_root: Path | None = None, preset: str = "demo") -> dict:
             "ratio_forced_noop_to_full": round(forced_s / full_s, 4),
             "stale_check_s": round(check_s, 3), "stale_partitions_after_rerun": len(stale),
             "failed_runs": len(full.failed) + len(again.failed) + len(forced.failed),
+            "stages": stages,
+            # inside each asset's step, all its partitions summed: the work next to a step that reuses it
+            "asset_steps": {a: {"fresh_s": round(t, 2), "forced_noop_s": round(forced_steps.get(a, 0.0), 2),
+                                "ratio_forced_noop_to_fresh": round(forced_steps.get(a, 0.0) / t, 4) if t else None}
+                            for a, t in fresh_steps.items()},
         }
+        return {"benchmark": "rerun", **now, "cpu_count": os.cpu_count(), "before_issue_16": RERUN_BEFORE}
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
 
 def _train_steps(model, dataset, config, steps: int) -> tuple[float, float]:
-    """(images per second, share of wall time waiting for the DataLoader) over `steps` training steps."""
+    """(images per second, share of wall time waiting for the DataLoader) over `steps` steps of the
+    training's own `train_step` (augmentation, targets, forward, loss, backward, AdamW, weight
+    average when the preset keeps one), set up as `fit` sets it up."""
     import torch
 
-    from d3ke_assets.learning.losses import d3ke_loss
-    from d3ke_assets.learning.model import camera_frame_targets
-    from d3ke_assets.learning.training import augment, choose_device, normalise
+    from d3ke_assets.learning.training import frame_prepare, seed_everything, setup_optimisation, train_step
 
-    device = choose_device()
-    model.to(device).train()
-    rotational = torch.tensor(model.layer.rotational, device=device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=config.weight_decay)
+    seed_everything(config.seed)
+    opt = setup_optimisation(model, config, channels_last=True)
+    model.train()
+    prepare = frame_prepare(model, config)
     sampler = torch.utils.data.RandomSampler(dataset, num_samples=(steps + 1) * config.batch_size)
     loader = torch.utils.data.DataLoader(dataset, batch_size=config.batch_size, sampler=sampler,
-                                         num_workers=config.num_workers)
+                                         num_workers=config.num_workers, pin_memory=opt.device.type == "cuda")
     generator = torch.Generator().manual_seed(0)
     waited, images, start = 0.0, 0, None
     t_wait = time.perf_counter()
@@ -380,15 +440,10 @@ def _train_steps(model, dataset, config, steps: int) -> tuple[float, float]:
             waited, images, start = 0.0, 0, time.perf_counter()
         elif step > 1:
             waited += time.perf_counter() - t_wait
-        imgs, cam = augment(batch["image"], batch["camera_R"], config, generator)
-        targets = camera_frame_targets({k: v.to(device) for k, v in batch.items() if k != "image"},
-                                       cam.to(device), model.layer)
-        loss, _ = d3ke_loss(model(normalise(imgs.to(device))), targets, config.loss_weights, rotational)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+        loss, _, b = train_step(model, batch, prepare, generator, opt, config)
+        loss.item()  # the loop reads the loss every step, which waits for the device
         if step >= 1:
-            images += len(imgs)
+            images += b
         t_wait = time.perf_counter()
     wall = time.perf_counter() - start
     return images / wall, waited / wall
@@ -396,7 +451,8 @@ def _train_steps(model, dataset, config, steps: int) -> tuple[float, float]:
 
 def bench_train(data_root: Path | None = None, steps: int = 6) -> dict:
     """Training images per second of each backbone at its preset's resolution, and the share of
-    each step spent waiting for data (DataLoader with the preset's workers)."""
+    each step spent waiting for data (DataLoader with the preset's workers).  Each step is the
+    training's own `learning.training.train_step`."""
     import torch
 
     from d3ke_assets.biomech import model_builder
@@ -475,22 +531,3 @@ def bench_predict(data_root: Path | None = None) -> dict:
         return out
     finally:
         shutil.rmtree(root, ignore_errors=True)
-
-
-BENCHMARKS: dict[str, Callable[..., dict]] = {"verify": bench_verify, "ik": bench_ik, "fk": bench_fk,
-                                              "frames": bench_frames, "rerun": bench_rerun, "train": bench_train,
-                                              "predict": bench_predict}
-
-
-def _operations_bench(module: str, name: str) -> Callable[..., dict]:
-    def run(*args, **kwargs) -> dict:
-        import importlib
-
-        return getattr(importlib.import_module(f"d3ke_assets.operations.{module}"), name)(*args, **kwargs)
-    run.__doc__ = f"see d3ke_assets.operations.{module}.{name}"
-    return run
-
-
-# scale-out and load benchmarks start servers; imported only when asked for
-BENCHMARKS["scale"] = _operations_bench("bench_scale", "bench_scale")
-BENCHMARKS["load"] = _operations_bench("bench_load", "bench_load")

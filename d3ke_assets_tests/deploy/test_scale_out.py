@@ -21,13 +21,13 @@ import dagster as dg
 import yaml
 
 from d3ke_assets.defs import pools
-from d3ke_assets.operations import services
-from d3ke_assets.operations.net import listening_addresses
-from d3ke_assets_tests.operations.conftest import require_program
+from d3ke_assets.deploy import services
+from d3ke_assets.ui import servers
+from d3ke_assets_tests.support.servers import listening_addresses, require_program
 
 DEPLOY = Path(__file__).resolve().parents[2] / "docs" / "deploy"
-SCALE_DEFS = "d3ke_assets.operations.scale_defs"
-RUN_LAUNCHER_DEFS = "d3ke_assets.operations.run_launcher_defs"
+SCALE_DEFS = "d3ke_assets.deploy.scale_defs"
+RUN_LAUNCHER_DEFS = "d3ke_assets.deploy.run_launcher_defs"
 SUBJECTS = [f"Subject_{i}" for i in range(1, 5)]
 STEPS = ["raw_subject", "mocap_markers", "opensim_gt", "frames"]
 
@@ -135,19 +135,21 @@ def test_celery_workers_materialize_subject_partitions_into_postgres(tmp_path, m
 
 def test_celery_run_launcher_gives_each_subject_run_to_one_free_worker(tmp_path, monkeypatch):
     """docs/deploy/dagster-celery-run-launcher.yaml: each launched run is one Celery task; a worker
-    executes the whole run in its own process.  Two subject runs launched at once with two idle
-    workers go one to each (a worker holds only the run it executes: late acknowledgement)."""
+    executes the whole run in its own process.  Runs are submitted to a webserver on the run
+    launcher's code location and the daemon launches them from the queue, as from the UI.  Two
+    subject runs launched at once with two idle workers go one to each (a worker holds only the
+    run it executes: late acknowledgement)."""
     from dagster_celery.tags import DAGSTER_CELERY_TASK_ID_TAG
 
     subjects = SUBJECTS[:2]
     with _servers(tmp_path, monkeypatch, "dagster-celery-run-launcher.yaml") as (root, redis, pg):
+        workspace = servers.module_workspace(tmp_path / "workspace.yaml", RUN_LAUNCHER_DEFS, "defs")
         with services.celery_workers(2, redis.url(0), redis.url(1), tmp_path / "workers") as workers, \
+                servers.dagster_services(tmp_path / "dagster_home", root, workspace=workspace) as (web, _), \
                 dg.DagsterInstance.get() as instance:
             assert type(instance.run_launcher).__name__ == "CeleryRunLauncher"
-            model = services.launch_runs(instance, RUN_LAUNCHER_DEFS, "defs", "opensim_model_job", [None],
-                                         timeout_s=300, workers=workers)
-            runs = services.launch_runs(instance, RUN_LAUNCHER_DEFS, "defs", "subject_data_job", subjects,
-                                        timeout_s=300, workers=workers)
+            model = services.launch_runs(web.url, "opensim_model_job", [None], timeout_s=300, workers=workers)
+            runs = services.launch_runs(web.url, "subject_data_job", subjects, timeout_s=300, workers=workers)
             failed = [o for o in model + runs if not o.success]
             assert not failed, f"runs failed: {failed}\n{_tails(workers.logs)}"
             assert instance.get_materialized_partitions(dg.AssetKey("frames")) == set(subjects)
@@ -167,18 +169,18 @@ def test_celery_run_launcher_gives_each_subject_run_to_one_free_worker(tmp_path,
 
 
 def test_scale_out_code_locations_load_by_module_name():
-    """`dagster dev -m d3ke_assets.operations.scale_defs` finds exactly one Definitions object (two at
+    """`dagster dev -m d3ke_assets.deploy.scale_defs` finds exactly one Definitions object (two at
     module scope is an error), with the Celery executor; likewise the run launcher's location (steps
     in-process inside the worker) and the benchmark's."""
-    from dagster._core.workspace.autodiscovery import loadable_targets_from_python_module
-
-    from d3ke_assets.operations import bench_scale, run_launcher_defs, scale_defs
+    from d3ke_assets.benchmarks import scale
+    from d3ke_assets.deploy import run_launcher_defs, scale_defs
 
     for module, attribute, executor in ((scale_defs, "defs", "d3ke_celery_executor"),
                                         (run_launcher_defs, "defs", "in_process"),
-                                        (bench_scale, "local_defs", "d3ke_multiprocess_executor")):
-        targets = loadable_targets_from_python_module(module.__name__, None)
-        assert [t.attribute for t in targets] == [attribute], module.__name__
+                                        (scale, "local_defs", "d3ke_multiprocess_executor")):
+        # what `-m` autodiscovery looks for: the Definitions objects at module scope
+        found = [name for name, value in vars(module).items() if isinstance(value, dg.Definitions)]
+        assert found == [attribute], module.__name__
         job = getattr(module, attribute).resolve_job_def("subject_data_job")
         assert job.executor_def.name == executor
         assert sorted(n.name for n in job.graph.nodes) == sorted(STEPS)
@@ -327,6 +329,8 @@ def test_slots_of_a_killed_demo_run_are_released(tmp_path, monkeypatch):
 
 # --- docs/deploy --------------------------------------------------------------------------------
 
+# dagster_instance_config (private): no public call validates a dagster.yaml without building what it
+# names (a PostgreSQL connection, dagster-k8s, which is not installed here)
 def test_postgres_example_is_valid_instance_config(monkeypatch):
     from dagster._core.instance.config import dagster_instance_config
 

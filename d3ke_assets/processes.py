@@ -1,4 +1,7 @@
-"""Loopback helpers shared by the servers the project starts (tests, benchmarks, `d3ke ui`)."""
+"""Server processes on loopback: free ports, waiting for a port, finding a program, stopping a
+process group. Shared by `d3ke_assets.ui` (the UI launchers) and `d3ke_assets.deploy` (the throwaway
+Redis, PostgreSQL and Celery workers of `d3ke bench scale`); it imports nothing of the project but
+its errors, so both can sit above it."""
 
 from __future__ import annotations
 
@@ -28,16 +31,16 @@ def wait_for_port(port: int, what: str, timeout_s: float = 60.0, host: str = LOO
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
             raise D3keError(f"{what} exited with code {process.returncode} before listening on {host}:{port}"
-                            f"{_tail(log)}")
+                            f"{log_tail(log)}")
         try:
             with socket.create_connection((host, port), timeout=0.5):
                 return
         except OSError:
             time.sleep(0.2)
-    raise D3keError(f"{what} did not listen on {host}:{port} within {timeout_s:.0f} s{_tail(log)}")
+    raise D3keError(f"{what} did not listen on {host}:{port} within {timeout_s:.0f} s{log_tail(log)}")
 
 
-def _tail(log: Path | None, lines: int = 15) -> str:
+def log_tail(log: Path | None, lines: int = 15) -> str:
     if log is None or not Path(log).is_file():
         return ""
     text = Path(log).read_text(errors="replace").strip().splitlines()[-lines:]
@@ -56,27 +59,6 @@ def find_program(name: str, *extra_dirs: str, install_hint: str) -> str:
     raise D3keError(f"{name} is not installed: {install_hint}")
 
 
-def listening_addresses(port: int) -> set[str]:
-    """IPv4/IPv6 addresses with a socket listening on `port` (Linux /proc/net/tcp*): how a test checks
-    that a server is bound to loopback and not to every interface."""
-    found = set()
-    for table, width in (("/proc/net/tcp", 8), ("/proc/net/tcp6", 32)):
-        try:
-            lines = Path(table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            local, state = line.split()[1], line.split()[3]
-            host_hex, port_hex = local.split(":")
-            if state != "0A" or int(port_hex, 16) != port:  # 0A: LISTEN
-                continue
-            raw = bytes.fromhex(host_hex)
-            # the kernel prints each 32-bit word in host (little-endian) order
-            words = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
-            found.add(socket.inet_ntop(socket.AF_INET if width == 8 else socket.AF_INET6, words))
-    return found
-
-
 def stop_group(process: subprocess.Popen, first_signal: int = signal.SIGTERM, timeout_s: float = 15.0,
                grace_s: float = 3.0, leader_only: bool = False) -> None:
     """Stop a server started with start_new_session (its pid is its process group's id): send
@@ -89,7 +71,7 @@ def stop_group(process: subprocess.Popen, first_signal: int = signal.SIGTERM, ti
         if process.poll() is None:
             process.send_signal(first_signal)
     else:
-        _killpg(pgid, first_signal)
+        signal_group(pgid, first_signal)
     try:
         process.wait(timeout=timeout_s)
     except subprocess.TimeoutExpired:
@@ -97,12 +79,12 @@ def stop_group(process: subprocess.Popen, first_signal: int = signal.SIGTERM, ti
     deadline = time.monotonic() + grace_s
     while _group_alive(pgid) and time.monotonic() < deadline:
         time.sleep(0.2)
-    _killpg(pgid, signal.SIGKILL)
+    signal_group(pgid, signal.SIGKILL)
     if process.poll() is None:
         process.wait(timeout=timeout_s)
 
 
-def _killpg(pgid: int, sig: int) -> None:
+def signal_group(pgid: int, sig: int) -> None:
     try:
         os.killpg(pgid, sig)
     except (ProcessLookupError, PermissionError):

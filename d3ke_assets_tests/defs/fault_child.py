@@ -100,8 +100,7 @@ def main(argv: list[str]) -> int:
                  "mlflow": MlflowTrackingResource(data_root=root)}
     result = dg.materialize(ALL_ASSETS, selection=[asset], partition_key=None if partition == "-" else partition,
                             resources=resources, instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
-    for event in result.get_asset_materialization_events():
-        mat = event.event_specific_data.materialization
+    for mat in result.asset_materializations_for_node(asset):  # an asset's node is named after its key
         print(f"MATERIALIZED {mat.asset_key.to_user_string()} version={mat.tags['dagster/data_version']} "
               f"reused={mat.metadata['reused'].value}", flush=True)
     if not result.success:

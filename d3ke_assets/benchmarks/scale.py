@@ -12,7 +12,9 @@ docs/deploy/dagster-postgres.yaml), the Celery workers, one run per subject part
   each step to the queue).
 - Celery run launcher, k workers: every subject's run is launched at once through dagster_celery's
   `CeleryRunLauncher` (docs/deploy/dagster-celery-run-launcher.yaml); the same k workers take whole
-  runs from Redis and execute their steps in-process (d3ke_assets.operations.run_launcher_defs).
+  runs from Redis and execute their steps in-process (d3ke_assets.deploy.run_launcher_defs).  The
+  runs are submitted to a webserver (dagster-graphql's client) and the daemon launches them from the
+  run queue, as runs launched from the UI are; both servers start before the clock.
 
 - no_orchestration, k workers (the machine's own ceiling for this work): k plain processes, each
   executing its share of the subjects one after another with `execute_in_process` on an ephemeral
@@ -39,7 +41,9 @@ from pathlib import Path
 import dagster as dg
 
 from d3ke_assets import definitions as project  # the module: one Definitions object at this module's scope
-from d3ke_assets.operations import preload, run_launcher_defs, scale_defs, services
+from d3ke_assets.deploy import preload, run_launcher_defs, scale_defs, services
+from d3ke_assets.ui import servers
+from d3ke_assets.versioning import is_complete
 
 SUBJECT_STEPS = scale_defs.SUBJECT_DATA_ASSETS
 # PostgreSQL storage and the Celery run launcher (the other conditions do not launch through it)
@@ -153,7 +157,7 @@ def _no_orchestration(workers: int, root: Path, env: dict, subjects: list[str], 
             process.join(timeout=30)
             if process.is_alive():
                 process.kill()
-    missing = [s for s in subjects if not (root / "frames" / s / "_stamp.json").is_file()]
+    missing = [s for s in subjects if not is_complete(root / "frames" / s)]
     return {"wall_s": wall, "run_ids": [], "run_task_workers": [],
             "failed": [f"{p}: {ok if isinstance(ok, str) else 'run failed'}" for p, ok in outcomes if ok is not True],
             "missing_frames": missing}
@@ -164,12 +168,15 @@ def _condition(executor: str, workers: int, root: Path, env: dict, subjects: lis
     """Materialize opensim_model (untimed), then every subject; the wall time of the subjects."""
     env = {**env, "D3KE_DATA_ROOT": str(root)}
     if executor == "celery_run_launcher":
-        # this process only creates and launches the runs (DAGSTER_HOME is set): the workers execute them
+        # the webserver creates the runs, the daemon launches them from the queue, the workers execute them
+        workspace = servers.module_workspace(work / f"workspace_{workers}.yaml", run_launcher_defs.__name__, "defs")
         with services.celery_workers(workers, broker, backend, work / f"celery_runs_{workers}", env=env) as w, \
+                servers.dagster_services(Path(os.environ["DAGSTER_HOME"]), root, env=env, workspace=workspace,
+                                         webserver_log=work / f"webserver_{workers}.log",
+                                         daemon_log=work / f"daemon_{workers}.log") as (web, _), \
                 dg.DagsterInstance.get() as instance:
             def execute(job_name, partitions):
-                return services.launch_runs(instance, run_launcher_defs.__name__, "defs", job_name, partitions,
-                                            workers=w)
+                return services.launch_runs(web.url, job_name, partitions, workers=w)
             model, start = execute("opensim_model_job", [None]), time.perf_counter()
             outcomes = execute("subject_data_job", subjects) if model[0].success else []
             wall = time.perf_counter() - start
@@ -191,7 +198,7 @@ def _condition(executor: str, workers: int, root: Path, env: dict, subjects: lis
         used = []
     if not model[0].success:
         raise RuntimeError(f"{executor}: opensim_model failed: {model[0]}")
-    missing = [s for s in subjects if not (root / "frames" / s / "_stamp.json").is_file()]
+    missing = [s for s in subjects if not is_complete(root / "frames" / s)]
     return {"wall_s": wall, "run_ids": [o.run_id for o in outcomes if o.run_id], "run_task_workers": used,
             "failed": [f"{o.partition}: {o.error or 'run failed'}" for o in outcomes if not o.success],
             "missing_frames": missing}

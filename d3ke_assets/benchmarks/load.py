@@ -19,7 +19,9 @@ from pathlib import Path
 from typing import Callable
 
 from d3ke_assets.errors import D3keError
-from d3ke_assets.operations import ui_servers as ui
+from d3ke_assets.ui import graphql as gql
+from d3ke_assets.ui import servers
+from d3ke_assets.versioning import is_complete
 
 # the asset graph: structure of every node (the UI's graph / catalog load this once per page)
 ASSET_GRAPH = """query AssetGraph { assetNodes { id assetKey { path } groupName isPartitioned isMaterializable
@@ -80,7 +82,7 @@ class LatencySampler:
     def round(self) -> None:
         for name, (query, variables) in self.queries.items():
             start = time.perf_counter()
-            ui.graphql(self.url, query, variables)
+            gql.graphql(self.url, query, variables)
             self.seconds[name].append(time.perf_counter() - start)
 
     def summary(self) -> dict:
@@ -99,7 +101,7 @@ def _stats(values: list[float]) -> dict:
 
 
 def partition_statuses(url: str, asset: str) -> dict[str, list[str]]:
-    node = ui.graphql(url, PARTITION_HEALTH, {"assetKey": {"path": [asset]}})["assetNodeOrError"]
+    node = gql.graphql(url, PARTITION_HEALTH, {"assetKey": {"path": [asset]}})["assetNodeOrError"]
     statuses = node.get("assetPartitionStatuses") or {}
     return {k: statuses.get(k) or [] for k in ("materializedPartitions", "materializingPartitions",
                                                 "failedPartitions")}
@@ -107,15 +109,15 @@ def partition_statuses(url: str, asset: str) -> dict[str, list[str]]:
 
 def timed_run(url: str, assets: list[str], partition: str | None = None, timeout_s: float = 600.0) -> float:
     start = time.perf_counter()
-    ui.wait_for_run(url, ui.launch_asset_run(url, assets, partition), timeout_s)
+    gql.wait_for_run(url, gql.launch_asset_run(url, assets, partition), timeout_s)
     return time.perf_counter() - start
 
 
 def backfill_runs(url: str, backfill_id: str) -> int:
-    data = ui.graphql(url, """query R($tags: [ExecutionTag!]) { runsOrError(filter: {tags: $tags}) {
+    data = gql.graphql(url, """query R($tags: [ExecutionTag!]) { runsOrError(filter: {tags: $tags}) {
         __typename ... on Runs { count } ... on Error { message } } }""",
                       {"tags": [{"key": "dagster/backfill", "value": backfill_id}]})["runsOrError"]
-    return ui.expect(data, "Runs", f"runs of backfill {backfill_id}")["count"]
+    return gql.expect(data, "Runs", f"runs of backfill {backfill_id}")["count"]
 
 
 def load_environment(n_subjects: int) -> dict[str, str | None]:
@@ -155,7 +157,7 @@ def run_load(url: str, data_root: Path, partitions: list[str], assets: list[str]
     out["backfill_assets"] = assets
     sampler = LatencySampler(url, assets[-1])
     start = time.perf_counter()
-    backfill_id = ui.launch_partition_backfill(url, assets, partitions, title=f"d3ke load: {len(partitions)} subjects")
+    backfill_id = gql.launch_partition_backfill(url, assets, partitions, title=f"d3ke load: {len(partitions)} subjects")
     rounds = [0]
 
     def sample() -> None:
@@ -166,7 +168,7 @@ def run_load(url: str, data_root: Path, partitions: list[str], assets: list[str]
             log(f"{time.perf_counter() - start:.0f} s: {assets[-1]} {len(counts['materializedPartitions'])}"
                 f"/{len(partitions)} materialized")
 
-    status = ui.wait_for_backfill(url, backfill_id, timeout_s=max(1800.0, 60.0 * len(partitions)), poll_s=POLL_S,
+    status = gql.wait_for_backfill(url, backfill_id, timeout_s=max(1800.0, 60.0 * len(partitions)), poll_s=POLL_S,
                                   while_waiting=sample)
     out["backfill_wall_s"] = round(time.perf_counter() - start, 1)
     out["backfill_status"] = status["status"]
@@ -180,7 +182,7 @@ def run_load(url: str, data_root: Path, partitions: list[str], assets: list[str]
         statuses = partition_statuses(url, asset)
         materialized[asset] = len(set(statuses["materializedPartitions"]) & set(partitions))
         failed[asset] = sorted(statuses["failedPartitions"])
-        on_disk = sum((Path(data_root) / asset / p / "_stamp.json").is_file() for p in partitions)
+        on_disk = sum(is_complete(Path(data_root) / asset / p) for p in partitions)
         out.setdefault("outputs_on_disk", {})[asset] = on_disk
     out["partitions_materialized"] = materialized
     out["partitions_failed"] = {a: len(f) for a, f in failed.items()}
@@ -210,10 +212,10 @@ def bench_load(data_root: Path | None = None, n_subjects: int = 90, assets: list
     try:
         root, home = tmp / "data", tmp / "dagster"
         root.mkdir()
-        ui.prepare_dagster_home(home, max_concurrent_runs=max_concurrent_runs)
+        servers.prepare_dagster_home(home, max_concurrent_runs=max_concurrent_runs)
         partitions = list(split_for("synthetic", n_subjects).all)
         start = time.perf_counter()
-        with ui.dagster_services(home, root, env=load_environment(n_subjects)) as (web, _):
+        with servers.dagster_services(home, root, env=load_environment(n_subjects)) as (web, _):
             started_s = time.perf_counter() - start
             log(f"webserver {web.url} and daemon up in {started_s:.1f} s; {len(partitions)} subject partitions")
             result = run_load(web.url, root, partitions, assets, probe=True,

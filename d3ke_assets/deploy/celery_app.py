@@ -1,9 +1,9 @@
-"""The Celery app of the project's workers: `celery -A d3ke_assets.operations.celery_app worker -Q dagster`.
+"""The Celery app of the project's workers: `celery -A d3ke_assets.deploy.celery_app worker -Q dagster`.
 
 It is dagster_celery's own app (`dagster_celery.app`: the same `dagster` queue, task names and
 routes), but it takes the broker and results backend from D3KE_CELERY_BROKER and
 D3KE_CELERY_BACKEND, the variables the scale-out code location's executor reads
-(d3ke_assets.operations.scale_defs), so workers and runs are configured in one place.  It imports
+(d3ke_assets.deploy.scale_defs), so workers and runs are configured in one place.  It imports
 the project's definitions here, in the worker's main process before the prefork pool forks, so a
 step does not pay for importing torch and OpenSim.
 """
@@ -18,7 +18,7 @@ from dagster_celery.make_app import make_app
 from dagster_celery.tasks import create_execute_job_task, create_resume_job_task, create_task
 
 from d3ke_assets.errors import D3keError
-from d3ke_assets.operations import preload, run_launcher_defs, scale_defs
+from d3ke_assets.deploy import preload, run_launcher_defs, scale_defs
 
 BROKER_ENV = scale_defs.BROKER_ENV
 BACKEND_ENV = scale_defs.BACKEND_ENV

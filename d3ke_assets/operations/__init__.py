@@ -1,1 +1,0 @@
-"""Running the platform: local servers on loopback, scale-out executors, fault handling."""
