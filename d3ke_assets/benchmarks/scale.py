@@ -41,11 +41,12 @@ from pathlib import Path
 import dagster as dg
 
 from d3ke_assets import definitions as project  # the module: one Definitions object at this module's scope
+from d3ke_assets.defs.constants import SUBJECT_ASSETS
 from d3ke_assets.deploy import preload, run_launcher_defs, scale_defs, services
 from d3ke_assets.ui import servers
 from d3ke_assets.versioning import is_complete
 
-SUBJECT_STEPS = scale_defs.SUBJECT_DATA_ASSETS
+SUBJECT_STEPS = [k.to_user_string() for k in SUBJECT_ASSETS]
 # PostgreSQL storage and the Celery run launcher (the other conditions do not launch through it)
 DEPLOY_INSTANCE_YAML = Path(__file__).resolve().parents[2] / "docs" / "deploy" / "dagster-celery-run-launcher.yaml"
 EXECUTORS = ("multiprocess", "celery", "celery_run_launcher")

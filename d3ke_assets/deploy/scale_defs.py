@@ -17,7 +17,6 @@ from dagster_celery import celery_executor
 
 from d3ke_assets import definitions as project  # the module: one Definitions object at this module's scope
 from d3ke_assets.defs.constants import OPENSIM_MODEL, SUBJECT_ASSETS
-from d3ke_assets.defs.partitions import subject_partitions
 
 # dagster_celery registers its step task again at every submission (same name, same code): Celery 5.7
 # warns about each; nothing is wrong.
@@ -30,8 +29,7 @@ d3ke_celery_executor = celery_executor.configured(
     {"broker": {"env": BROKER_ENV}, "backend": {"env": BACKEND_ENV}}, name="d3ke_celery_executor")
 
 opensim_model_job = dg.define_asset_job("opensim_model_job", selection=[OPENSIM_MODEL])
-subject_data_job = dg.define_asset_job("subject_data_job", selection=list(SUBJECT_ASSETS),
-                                       partitions_def=subject_partitions(project.SETTINGS))
+subject_data_job = dg.define_asset_job("subject_data_job", selection=list(SUBJECT_ASSETS))  # their partitions
 
 defs = dg.Definitions.merge(project.defs, dg.Definitions(jobs=[opensim_model_job, subject_data_job],
                                                          executor=d3ke_celery_executor))

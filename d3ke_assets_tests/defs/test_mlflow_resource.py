@@ -22,7 +22,7 @@ def test_experiment_and_run_land_in_the_data_root(tmp_path):
 
 def test_the_store_layout_is_defined_once_and_the_ui_server_uses_it(tmp_path, monkeypatch):
     from d3ke_assets.learning.tracking import MlflowStore
-    from d3ke_assets.operations.ui_servers import mlflow_folder, mlflow_server_command
+    from d3ke_assets.ui.servers import mlflow_folder, mlflow_server_command
 
     store = MlflowStore(tmp_path)
     assert store.tracking_uri == f"sqlite:///{tmp_path.resolve()}/mlflow/mlflow.db"

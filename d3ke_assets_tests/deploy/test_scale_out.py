@@ -7,7 +7,6 @@ loopback ports in temporary folders and stopped at the end.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import shutil
@@ -268,20 +267,19 @@ def test_gpu_pool_limit_keeps_two_runs_apart(tmp_path, monkeypatch):
 
 
 def test_project_instance_gets_the_pool_limits_and_keeps_a_users(tmp_path, monkeypatch):
-    """The instance `d3ke demo` / `d3ke ui dagster` prepare (cli._prepare_environment) has the
+    """The instance `d3ke demo` / `d3ke ui dagster` prepare (cli._prepare_instance) has the
     limits; a limit the user changed since is left alone."""
-    from d3ke_assets import cli
+    from d3ke_assets import cli, settings
 
-    for key in ("DAGSTER_HOME", "D3KE_DATA_ROOT", "D3KE_PRESET"):  # restored afterwards: the CLI exports them
-        monkeypatch.delenv(key, raising=False)
-    args = argparse.Namespace(data_root=str(tmp_path), preset="smoke")
-    cli._prepare_environment(args)
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    run = settings.Settings(data_root=str(tmp_path), preset="smoke")
+    cli._prepare_instance(run)
     with dg.DagsterInstance.from_config(str(tmp_path / "dagster")) as instance:
         storage = instance.event_log_storage
         assert storage.get_concurrency_info("gpu").slot_count == 1
         assert storage.get_concurrency_info("opensim").slot_count == os.cpu_count()
         storage.set_concurrency_slots("gpu", 2)  # as `dagster instance concurrency set gpu 2` would
-    cli._prepare_environment(args)
+    cli._prepare_instance(run)
     with dg.DagsterInstance.from_config(str(tmp_path / "dagster")) as instance:
         assert instance.event_log_storage.get_concurrency_info("gpu").slot_count == 2
 
