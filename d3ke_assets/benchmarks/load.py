@@ -128,7 +128,7 @@ def load_environment(n_subjects: int) -> dict[str, str | None]:
 
 
 def run_load(url: str, data_root: Path, partitions: list[str], assets: list[str] | None = None,
-             probe: bool = True, max_concurrent_runs: int = 2, budget_s: float = 2700.0,
+             probe: bool = True, max_concurrent_runs: int = 2, budget_s: float = 420.0,
              materialize_model: bool = True, log: Callable[[str], None] = lambda m: None) -> dict:
     """On running servers (webserver at `url` and a daemon): opensim_model (unless `materialize_model` is
     False: already done), optionally one subject timed, then a backfill of `assets` (None: raw_subject, plus mocap_markers when the timed subject says the

@@ -218,10 +218,12 @@ def _round_order(r: int) -> list[tuple[str, int]]:
     return [(name, k) for name in names for k in ((1, 2) if r % 2 == 0 else (2, 1))]
 
 
-def bench_scale(data_root: Path | None = None, n_subjects: int = 8, preset: str = "demo", rounds: int = 2) -> dict:
+def bench_scale(data_root: Path | None = None, n_subjects: int = 6, preset: str = "demo", rounds: int = 1) -> dict:
     """Speed-up of 2 workers over 1 for the multiprocess executor and for Celery, on `n_subjects`
     subject partitions of `preset` size (demo: several seconds of work per subject on one core).
-    8 subjects keep the last-partition tail and the per-run start-up a small share of the wall time."""
+    The defaults fit in 10 minutes on 2 cores (8 subjects x 2 rounds took over 20): more subjects
+    keep the last-partition tail and the per-run start-up a smaller share of the wall time, and
+    more rounds show the noise; `bench_scale(n_subjects=8, rounds=2)` from Python gives both."""
     from d3ke_assets.defs.pools import ensure_pool_limits
     from d3ke_assets.settings import PRESETS
 
