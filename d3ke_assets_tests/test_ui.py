@@ -199,7 +199,7 @@ def test_mlflow_server_serves_the_tracked_runs(mlflow_ui):
     run = runs["runs"][0]
     assert run["info"]["status"] == "FINISHED" and run["info"]["run_name"] == "frame_model mobilenet_v3_small"
     params = {p["key"]: p["value"] for p in run["data"]["params"]}
-    assert params["backbone"] == "mobilenet_v3_small" and params["settings.preset"] == "smoke"
+    assert params["backbone"] == "mobilenet_v3_small" and params["preset"] == "smoke"
     assert params["input_data_versions.frames/Subject_1"] == "a" * 16 and params["dagster_run_id"] == "run-123"
     metrics = {m["key"]: m for m in run["data"]["metrics"]}
     assert metrics["val_loss"]["value"] == pytest.approx(history[-1].val_loss) and metrics["val_loss"]["step"] == 1
