@@ -131,9 +131,10 @@ def _print_demo_summary(term, summary, wall: float, log_path: Path, signum: int 
 def cmd_verify(args: argparse.Namespace) -> int:
     from d3ke_assets.sources import checksums, raw
 
-    root = Path(_run_settings(args)[0].data_root)
+    run, _ = _run_settings(args)
+    root = Path(run.data_root)
     if args.write_manifest:
-        written = _write_manifests(root, _run_settings(args)[0])
+        written = _write_manifests(root, run)
         print(f"wrote {written} manifest(s) under {root / raw.ASSET_DIR}")
     manifests = raw.manifests_under(root)
     if not manifests:
