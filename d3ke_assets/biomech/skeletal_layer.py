@@ -188,6 +188,8 @@ def _parse_osim_xml(path: Path) -> ET.Element:
         text = path.read_bytes()
     except FileNotFoundError:
         raise D3keError(f"{path}: model file does not exist") from None
+    except OSError as exc:
+        raise D3keError(f"{path}: cannot read model file ({exc.strerror})") from None
     try:
         return ET.fromstring(_TAG_NAME.sub(lambda m: m.group(0).replace(b"::", b"__"), text))
     except ET.ParseError as exc:
