@@ -50,8 +50,12 @@ def _copy_into(src: Path, workdir: Path) -> str:
 
 def ik_command(model: Path, static: Path, motion: Path, out: Path, mass_kg: float | None = None,
                scale_setup: Path | None = None, ik_setup: Path | None = None) -> IkCommandResult:
-    """Scale `model` on `static`, then IK on `motion`; all setup and result files land in `out`."""
-    model = Path(model).resolve()
+    """Scale `model` on `static`, then IK on `motion`; all setup and result files land in `out`.
+
+    Relative paths are taken from the current folder, as typed; they are made absolute here
+    because OpenSim's tools resolve a setup's file names from the setup's own folder."""
+    model, static, motion, out = (Path(p).resolve() for p in (model, static, motion, out))
+    scale_setup, ik_setup = (Path(p).resolve() if p is not None else None for p in (scale_setup, ik_setup))
     layer = SkeletalModel.from_osim(model, torch.float64)  # also a clear error for a model that does not load
     out.mkdir(parents=True, exist_ok=True)
     static_name, motion_name = _copy_into(Path(static), out), _copy_into(Path(motion), out)
@@ -59,7 +63,9 @@ def ik_command(model: Path, static: Path, motion: Path, out: Path, mass_kg: floa
     model_markers = layer.marker_names
 
     if scale_setup is not None:
-        setup = op.adapt_scale_setup(Path(scale_setup), out, str(model), static_name, mass_kg)
+        setup = op.adapt_scale_setup(scale_setup, out, str(model), static_name, mass_kg)
+        # markers of a separate marker set file join the model's before scaling, as in OpenSim's GenericModelMaker
+        model_markers = [*model_markers, *(m for m in op.scale_setup_marker_set(setup) if m not in model_markers)]
         weights = _task_weights(setup, "MarkerPlacer") or gt.project_marker_weights(model_markers)
         time_range = op.setup_time_range(setup, "MarkerPlacer") or op.setup_time_range(setup, "ModelScaler")
     else:
@@ -78,8 +84,8 @@ def ik_command(model: Path, static: Path, motion: Path, out: Path, mass_kg: floa
 
     mot_name = f"{Path(motion_name).stem}.mot"
     if ik_setup is not None:
-        ik_time = op.setup_time_range(Path(ik_setup), "InverseKinematicsTool")
-        setup = op.adapt_ik_setup(Path(ik_setup), out, op.SCALED_MODEL, motion_name, mot_name, ik_time)
+        ik_time = op.setup_time_range(ik_setup, "InverseKinematicsTool")
+        setup = op.adapt_ik_setup(ik_setup, out, op.SCALED_MODEL, motion_name, mot_name, ik_time)
         ik_weights = _task_weights(setup, None) or gt.project_marker_weights(model_markers)
     else:
         ik_time = (float(motion_trc.time_s[0]), float(motion_trc.time_s[-1]))

@@ -3,6 +3,10 @@
 Writers follow OpenSim's own conventions so OpenSim's readers accept the files:
 `.trc` positions in millimetres by default; `.mot` rotations in degrees with
 `inDegrees=yes`, translations in metres.
+
+Readers follow OpenSim 4.6's readers, so a user's file means here what it means
+in OpenSim: `.trc` units as `OpenSim::Units` spells them, and the degree rule of
+`OpenSim::Storage` for `.mot`/`.sto` in both header styles (see `read_mot`).
 """
 
 from __future__ import annotations
@@ -26,6 +30,13 @@ class MarkerTrajectories:
     time_s: np.ndarray
     positions_m: np.ndarray
     rate_hz: float
+
+
+# Length units of a .trc header as OpenSim::Units parses them (all lower or all upper case, measured
+# on OpenSim 4.6: "Meters", "Mm" or "in" are unknown and its InverseKinematicsTool refuses the file).
+TRC_UNITS_M = {spelling: metres for names, metres in ((("m", "meters"), 1.0), (("cm", "centimeters"), 0.01),
+                                                      (("mm", "millimeters"), 0.001))
+               for name in names for spelling in (name, name.upper())}
 
 
 def write_trc(path: str | Path, traj: MarkerTrajectories, units: str = "mm") -> None:
@@ -58,14 +69,15 @@ def read_trc(path: str | Path) -> MarkerTrajectories:
         header_keys = lines[1].split("\t")
         header_vals = lines[2].split("\t")
         meta = dict(zip(header_keys, header_vals))
-        units = meta["Units"].strip().lower()
+        units = meta["Units"].strip()
         rate = float(meta["DataRate"])
         names = [n for n in lines[3].split("\t")[2:] if n.strip()]
     except (IndexError, KeyError, ValueError):
         raise D3keError(f"{path}: not a .trc file (header lines 2-4 are malformed)") from None
-    if units not in ("mm", "m"):
-        raise D3keError(f"{path}: unknown units {units!r} in the header: use mm or m")
-    scale = 0.001 if units == "mm" else 1.0
+    if units not in TRC_UNITS_M:
+        raise D3keError(f"{path}: Units {units!r} in the header is not a length OpenSim reads (its IK stops on "
+                        f"'unspecified units'): write mm, cm or m")
+    scale = TRC_UNITS_M[units]
     width = 2 + 3 * len(names)
     data = "\n".join(ln for ln in lines[5:] if ln.strip())
     if not data:
@@ -109,27 +121,48 @@ def write_mot(path: str | Path, time_s: np.ndarray, names: list[str], values: np
 
 
 def read_mot(path: str | Path) -> tuple[np.ndarray, list[str], np.ndarray, bool]:
-    """Return (time, column names, values as written, in_degrees)."""
+    """Return (time, column names, values as written, in_degrees).
+
+    `in_degrees` follows OpenSim's Storage: a header with a `version=` line of 1 or more
+    says degrees only with `inDegrees=yes`; an older header (no version line: OpenSim's
+    `nRows=`/`nColumns=` or SIMM's `datarows`/`datacolumns`) always holds degrees, whatever
+    its inDegrees line says.
+    """
     path = Path(path)
     try:
         lines = path.read_text().splitlines()
     except OSError as exc:
         raise D3keError(f"{path}: cannot read coordinates file ({exc.strerror})") from None
-    in_degrees = False
+    version, sized, in_degrees_line = None, False, False
     for i, ln in enumerate(lines):
-        if ln.strip().lower().startswith("indegrees"):
-            in_degrees = ln.split("=")[1].strip().lower() == "yes"
+        key, _, value = ln.partition("=")
+        key = key.strip()
         if ln.strip().lower() == "endheader":
             header_end = i
             break
+        if key == "version":
+            try:
+                version = int(value.strip())
+            except ValueError:
+                raise D3keError(f"{path}: line {i + 1} {ln.strip()!r} is not a whole version number") from None
+        elif key == "inDegrees":  # Storage matches this key's case and reads any value starting with y as yes
+            in_degrees_line = value.strip().lower().startswith("y")
+        elif key == "nRows" or ln.split()[:1] == ["datarows"]:
+            sized = True
     else:
         raise D3keError(f"{path}: no 'endheader' line: not an OpenSim .mot/.sto file")
-    cols = lines[header_end + 1].split("\t")
-    cols = [c.strip() for c in cols]
+    if version is None and not sized:
+        raise D3keError(f"{path}: the header has neither a 'version=' nor an 'nRows='/'datarows' line, so OpenSim "
+                        f"cannot read it: add 'version=1' and 'inDegrees=yes' (or 'no') above 'endheader'")
+    in_degrees = in_degrees_line if version is not None and version >= 1 else True
+    label_line = lines[header_end + 1] if header_end + 1 < len(lines) else ""
+    cols = [c.strip() for c in (label_line.split("\t") if "\t" in label_line else label_line.split())]
     try:
         data = np.loadtxt(io.StringIO("\n".join(lines[header_end + 2:])), ndmin=2)
     except ValueError as exc:
         raise D3keError(f"{path}: the table after 'endheader' is not numbers ({exc})") from None
+    if data.size == 0:
+        raise D3keError(f"{path}: no rows after the column names")
     if data.shape[1] != len(cols):
         raise D3keError(f"{path}: {len(cols)} column names but {data.shape[1]} columns of data")
     return data[:, 0], cols[1:], data[:, 1:], in_degrees

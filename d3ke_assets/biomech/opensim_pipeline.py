@@ -181,6 +181,15 @@ def adapt_scale_setup(user_setup: Path, workdir: Path, generic_model: str, stati
     if gmm is None:
         gmm = ET.SubElement(tool, "GenericModelMaker")
     _set(gmm, "model_file", generic_model)
+    marker_set = _text_or_none(gmm.find("marker_set_file"))
+    if marker_set is not None:
+        # OpenSim's GenericModelMaker reads it from the setup's folder: it comes along into this run's folder
+        src = user_setup.parent / marker_set
+        if not src.is_file():
+            raise D3keError(f"{user_setup}: <marker_set_file> {marker_set} does not exist beside the setup: "
+                            f"give its path from {user_setup.parent} or set it to Unassigned")
+        shutil.copy2(src, workdir / src.name)
+        gmm.find("marker_set_file").text = src.name
     for part in ("ModelScaler", "MarkerPlacer"):
         el = tool.find(part)
         if el is None:
@@ -222,6 +231,27 @@ def adapt_ik_setup(user_setup: Path, workdir: Path, model_file: str, trc_file: s
     out = workdir / IK_SETUP
     tree.write(out, encoding="UTF-8", xml_declaration=True)
     return out
+
+
+def _text_or_none(element: ET.Element | None) -> str | None:
+    """A setup's file name, or None where OpenSim reads none (absent, empty or `Unassigned`)."""
+    text = (element.text or "").strip() if element is not None else ""
+    return None if text in ("", "Unassigned") else text
+
+
+def scale_setup_marker_set(setup: Path) -> list[str]:
+    """Markers of the setup's `<marker_set_file>`, which ScaleTool adds to the generic model
+    (`Model::updateMarkerSet`: a marker of the same name is replaced, others are added)."""
+    gmm = _tool_element(_parse_setup(setup).getroot(), "ScaleTool", setup).find("GenericModelMaker")
+    name = _text_or_none(gmm.find("marker_set_file") if gmm is not None else None)
+    if name is None:
+        return []
+    path = setup.parent / name
+    marker_set = _parse_setup(path).getroot()
+    marker_set = marker_set if marker_set.tag == "MarkerSet" else marker_set.find("MarkerSet")
+    if marker_set is None:
+        raise D3keError(f"{path}: no <MarkerSet> element: not an OpenSim marker set file")
+    return [m.get("name") for m in marker_set.iter("Marker") if m.get("name")]
 
 
 def _parse_setup(path: Path) -> ET.ElementTree:

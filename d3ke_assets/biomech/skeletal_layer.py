@@ -24,6 +24,7 @@ Joint centres are the origins of each joint's child frame in ground.
 from __future__ import annotations
 
 import posixpath
+import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
@@ -177,13 +178,26 @@ class _Parser:
                          parent.translation_m + parent.rotation @ _vec(el.find("translation")))
 
 
-def _read_xml(path: Path) -> ET.Element:
+# OpenSim writes some set elements as `<Owner::SetName>` (e.g. HuntCrossleyForce::ContactParametersSet),
+# a tag name strict XML parsers refuse; OpenSim's own reader takes it, and the layer needs none of them.
+_TAG_NAME = re.compile(rb"</?[A-Za-z_][\w.:\-]*")
+
+
+def _parse_osim_xml(path: Path) -> ET.Element:
     try:
-        root = ET.parse(path).getroot()
+        text = path.read_bytes()
     except FileNotFoundError:
         raise D3keError(f"{path}: model file does not exist") from None
+    except OSError as exc:
+        raise D3keError(f"{path}: cannot read model file ({exc.strerror})") from None
+    try:
+        return ET.fromstring(_TAG_NAME.sub(lambda m: m.group(0).replace(b"::", b"__"), text))
     except ET.ParseError as exc:
         raise D3keError(f"{path}: not valid XML ({exc}): not an OpenSim model file") from None
+
+
+def _read_xml(path: Path) -> ET.Element:
+    root = _parse_osim_xml(path)
     version = int(root.get("Version", "0") or 0)
     if version < OPENSIM_4_VERSION:
         # Older formats nest joints in bodies: let OpenSim upgrade the file in memory.
@@ -195,7 +209,7 @@ def _read_xml(path: Path) -> ET.Element:
         with tempfile.TemporaryDirectory() as tmp:
             upgraded = Path(tmp) / path.name
             model.printToXML(str(upgraded))
-            root = ET.parse(upgraded).getroot()
+            root = _parse_osim_xml(upgraded)
     return root
 
 
