@@ -1,22 +1,14 @@
 """raw_subject on a data root or MoVi root that was copied or moved: the reuse check looks at the files
 where they are now, a moved root is no change, a byte flipped in the copy is."""
 
-import os
 import shutil
 
 import dagster as dg
 
 from d3ke_assets_tests.defs.test_dagster_assets import _data_version, _failure, _fake_movi, _materialize
+from d3ke_assets_tests.sources.test_moved_roots import _flip_a_byte
 
 VIDEO = "F_PG1_Subject_1_L.avi"
-
-
-def _flip_a_byte_keeping_mtime(path) -> None:
-    st = path.stat()
-    data = bytearray(path.read_bytes())
-    data[len(data) // 2] ^= 0x40
-    path.write_bytes(bytes(data))
-    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
 
 
 def test_raw_subject_on_a_copied_data_root_reuses_the_copy_and_catches_its_flipped_byte(tmp_path):
@@ -39,7 +31,7 @@ def test_raw_subject_on_a_copied_data_root_reuses_the_copy_and_catches_its_flipp
     assert again_version == version and meta["reused"].value is True
 
     video = flipped / "raw_subject" / "Subject_1" / VIDEO
-    _flip_a_byte_keeping_mtime(video)
+    _flip_a_byte(video)
     bad = _materialize(["raw_subject"], flipped, instance, "Subject_1")
     assert not bad.success
     assert f"{video} is corrupt" in _failure(bad)
@@ -65,7 +57,7 @@ def test_raw_subject_of_a_moved_movi_root_is_reused_and_a_flipped_byte_there_fai
     assert again_version == version and meta["reused"].value is True and meta["changed_files"].value == 0
 
     video = flipped / "dataverse_files" / VIDEO
-    _flip_a_byte_keeping_mtime(video)
+    _flip_a_byte(video)
     bad = _materialize(["raw_subject"], root, instance, "Subject_1", name="movi", movi_root=str(flipped))
     assert not bad.success
     assert f"{video} is corrupt" in _failure(bad)
