@@ -27,7 +27,7 @@ def _files_to_hash(data_root: Path | None, min_bytes: int) -> tuple[list[Path], 
         for mpath in manifests_under(data_root):
             m = Manifest.read(mpath)
             if m.root == DATA_ROOT:  # generated files; a real dataset's root need not be configured here
-                files += [p for p in present_files(m, m.folder(data_root)).values()]
+                files += list(present_files(m, m.folder(data_root)).values())
     if sum(f.stat().st_size for f in files) >= min_bytes:
         return files, None
     tmp = Path(tempfile.mkdtemp(prefix="d3ke-bench-verify-"))

@@ -55,7 +55,10 @@ def sha256_files(paths: Iterable[str | Path], workers: int | None = None) -> lis
 
 
 class HashCache:
-    """sha256 of files keyed by absolute path, size and modification time (ns)."""
+    """sha256 of files keyed by absolute path, size and modification time (ns).
+
+    The cache lives under the data root and is copied with it, but a copy's files have other paths:
+    they are hashed afresh, never answered with the original's hashes."""
 
     def __init__(self, db_path: str | Path):
         self.db_path = Path(db_path)
