@@ -147,7 +147,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
         manifest = checksums.Manifest.read(mpath)
         n_files += len(manifest.files)
         n_bytes += sum(f["size"] for f in manifest.files.values())
-        problems = checksums.verify_manifest(manifest)
+        # the files where they are now: under this data root, or under the MoVi root configured now
+        problems = checksums.verify_manifest(manifest, manifest.folder(root, run.movi_root))
         if problems:
             by_subject[manifest.subject] = problems
     seconds = time.perf_counter() - start
@@ -187,8 +188,7 @@ def _write_manifests(root: Path, run: settings.Settings) -> int:
         return written
     cache = raw.hash_cache(root)
     for folder in raw.subject_folders(root):
-        manifest = checksums.build_manifest(folder.name, "synthetic", folder, raw.listed_files(folder), cache)
-        manifest.write(folder / checksums.MANIFEST_NAME)
+        raw.synthetic_manifest(folder, folder.name, cache).write(folder / checksums.MANIFEST_NAME)
         written += 1
     return written
 

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from d3ke_assets.sources.checksums import Manifest, sha256_files
+from d3ke_assets.sources.checksums import DATA_ROOT, Manifest, present_files, sha256_files
 from d3ke_assets.sources.raw import manifests_under
 
 
@@ -26,7 +26,8 @@ def _files_to_hash(data_root: Path | None, min_bytes: int) -> tuple[list[Path], 
     if data_root is not None:
         for mpath in manifests_under(data_root):
             m = Manifest.read(mpath)
-            files += [Path(m.base_dir) / n for n in m.files if (Path(m.base_dir) / n).is_file()]
+            if m.root == DATA_ROOT:  # generated files; a real dataset's root need not be configured here
+                files += list(present_files(m, m.folder(data_root)).values())
     if sum(f.stat().st_size for f in files) >= min_bytes:
         return files, None
     tmp = Path(tempfile.mkdtemp(prefix="d3ke-bench-verify-"))

@@ -39,14 +39,14 @@ def raw_subject(context: dg.AssetExecutionContext, data_root: DataRootResource,
             out = build_versioned(
                 context, data_root, {"dataset": "synthetic", "seed": dataset.seed, "size": asdict(size)},
                 lambda tmp: raw.write_synthetic_subject(tmp, key, size, dataset.seed, model, cache, folder, log),
-                on_reuse=lambda f: raw.check_synthetic_subject(f, key, cache, log))
+                on_reuse=lambda f: raw.check_synthetic_subject(root, key, cache, log))
         else:
             scan = raw.scan_movi_subject(root, key, movi.MoviIndex.scan(settings.movi_root(dataset.movi_root)))
             changed = scan.changed_files
-            # the files stay where the user keeps them: the folder holds their manifest (the data version)
+            # the files stay where the user keeps them: the folder holds their manifest (the data version).
+            # Their contents are the config, not where the MoVi root is: a moved root is no change.
             out = build_versioned(
-                context, data_root, {"dataset": "movi", "base_dir": scan.manifest.base_dir,
-                                     "files": scan.manifest.digest},
+                context, data_root, {"dataset": "movi", "files": scan.manifest.digest},
                 lambda folder: raw.write_movi_subject(folder, scan, log), in_place=True, unread=[OPENSIM_MODEL])
         manifest = Manifest.read(out.folder / raw.MANIFEST_NAME)
     metadata = {

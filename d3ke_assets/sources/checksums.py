@@ -4,8 +4,11 @@
   SQLite, so several processes (Dagster runs) can share it.
 - A manifest (`manifest.json` beside a subject's raw outputs) lists every raw
   file of the subject with its size and sha256; its own hash is the subject's
-  raw data version.
-- `verify_manifests` re-reads every file (no cache: that is the point of
+  raw data version.  It names its files relative to a root, never by an absolute
+  path: `raw_subject/<Subject_ID>` under the data root (generated files), or
+  under the configured MoVi root (a real dataset), so a root that is copied,
+  moved or mounted elsewhere is verified where it is.
+- `verify_manifest` re-reads every file (no cache: that is the point of
   verifying) and reports each missing or corrupt file.
 """
 
@@ -20,9 +23,10 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Iterable, Iterator
 
+from d3ke_assets import settings
 from d3ke_assets.errors import D3keError
 from d3ke_assets.storage import atomic_write_json
 
@@ -51,7 +55,10 @@ def sha256_files(paths: Iterable[str | Path], workers: int | None = None) -> lis
 
 
 class HashCache:
-    """sha256 of files keyed by absolute path, size and modification time (ns)."""
+    """sha256 of files keyed by absolute path, size and modification time (ns).
+
+    The cache lives under the data root and is copied with it, but a copy's files have other paths:
+    they are hashed afresh, never answered with the original's hashes."""
 
     def __init__(self, db_path: str | Path):
         self.db_path = Path(db_path)
@@ -115,49 +122,92 @@ class HashCache:
         return out
 
 
+# Which root a manifest's files are named relative to.  Never an absolute path: a data root copied,
+# moved or mounted elsewhere is verified where it is now, and a moved MoVi root is found through
+# the currently configured D3KE_MOVI_ROOT.
+DATA_ROOT = "data_root"  # files generated under the data root (synthetic subjects)
+MOVI_ROOT = "movi_root"  # a real dataset, under the user's D3KE_MOVI_ROOT
+ROOT_SETTINGS = {DATA_ROOT: "D3KE_DATA_ROOT", MOVI_ROOT: "D3KE_MOVI_ROOT"}
+FORMAT = 2  # 1 (no "format" key): an absolute "base_dir"
+
+
 @dataclass
 class Manifest:
-    """Raw files of one subject: relative name -> (size, sha256), plus where they live."""
+    """Raw files of one subject: relative name -> (size, sha256), plus where they live: the folder
+    `base` (POSIX, relative; "" for the root itself) under the root of kind `root`."""
 
     subject: str
     dataset: str
-    base_dir: str  # folder the relative names are relative to
+    root: str  # DATA_ROOT or MOVI_ROOT
+    base: str
     files: dict[str, dict] = field(default_factory=dict)
+    legacy_base_dir: str | None = field(default=None, compare=False)  # read from a format-1 manifest
 
     @property
     def digest(self) -> str:
-        """Hash of the file list and contents: the subject's raw data version."""
+        """Hash of the file list and contents: the subject's raw data version (independent of where
+        the root is, so moving it makes nothing downstream stale)."""
         canonical = json.dumps({k: [v["size"], v["sha256"]] for k, v in sorted(self.files.items())},
                                separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 
+    def folder(self, data_root: str | Path, movi_root: str | Path | None = None) -> Path:
+        """Where the listed files are now: `base` under the data root, or under the configured MoVi
+        root (`settings.movi_root`: a one-line error naming D3KE_MOVI_ROOT when it is not set)."""
+        if self.root == DATA_ROOT:
+            return Path(data_root) / self.base
+        try:
+            root = settings.movi_root(movi_root)
+        except D3keError as exc:
+            raise D3keError(f"{self.subject}: its raw files are recorded relative to the MoVi root: {exc}") from None
+        return root / self.base
+
     def to_dict(self) -> dict:
-        return {"subject": self.subject, "dataset": self.dataset, "base_dir": self.base_dir,
-                "files": self.files, "digest": self.digest}
+        return {"format": FORMAT, "subject": self.subject, "dataset": self.dataset, "root": self.root,
+                "base": self.base, "files": self.files, "digest": self.digest}
 
     def write(self, path: str | Path) -> None:
         atomic_write_json(path, self.to_dict())
 
     @classmethod
     def read(cls, path: str | Path) -> "Manifest":
+        """A manifest file.  Format 1 (an absolute `base_dir`) is read as what it always meant, relative
+        to its root: a synthetic subject's files beside the manifest (`raw_subject/<Subject_ID>` under
+        the data root), a real subject's under the MoVi root (its `base_dir` was the MoVi root)."""
         path = Path(path)
         try:
             d = json.loads(path.read_text())
-            return cls(d["subject"], d["dataset"], d["base_dir"], d["files"])
+            if "format" not in d:  # format 1
+                root = DATA_ROOT if d["dataset"] == "synthetic" else MOVI_ROOT
+                base = "/".join(path.absolute().parts[-3:-1]) if root == DATA_ROOT else ""
+                return cls(d["subject"], d["dataset"], root, base, d["files"], legacy_base_dir=d["base_dir"])
+            if d["format"] != FORMAT:
+                raise ValueError(f"format {d['format']!r}, this version reads {FORMAT}")
+            if d["root"] not in ROOT_SETTINGS:
+                raise ValueError(f"root {d['root']!r} is none of {sorted(ROOT_SETTINGS)}")
+            base = PurePosixPath(d["base"])
+            if base.is_absolute() or ".." in base.parts:
+                raise ValueError(f"base {d['base']!r} is not a folder inside its root")
+            return cls(d["subject"], d["dataset"], d["root"], d["base"], d["files"])
         except FileNotFoundError:
             raise D3keError(f"{path}: manifest is missing: materialize raw_subject or run "
                             f"`d3ke verify --write-manifest`") from None
-        except (KeyError, json.JSONDecodeError) as exc:
+        except (KeyError, TypeError, ValueError) as exc:  # json.JSONDecodeError is a ValueError
             raise D3keError(f"{path}: manifest is not valid ({exc}): run `d3ke verify --write-manifest`") from None
 
 
 def build_manifest(subject: str, dataset: str, base_dir: str | Path, relative_names: Iterable[str],
-                   cache: HashCache) -> Manifest:
-    base = Path(base_dir).resolve()
+                   cache: HashCache, root: str, base: str) -> Manifest:
+    """Hash the files named relative to `base_dir` (as they are now, cached) into a manifest that
+    records them as `base` under the root of kind `root` (`base_dir` may be a temporary folder
+    swapped in there afterwards)."""
+    if root not in ROOT_SETTINGS:
+        raise ValueError(f"root {root!r} is none of {sorted(ROOT_SETTINGS)}")
+    folder = Path(base_dir).resolve()
     names = sorted(relative_names)
-    digests = cache.digests(base / n for n in names)
-    files = {n: {"size": (base / n).stat().st_size, "sha256": digests[(base / n).resolve()]} for n in names}
-    return Manifest(subject, dataset, str(base), files)
+    digests = cache.digests(folder / n for n in names)
+    files = {n: {"size": (folder / n).stat().st_size, "sha256": digests[(folder / n).resolve()]} for n in names}
+    return Manifest(subject, dataset, root, str(PurePosixPath(base)) if base else "", files)
 
 
 @dataclass
@@ -175,33 +225,35 @@ class FileProblem:
         return f"{self.path} is corrupt (sha256 {self.actual_sha256[:12]}..., expected {self.expected_sha256[:12]}...)"
 
 
-def compare_with_manifest(manifest: Manifest, current: dict[str, str | None]) -> list[FileProblem]:
-    """`current`: relative name -> sha256 now, or None for a file that is gone."""
-    base = Path(manifest.base_dir)
+def compare_with_manifest(manifest: Manifest, folder: Path, current: dict[str, str | None]) -> list[FileProblem]:
+    """`current`: relative name -> sha256 now, or None for a file that is gone; `folder`: where the
+    files are now (`Manifest.folder`), to name them."""
     problems = []
     for name, meta in sorted(manifest.files.items()):
         digest = current.get(name)
         if digest is None:
-            problems.append(FileProblem(manifest.subject, str(base / name), "missing", meta["sha256"]))
+            problems.append(FileProblem(manifest.subject, str(folder / name), "missing", meta["sha256"]))
         elif digest != meta["sha256"]:
-            problems.append(FileProblem(manifest.subject, str(base / name), "corrupt", meta["sha256"], digest))
+            problems.append(FileProblem(manifest.subject, str(folder / name), "corrupt", meta["sha256"], digest))
     return problems
 
 
-def present_files(manifest: Manifest) -> dict[str, Path]:
-    base = Path(manifest.base_dir)
-    return {name: base / name for name in manifest.files if (base / name).is_file()}
+def present_files(manifest: Manifest, folder: Path) -> dict[str, Path]:
+    return {name: folder / name for name in manifest.files if (folder / name).is_file()}
 
 
-def verify_manifest(manifest: Manifest, workers: int | None = None) -> list[FileProblem]:
-    """Re-read every file listed (no cache: that is the point) and compare with the manifest."""
-    present = present_files(manifest)
+def verify_manifest(manifest: Manifest, folder: Path, workers: int | None = None) -> list[FileProblem]:
+    """Re-read every file listed, under `folder` (`Manifest.folder`: where the files are now), with no
+    cache (that is the point) and compare with the manifest."""
+    present = present_files(manifest, folder)
     digests = sha256_files(list(present.values()), workers)
-    return compare_with_manifest(manifest, dict(zip(present, digests)))
+    return compare_with_manifest(manifest, folder, dict(zip(present, digests)))
 
 
-def verify_manifest_cached(manifest: Manifest, cache: HashCache) -> list[FileProblem]:
-    """The same check through the hash cache: unchanged files are not re-read."""
-    present = present_files(manifest)
+def verify_manifest_cached(manifest: Manifest, folder: Path, cache: HashCache) -> list[FileProblem]:
+    """The same check through the hash cache: unchanged files are not re-read.  The cache is keyed by
+    each file's own absolute path, so the files of a copied root are hashed afresh, never answered
+    with the original's hashes."""
+    present = present_files(manifest, folder)
     digests = cache.digests(present.values())
-    return compare_with_manifest(manifest, {n: digests[p.resolve()] for n, p in present.items()})
+    return compare_with_manifest(manifest, folder, {n: digests[p.resolve()] for n, p in present.items()})

@@ -2,7 +2,9 @@
 
 Layout under the data root: `raw_subject/<Subject_ID>/` holds `manifest.json`
 (and, for the synthetic dataset, the generated files themselves).  The raw data
-version of a subject is the manifest's digest.
+version of a subject is the manifest's digest.  A manifest names its files
+relative to the data root (synthetic) or to the MoVi root (real data), so
+readers pass both roots as configured now (`Manifest.folder`).
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ from typing import Callable
 from d3ke_assets.errors import D3keError, RawDataError
 from d3ke_assets.settings import SyntheticSize
 from d3ke_assets.sources import movi, synthetic
-from d3ke_assets.sources.checksums import (MANIFEST_NAME, HashCache, Manifest, build_manifest,
-                                          compare_with_manifest, verify_manifest_cached)
+from d3ke_assets.sources.checksums import (DATA_ROOT, MANIFEST_NAME, MOVI_ROOT, HashCache, Manifest,
+                                          build_manifest, compare_with_manifest, verify_manifest_cached)
 from d3ke_assets.storage import atomic_dir, atomic_write_bytes, ensure_free_space, output_lock
 from d3ke_assets.sources.subjects import is_subject_key
 
@@ -45,6 +47,11 @@ def raw_dir(data_root: str | Path, key: str) -> Path:
     return Path(data_root) / ASSET_DIR / key
 
 
+def data_root_base(key: str) -> str:
+    """A generated subject's folder as its manifest records it: relative to the data root."""
+    return f"{ASSET_DIR}/{key}"
+
+
 def hash_cache(data_root: str | Path) -> HashCache:
     return HashCache(Path(data_root) / HASH_CACHE)
 
@@ -58,30 +65,37 @@ def listed_files(folder: Path) -> list[str]:
                   if p.is_file() and p.name != MANIFEST_NAME and not p.name.startswith("_"))
 
 
+def synthetic_manifest(folder: Path, key: str, cache: HashCache) -> Manifest:
+    """The manifest of the generated files in `folder` (the subject's folder, or a temporary one swapped
+    in there), recorded as `raw_subject/<key>` under the data root."""
+    return build_manifest(key, "synthetic", folder, listed_files(folder), cache, DATA_ROOT, data_root_base(key))
+
+
 def write_synthetic_subject(folder: Path, key: str, size: SyntheticSize, seed: int, generic_model: str | Path,
                             cache: HashCache, final_dir: Path | None = None,
                             log: Callable[[str], None] = lambda m: None) -> Manifest:
     """Generate one synthetic subject's files, preview and manifest into the empty `folder`.
 
-    `final_dir`: where the folder will be swapped in (the manifest's base folder), when `folder`
-    is a temporary sibling of it.
+    `final_dir`: where the folder will be swapped in, when `folder` is a temporary sibling of it
+    (for the log: the manifest names the files relative to the data root either way).
     """
     log(f"{key}: generating synthetic subject into {final_dir or folder}")
     ensure_free_space(folder, synthetic.estimate_bytes(size), f"raw_subject for {key}")
     synthetic.generate_subject(key, folder, size, seed, generic_model, log)
     atomic_write_bytes(folder / PREVIEW_NAME, synthetic.preview_jpeg(folder))
-    built = build_manifest(key, "synthetic", folder, listed_files(folder), cache)
-    manifest = Manifest(key, "synthetic", str(Path(final_dir or folder).resolve()), built.files)
+    manifest = synthetic_manifest(folder, key, cache)
     manifest.write(folder / MANIFEST_NAME)
     return manifest
 
 
-def check_synthetic_subject(folder: Path, key: str, cache: HashCache,
+def check_synthetic_subject(data_root: str | Path, key: str, cache: HashCache,
                             log: Callable[[str], None] = lambda m: None) -> Manifest:
-    """A generated subject about to be reused: every file as its manifest says (hashes cached by
-    path, size and mtime), else a RawDataError saying how to regenerate it."""
+    """A generated subject about to be reused: every file, under this data root (wherever it was
+    generated), as its manifest says (hashes cached by path, size and mtime), else a RawDataError
+    saying how to regenerate it."""
+    folder = raw_dir(data_root, key)
     manifest = Manifest.read(folder / MANIFEST_NAME)
-    problems = verify_manifest_cached(manifest, cache)
+    problems = verify_manifest_cached(manifest, manifest.folder(data_root), cache)
     if problems:
         raise RawDataError(f"{key}: {'; '.join(p.describe() for p in problems)}: delete {folder} and "
                            f"materialize raw_subject for {key} again to regenerate it")
@@ -99,7 +113,8 @@ def synthetic_subject(data_root: str | Path, key: str, size: SyntheticSize, seed
     cache = hash_cache(data_root)
     with output_lock(out, log):
         if (out / MANIFEST_NAME).is_file():
-            return RawSubject(key, "synthetic", out, check_synthetic_subject(out, key, cache, log), reused=True)
+            return RawSubject(key, "synthetic", out, check_synthetic_subject(data_root, key, cache, log),
+                              reused=True)
         with atomic_dir(out) as tmp:
             manifest = write_synthetic_subject(tmp, key, size, seed, generic_model, cache, out, log)
     return RawSubject(key, "synthetic", out, manifest, reused=False)
@@ -110,6 +125,7 @@ class MoviScan:
     """One real subject's files as they are now, checked against its recorded manifest."""
 
     key: str
+    movi_root: Path  # the configured root the files were found under
     files: list[Path]
     manifest: Manifest
     changed_files: list[str]  # new or changed since the recorded manifest (all, when none was recorded)
@@ -131,19 +147,18 @@ def scan_movi_subject(data_root: str | Path, key: str, index: movi.MoviIndex,
             raise RawDataError(f"{path}: file is empty: download it again")
     cache = hash_cache(data_root)
     names = [str(p.relative_to(index.root)) for p in files]
-    manifest = build_manifest(key, "movi", index.root, names, cache)
+    manifest = build_manifest(key, "movi", index.root, names, cache, MOVI_ROOT, "")
     previous = None
     if (out / MANIFEST_NAME).is_file() and not accept_changes:
+        # the recorded names, looked for under the MoVi root as configured now: a moved root is no change
         previous = Manifest.read(out / MANIFEST_NAME)
-        problems = compare_with_manifest(
-            Manifest(key, "movi", manifest.base_dir, previous.files),
-            {n: m["sha256"] for n, m in manifest.files.items()})
+        problems = compare_with_manifest(previous, index.root, {n: m["sha256"] for n, m in manifest.files.items()})
         if problems:
             raise RawDataError(
                 f"{key}: {'; '.join(p.describe() for p in problems)} since its manifest was recorded: download "
                 f"it again, or if you replaced it on purpose run `d3ke verify --write-manifest`")
     changed = sorted(n for n in manifest.files if previous is None or n not in previous.files)
-    return MoviScan(key, files, manifest, changed)
+    return MoviScan(key, index.root, files, manifest, changed)
 
 
 def write_movi_subject(folder: Path, scan: MoviScan, log: Callable[[str], None] = lambda m: None) -> None:
@@ -154,7 +169,7 @@ def write_movi_subject(folder: Path, scan: MoviScan, log: Callable[[str], None] 
         atomic_write_bytes(folder / PREVIEW_NAME, movi.preview_jpeg(scan.files))
     except D3keError as exc:  # decoding is checked by the frames stage; the manifest stands
         log(f"{scan.key}: no preview ({exc})")
-    log(f"{scan.key}: {len(scan.files)} raw files under {scan.manifest.base_dir}, "
+    log(f"{scan.key}: {len(scan.files)} raw files under {scan.movi_root}, "
         f"{len(scan.changed_files)} new or changed")
 
 
@@ -164,7 +179,8 @@ def movi_subject(data_root: str | Path, key: str, index: movi.MoviIndex,
     scan = scan_movi_subject(data_root, key, index, accept_changes)
     out = raw_dir(data_root, key)
     recorded = Manifest.read(out / MANIFEST_NAME) if (out / MANIFEST_NAME).is_file() else None
-    if recorded is None or scan.changed_files or recorded.base_dir != scan.manifest.base_dir or accept_changes:
+    if (recorded is None or scan.changed_files or accept_changes or recorded.legacy_base_dir is not None
+            or (recorded.root, recorded.base) != (scan.manifest.root, scan.manifest.base)):
         write_movi_subject(out, scan, log)
     return RawSubject(key, "movi", out, scan.manifest, reused=not scan.changed_files,
                       changed_files=scan.changed_files)
@@ -180,8 +196,9 @@ def manifests_under(data_root: str | Path) -> list[Path]:
     return [f / MANIFEST_NAME for f in subject_folders(data_root) if (f / MANIFEST_NAME).is_file()]
 
 
-def camera_videos(data_root: str | Path, key: str) -> list:
-    """Each camera's video and calibration of one subject (`media.video.CameraVideo`)."""
+def camera_videos(data_root: str | Path, key: str, movi_root: str | Path | None = None) -> list:
+    """Each camera's video and calibration of one subject (`media.video.CameraVideo`); a real subject's
+    files are found under `movi_root` (the configured D3KE_MOVI_ROOT)."""
     from d3ke_assets.media.camera import Camera, camera_from_movi
     from d3ke_assets.media.video import CameraVideo
     from d3ke_assets.sources.subjects import movi_video_name
@@ -198,7 +215,7 @@ def camera_videos(data_root: str | Path, key: str) -> list:
             calibration = folder / files["calibration"]
             out.append(CameraVideo(cam, folder / files["video"], Camera.from_json(calibration), calibration))
         return out
-    base = Path(manifest.base_dir)
+    base = manifest.folder(data_root, movi_root)
     by_name = {Path(n).name: base / n for n in manifest.files}
     out = []
     for cam in ("PG1", "PG2"):
@@ -220,7 +237,7 @@ def subject_digests(data_root: str | Path, dataset: str, keys: list[str], movi_r
     if dataset == "synthetic":
         for folder in subject_folders(data_root):
             if folder.name in keys and (folder / MANIFEST_NAME).is_file():
-                out[folder.name] = build_manifest(folder.name, "synthetic", folder, listed_files(folder), cache).digest
+                out[folder.name] = synthetic_manifest(folder, folder.name, cache).digest
         return out
     index = movi.MoviIndex.scan(movi_root)
     for key in keys:
@@ -230,7 +247,7 @@ def subject_digests(data_root: str | Path, dataset: str, keys: list[str], movi_r
             log(str(exc))
             continue
         names = [str(p.relative_to(index.root)) for p in files]
-        out[key] = build_manifest(key, "movi", index.root, names, cache).digest
+        out[key] = build_manifest(key, "movi", index.root, names, cache, MOVI_ROOT, "").digest
     return out
 
 

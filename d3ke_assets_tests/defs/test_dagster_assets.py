@@ -199,9 +199,9 @@ def test_a_movi_file_changed_after_its_manifest_is_damage_until_rewritten(tmp_pa
     video.write_bytes(b"RIFF" + b"\x00" * 64)  # same size, other bytes
     with pytest.raises(RawDataError, match="F_PG1_Subject_1_L.avi is corrupt.*--write-manifest"):
         raw.movi_subject(root, "Subject_1", movi.MoviIndex.scan(movi_root))
+    monkeypatch.setenv("D3KE_MOVI_ROOT", str(movi_root))  # where verify looks for the manifest's files
     assert main(["verify", "--data-root", str(root)]) == 1  # verify sees it too
     monkeypatch.setenv("D3KE_DATASET", "movi")
-    monkeypatch.setenv("D3KE_MOVI_ROOT", str(movi_root))
     assert main(["verify", "--data-root", str(root), "--write-manifest"]) == 0  # the user's "on purpose"
     again = raw.movi_subject(root, "Subject_1", movi.MoviIndex.scan(movi_root))
     assert again.reused and again.data_version != first.data_version

@@ -9,7 +9,7 @@ import sqlite3
 import pytest
 
 from d3ke_assets.cli import main
-from d3ke_assets.sources.checksums import HashCache, build_manifest, sha256_file, sha256_files
+from d3ke_assets.sources.checksums import DATA_ROOT, HashCache, build_manifest, sha256_file, sha256_files
 
 
 def test_sha256_matches_the_published_test_vector(tmp_path):
@@ -75,9 +75,7 @@ def test_hash_cache_created_by_several_processes_at_once(tmp_path):
 @pytest.fixture
 def copied_root(tmp_path, smoke_root):
     root = tmp_path / "root"
-    shutil.copytree(smoke_root / "raw_subject", root / "raw_subject")
-    # manifests record absolute folders: point the copy's manifests at the copy
-    assert main(["verify", "--data-root", str(root), "--write-manifest"]) == 0
+    shutil.copytree(smoke_root / "raw_subject", root / "raw_subject")  # its manifests name files relative to it
     return root
 
 
@@ -108,11 +106,11 @@ def test_manifest_digest_changes_with_any_file(tmp_path):
     for name in ("a", "b"):
         (tmp_path / name).write_bytes(name.encode() * 100)
     cache = HashCache(tmp_path / "c.sqlite")
-    before = build_manifest("Subject_1", "synthetic", tmp_path, ["a", "b"], cache).digest
+    before = build_manifest("Subject_1", "synthetic", tmp_path, ["a", "b"], cache, DATA_ROOT, "raw_subject/Subject_1").digest
     (tmp_path / "b").write_bytes(b"B" * 100)
-    after = build_manifest("Subject_1", "synthetic", tmp_path, ["a", "b"], cache).digest
+    after = build_manifest("Subject_1", "synthetic", tmp_path, ["a", "b"], cache, DATA_ROOT, "raw_subject/Subject_1").digest
     assert before != after
-    assert build_manifest("Subject_1", "synthetic", tmp_path, ["b", "a"], cache).digest == after
+    assert build_manifest("Subject_1", "synthetic", tmp_path, ["b", "a"], cache, DATA_ROOT, "raw_subject/Subject_1").digest == after
 
 
 def test_verify_ignores_a_temporary_left_by_an_interrupted_write(copied_root, capsys):
