@@ -2,6 +2,7 @@
 
     d3ke demo [--preset demo] [--subjects Subject_1 ...]   materialize every asset through Dagster
     d3ke verify [--data-root DIR] [--write-manifest]       check raw files against their sha256 manifests
+    d3ke movi-index [--movi-root DIR] [--json]             what the platform finds in your MoVi + AMASS files
     d3ke ik --model M.osim --static S.trc --motion T.trc --out DIR   OpenSim scaling + IK
     d3ke fk --model M.osim --motion T.mot --out MARKERS.sto         marker positions (skeletal layer)
     d3ke bench NAME [--json]                               benchmarks (see d3ke_assets.benchmarks)
@@ -262,6 +263,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_movi_index(args: argparse.Namespace) -> int:
+    from d3ke_assets.sources import movi
+    from d3ke_assets.sources.subjects import movi_split
+
+    root = settings.movi_root(args.movi_root or os.environ.get("D3KE_MOVI_ROOT"))
+    report = movi.movi_index_report(movi.MoviIndex.scan(root), list(movi_split().all))
+    print(json.dumps(report, indent=2) if args.json else movi.format_movi_index(report))
+    return 0
+
+
 def cmd_ik(args: argparse.Namespace) -> int:
     from d3ke_assets.biomech.commands import ik_command
 
@@ -324,6 +335,12 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--write-manifest", action="store_true",
                         help="first record the current files as the manifests (after a fresh download)")
     verify.set_defaults(func=cmd_verify)
+
+    movi_index = sub.add_parser("movi-index", help="per subject, the MoVi + AMASS files found and missing, and per "
+                                "motion its AMASS file, video frames and capture frames")
+    movi_index.add_argument("--movi-root", default=None, help="default: D3KE_MOVI_ROOT")
+    movi_index.add_argument("--json", action="store_true", help="machine-readable (0-based half-open ranges)")
+    movi_index.set_defaults(func=cmd_movi_index)
 
     bench = sub.add_parser("bench", help="run a benchmark and print its figures")
     bench.add_argument("name")

@@ -119,8 +119,7 @@ class GroundTruthResult:
 
 def ik_capture_frames(trial: TrialMocap, n_capture: int, capture_rate_hz: float, ik_rate: str) -> np.ndarray:
     """Capture frames to solve: every video frame's, plus a regular grid when a rate is asked for."""
-    video = (np.arange(trial.video_end_frame - trial.video_start_frame) * trial.capture_per_video_frame)
-    frames = set(int(f) for f in video if f < n_capture)
+    frames = set(int(f) for f in trial.video_capture_frames(n_capture))
     if ik_rate != "video":
         try:
             rate = float(ik_rate)
@@ -169,9 +168,10 @@ def _checked_trial(trial: TrialMocap, model_markers: list[str], weights: dict[st
     markers = read_trc(trial.trc)
     frames = ik_capture_frames(trial, len(markers.time_s), markers.rate_hz, ik_rate)
     n_video = trial.video_end_frame - trial.video_start_frame
-    if n_video <= 0 or len(markers.time_s) < (n_video - 1) * trial.capture_per_video_frame + 1:
+    n_covered = n_video - trial.clamped_video_frames  # the declared clamped frames may lie past the end
+    if n_video <= 0 or len(markers.time_s) < (n_covered - 1) * trial.capture_per_video_frame + 1:
         raise D3keError(f"{trial.trc}: {len(markers.time_s)} capture frames do not cover the trial's "
-                        f"{n_video} video frames")
+                        f"{n_video} video frames ({trial.clamped_video_frames} of them declared clamped)")
     op.check_markers(markers, trial.trc, model_markers, weights,
                      (float(markers.time_s[frames[0]]), float(markers.time_s[frames[-1]])))
     return markers, frames
@@ -343,7 +343,7 @@ def _labels(mocap: SubjectMocap, trial_data: dict, out: Path, scaled_model: Path
             v = values[:, cols.index(n)]
             q_all[:, i] = np.radians(v) if (in_degrees and layer.rotational[i]) else v
         n_video = trial.video_end_frame - trial.video_start_frame
-        wanted = np.arange(n_video) * trial.capture_per_video_frame
+        wanted = trial.video_capture_frames(len(markers.time_s))
         pos = np.searchsorted(frames, wanted)
         q = q_all[pos]
         pose = layer(torch.tensor(q))

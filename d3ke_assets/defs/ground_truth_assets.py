@@ -34,17 +34,18 @@ def mocap_markers(context: dg.AssetExecutionContext, data_root: DataRootResource
             build = lambda tmp: facts.update(mocap.synthetic_mocap(raw_folder, tmp, log=context.log.info))  # noqa: E731
         else:
             smplh = amass_markers.smplh_dir(dataset.smplh_dir)
-            index = movi.MoviIndex.scan(settings.movi_root(dataset.movi_root))
-            files = movi.subject_files(index, key)
-            poses = [f for f in files if f.name.endswith("_poses.npz")]
-            v3d = next(f for f in files if f.name.endswith(".mat"))
-            build = lambda tmp: facts.update(mocap.movi_mocap(  # noqa: E731
-                key, poses, movi.read_flags30(v3d), smplh, tmp, log=context.log.info))
-        out = build_versioned(context, data_root, {"dataset": name}, build)
+            motions = movi.index_subject(movi.MoviIndex.scan(settings.movi_root(dataset.movi_root)), key)
+            build = lambda tmp: facts.update(mocap.movi_mocap(motions, smplh, tmp, log=context.log.info))  # noqa: E731
+        # movi outputs made before issue 17 paired motions by file-name text order: the rule is in the
+        # config so that they (and only they, not synthetic ones) are rebuilt
+        config = {"dataset": name, **({"motion_pairing": "by motion number"} if name == "movi" else {})}
+        out = build_versioned(context, data_root, config, build)
         subject = trials.read_subject_mocap(out.folder)
     return out.result({
         "n_trials": len(subject.trials), "n_video_frames": subject.n_video_frames,
-        "trials": ", ".join(t.name for t in subject.trials), "path": dg.MetadataValue.path(str(out.folder)), **facts})
+        "clamped_video_frames": sum(t.clamped_video_frames for t in subject.trials),
+        "trials": ", ".join(t.name for t in subject.trials), "path": dg.MetadataValue.path(str(out.folder)),
+        **{k: dg.MetadataValue.json(v) if isinstance(v, (dict, list)) else v for k, v in facts.items()}})
 
 
 class OpenSimGtConfig(dg.Config):

@@ -1,8 +1,9 @@
 """`mocap_markers`: one subject's marker trajectories per trial, as OpenSim reads them.
 
 Synthetic: the generator's `.trc` files (its virtual markers with soft-tissue
-noise).  Real (`movi`): virtual markers on the AMASS SMPL+H body of each trial
-(`amass_markers`), with the trials' video frames from MoVi's v3d `flags30`.
+noise).  Real (`movi`): virtual markers on the AMASS SMPL+H body of each motion
+(`amass_markers`), with its video frames from MoVi's v3d `flags30`, paired by
+motion number (`movi.index_subject`).
 Either way the folder holds one `.trc` per trial and `trials.json`
 (`biomech.trials` owns its format; `biomech.ground_truth` reads it).
 """
@@ -15,7 +16,7 @@ from typing import Callable
 
 from d3ke_assets.biomech.trials import write_trials_file
 from d3ke_assets.errors import D3keError, RawDataError
-from d3ke_assets.sources import synthetic
+from d3ke_assets.sources import movi, synthetic
 
 MOCAP_CODE_VERSION = "1"
 MOVI_DEFAULT_MASS_KG = 70.0  # MoVi does not publish body mass; scaling only uses it for inertia
@@ -45,31 +46,54 @@ def synthetic_mocap(raw_dir: str | Path, out_dir: str | Path, log: Callable[[str
     return {"n_trials": len(trials), "source": "synthetic generator"}
 
 
-def movi_mocap(key: str, amass_trials: list[Path], flags30: list[tuple[int, int]], smplh_dir: Path,
-               out_dir: str | Path, log: Callable[[str], None] = lambda m: None) -> dict:
-    """Virtual markers for each AMASS trial; trial n's video frames are MoVi's flags30 row n."""
+def movi_mocap(subject: "movi.SubjectIndex", smplh_dir: Path, out_dir: str | Path,
+               log: Callable[[str], None] = lambda m: None) -> dict:
+    """Virtual markers for each motion of `subject` (paired by motion number, see `movi.index_subject`).
+
+    A motion that cannot be used (missing file, unreadable, far too short, markers failing) is left
+    out and named in the log and the returned facts; the subject fails only when none is left.
+    """
     from d3ke_assets.biomech.formats import MarkerTrajectories, write_trc
     from d3ke_assets.sources import amass_markers
 
-    out = Path(out_dir)
-    if len(flags30) < len(amass_trials):
-        raise RawDataError(f"{key}: {len(amass_trials)} AMASS trials but only {len(flags30)} motions in the v3d "
-                           f"flags30 table")
-    trials = []
-    static = None
-    for n, path in enumerate(amass_trials):
-        name = path.name.removesuffix("_poses.npz")
-        traj = amass_markers.write_trial_trc(path, smplh_dir, out / f"{name}.trc")
-        start, end = flags30[n]
-        trials.append({"name": name, "trc": f"{name}.trc", "video_start_frame": int(start),
-                       "video_end_frame": int(end), "capture_per_video_frame": int(round(traj.rate_hz / 30))})
+    out, key = Path(out_dir), subject.key
+    failed = dict(subject.failed)
+    for line in subject.missing:
+        log(f"{key}: {line} is missing: that motion is left out")
+    for motion, why in failed.items():
+        log(f"{key}: motion {motion} left out: {why}")
+    trials, static, gender = [], None, None
+    for trial in subject.trials:
+        name = trial.amass_file.name.removesuffix("_poses.npz")
+        try:
+            traj = amass_markers.write_trial_trc(trial.amass_file, smplh_dir, out / f"{name}.trc")
+            gender = gender or amass_markers.load_amass_trial(trial.amass_file)["gender"]
+        except D3keError as exc:
+            failed[trial.motion] = str(exc)
+            log(f"{key}: motion {trial.motion} left out: {exc}")
+            continue
+        trials.append({"name": name, "trc": f"{name}.trc", "motion": trial.motion,
+                       "video_start_frame": trial.video_start_frame, "video_end_frame": trial.video_end_frame,
+                       "capture_per_video_frame": trial.capture_per_video_frame,
+                       "clamped_video_frames": trial.clamped_video_frames})
         if static is None:
             k = max(2, int(MOVI_STATIC_SECONDS * traj.rate_hz))
             write_trc(out / "static.trc", MarkerTrajectories(traj.marker_names, traj.time_s[:k],
                                                              traj.positions_m[:k], traj.rate_hz))
             static = {"name": "static", "trc": "static.trc"}
-        log(f"{key}: {name}: {len(traj.time_s)} frames of virtual markers")
+        clamped = f", last {trial.clamped_video_frames} video frames clamped" if trial.clamped_video_frames else ""
+        log(f"{key}: motion {trial.motion} ({name}): {len(traj.time_s)} frames of virtual markers, video frames "
+            f"[{trial.video_start_frame}, {trial.video_end_frame}){clamped}")
     if static is None:
-        raise D3keError(f"{key}: no AMASS trials")
+        raise RawDataError(f"{key}: none of its motions can be used ({len(subject.missing)} missing, "
+                           f"{len(failed)} failed; see the log): fix or download the files named there")
+    facts = {"n_trials": len(trials), "source": "AMASS SMPL+H virtual markers",
+             "missing_motions": subject.missing, "failed_motions": {str(m): w for m, w in sorted(failed.items())},
+             "clamped_video_frames": sum(t["clamped_video_frames"] for t in trials),
+             "sex_v3d": subject.v3d.sex or f"unknown ({subject.v3d.sex_raw!r})", "gender_amass": gender}
+    if subject.v3d.sex and gender in ("female", "male") and subject.v3d.sex != gender:
+        facts["sex_warning"] = (f"{subject.v3d.path.name} says subject.sex {subject.v3d.sex_raw!r} but the AMASS "
+                                f"files say gender {gender!r}; the AMASS gender's body model is used")
+        log(f"{key}: {facts['sex_warning']}")
     write_trials_file(out, key, MOVI_DEFAULT_MASS_KG, static, trials)
-    return {"n_trials": len(trials), "source": "AMASS SMPL+H virtual markers"}
+    return facts
