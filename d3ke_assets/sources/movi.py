@@ -339,6 +339,12 @@ def subjects_found(index: MoviIndex) -> list[str]:
     return [subject_key(i) for i in sorted(ids)]
 
 
+def _nothing_of(index: MoviIndex, key: str) -> bool:
+    names = expected_names(key)
+    return not any(index.files.get(names[r]) for r in ("video_PG1", "video_PG2", "v3d")) and not index.dirs.get(
+        names["amass_dir"])
+
+
 def movi_index_report(index: MoviIndex, keys: list[str]) -> dict:
     """What the platform finds per subject (`d3ke movi-index --json`): missing files and motions, and per
     motion its number, AMASS file, video frames [a, b), capture frames [4a, 4(b-1)+1) (whole-session
@@ -347,6 +353,10 @@ def movi_index_report(index: MoviIndex, keys: list[str]) -> dict:
     subjects: dict[str, dict] = {}
     for key in sorted(set(keys) | set(subjects_found(index)), key=subject_id):
         entry: dict = {"missing": missing_files(index, key), "trials": [], "failed": {}}
+        if _nothing_of(index, key):
+            entry["error"] = f"{key}: no file of this subject under {index.root}"
+            subjects[key] = entry
+            continue
         try:
             subject = index_subject(index, key)
         except RawDataError as exc:
@@ -367,6 +377,9 @@ def format_movi_index(report: dict) -> str:
         n_video = sum(t["video_frames"][1] - t["video_frames"][0] for t in trials)
         lines.append(f"\n{key}: {len(trials)} motions usable, {n_video} video frames"
                      + (f", sex {entry['sex']}" if entry.get("sex") else ""))
+        if entry.get("error", "").endswith(f"no file of this subject under {report['movi_root']}"):
+            lines[-1] = f"\n{key}: no files found"
+            continue
         if entry.get("error"):
             lines.append(f"  cannot be used: {entry['error']}")
         for what in entry["missing"]:

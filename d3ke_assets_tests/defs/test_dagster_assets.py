@@ -230,3 +230,49 @@ def test_opensim_gt_without_its_inputs_says_what_to_materialize(tmp_path):
     result = _materialize(["opensim_gt"], tmp_path, dg.DagsterInstance.ephemeral(), "Subject_1")
     assert not result.success
     assert "mocap_markers is not materialized" in _failure(result)
+
+
+def test_movi_mocap_markers_pair_motions_by_number_and_name_what_is_left_out(tmp_path):
+    """mocap_markers on files shaped like MoVi's: motion 7's file missing, motion 3 three video frames
+    short (clamped), motion 4 over a second short (left out), the v3d's sex disagreeing with AMASS."""
+    from d3ke_assets.biomech.trials import read_subject_mocap
+    from d3ke_assets_tests.sources.test_amass_markers import make_model
+    from d3ke_assets_tests.sources.test_movi import make_subject
+
+    smplh = tmp_path / "smplh"
+    make_model(smplh)
+    movi_root = tmp_path / "movi"
+    rows = make_subject(movi_root, 2, short_by={3: 15, 4: 4 * 31 + 3}, drop=(7,), sex="M")
+    root = tmp_path / "root"
+    root.mkdir()
+    instance = dg.DagsterInstance.ephemeral()
+    dataset = dict(name="movi", movi_root=str(movi_root), smplh_dir=str(smplh))
+    for asset in ("opensim_model", "raw_subject", "mocap_markers"):
+        result = _materialize([asset], root, instance, None if asset == "opensim_model" else "Subject_2", **dataset)
+        assert result.success, _failure(result)
+    _, meta = _data_version(result, "mocap_markers")
+    assert meta["missing_motions"].value == ["motion 7: Subject_2_F_7_poses.npz"]
+    assert list(meta["failed_motions"].value) == ["4"] and "more than 1 s" in meta["failed_motions"].value["4"]
+    assert meta["clamped_video_frames"].value == 3
+    assert "subject.sex 'M'" in meta["sex_warning"].value and "'female'" in meta["sex_warning"].value
+    subject = read_subject_mocap(root / "mocap_markers" / "Subject_2")
+    by_name = {t.name: t for t in subject.trials}
+    assert sorted(by_name, key=lambda n: int(n.split("_")[-1])) == [
+        f"Subject_2_F_{n}" for n in range(1, 22) if n not in (4, 7)]
+    for name, trial in by_name.items():
+        first, last = rows[int(name.split("_")[-1]) - 1]  # flags30 row n-1 for motion n
+        assert (trial.video_start_frame, trial.video_end_frame) == (first - 1, last)
+        assert trial.clamped_video_frames == (3 if name.endswith("_3") else 0)
+    third = by_name["Subject_2_F_3"]
+    n_capture = 4 * (rows[2][1] - rows[2][0]) + 1 - 12
+    frames = third.video_capture_frames(n_capture)  # the last 3 video frames use the last capture frame
+    assert list(frames[-4:]) == [n_capture - 1] * 4 and frames[-5] == n_capture - 5
+
+    # opensim_gt labels every video frame of the kept motions, the clamped ones from the last capture frame
+    result = _materialize(["opensim_gt"], root, instance, "Subject_2", **dataset)
+    assert result.success, _failure(result)
+    checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
+    assert checks["label_frames_match_video"] and checks["labels_have_no_nan"]
+    _, gt = _data_version(result, "opensim_gt")
+    assert gt["n_label_frames"].value == sum(last - first + 1 for n, (first, last) in enumerate(rows, 1)
+                                             if n not in (4, 7))

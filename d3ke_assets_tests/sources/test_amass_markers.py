@@ -324,16 +324,16 @@ def test_movi_mocap_writes_trials_with_their_video_frames(model, tmp_path):
         poses.append(path)
     v3d = tmp_path / "F_v3d_Subject_7.mat"
     scipy.io.savemat(v3d, {"Subject_7_F": {"move": {"flags30": np.array([[1, 60], [61, 90]])}}})
-    flags = movi.read_flags30(v3d)
-    assert flags == [(0, 60), (60, 90)]  # MATLAB's 1-based inclusive -> 0-based [start, end)
+    facts = movi.read_v3d(v3d, "Subject_7")
+    assert facts.flags30 == [(0, 60), (60, 90)]  # MATLAB's 1-based inclusive -> 0-based [start, end)
     out = tmp_path / "mocap"
     out.mkdir()
-    mocap.movi_mocap("Subject_7", poses, flags, smplh_dir, out)
+    mocap.movi_mocap(movi.pair_motions("Subject_7", facts, {1: poses[0], 2: poses[1]}), smplh_dir, out)
     subject = read_subject_mocap(out)
     assert [t.name for t in subject.trials] == ["Subject_7_F_1", "Subject_7_F_2"]
     assert subject.n_video_frames == 90 and subject.trials[0].capture_per_video_frame == 4
     assert subject.static.trc.is_file() and subject.trials[1].trc.is_file()
     bad = tmp_path / "bad.mat"
-    scipy.io.savemat(bad, {"x": np.zeros(3)})
+    scipy.io.savemat(bad, {"Subject_7_F": {"move": {"flags120": np.zeros((2, 2))}}})
     with pytest.raises(D3keError, match="bad.mat: no move.flags30 table"):
-        movi.read_flags30(bad)
+        movi.read_v3d(bad, "Subject_7")
