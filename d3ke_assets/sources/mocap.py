@@ -46,7 +46,7 @@ def synthetic_mocap(raw_dir: str | Path, out_dir: str | Path, log: Callable[[str
     return {"n_trials": len(trials), "source": "synthetic generator"}
 
 
-def movi_mocap(subject: "movi.SubjectIndex", smplh_dir: Path, out_dir: str | Path,
+def movi_mocap(subject: movi.SubjectIndex, smplh_dir: Path, out_dir: str | Path,
                log: Callable[[str], None] = lambda m: None) -> dict:
     """Virtual markers for each motion of `subject` (paired by motion number, see `movi.index_subject`).
 
