@@ -23,7 +23,7 @@ def frames(context: dg.AssetExecutionContext, data_root: DataRootResource, datas
     key = context.partition_key
     crop_px = dataset.crop_px()
     with user_errors_as_failures():
-        cameras = raw.camera_videos(data_root.root(), key, dataset.movi_root)
+        cameras = raw.camera_videos(data_root.root(), key, dataset.movi_root, dataset.lab_root)
         config = {"crop_px": crop_px, "margin": processing.BOX_MARGIN, "jpeg_quality": processing.JPEG_QUALITY}
         out = versioned_output(context, data_root, config)  # its inputs are complete (stamped), never a killed run's
         gt_dir = data_root.asset_dir(folder_name(OPENSIM_GT), key)
