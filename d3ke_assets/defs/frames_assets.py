@@ -34,7 +34,7 @@ def frames(context: dg.AssetExecutionContext, data_root: DataRootResource, datas
         out.build(lambda tmp: summary.update(processing.process_subject(
             key, cameras, labels, names, gt_dir / "labels.npz", tmp, crop_px, log=context.log.info)), log=context.log.info)
     index = processing.read_index(out.folder)
-    n_expected = len(labels["video_frame"]) * len(cameras)
+    n_expected = processing.expected_rows(cameras, labels, names)
     stored = sum(p.stat().st_size for p in out.folder.glob("*.jpgs"))
     yield out.result({
         "n_frames": index.num_rows, "n_used": int(np.sum(index.column("used").to_numpy())),
