@@ -296,3 +296,20 @@ def _written(folder: Path, text: str) -> Path:
     path = folder / "again.toml"
     path.write_text(text)
     return path
+
+
+def test_the_readmes_example_calibration_means_what_it_says(tmp_path):
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme[readme.index("## Your own lab's data"):]
+    block = section[section.index("[cam_01]"):]
+    path = tmp_path / "calibration.toml"
+    path.write_text(block[:block.index("```")])
+    cams = lab.read_calibration(path)
+    assert set(cams) == {"cam1", "cam2"}
+    for name, centre, forward in (("cam1", [4.2, 1.2, 0.0], [-1.0, 0, 0]), ("cam2", [0.0, 1.2, 4.6], [0, 0, -1.0])):
+        cam = cams[name]
+        np.testing.assert_allclose(cam.centre_m, centre, atol=1e-5)
+        np.testing.assert_allclose(cam.R[2], forward, atol=1e-5)  # the optical axis, in world axes
+        np.testing.assert_allclose(cam.R[1], [0, -1.0, 0], atol=1e-5)  # image down is world down
+        np.testing.assert_allclose(cam.project(np.array([0.0, 1.2, 0.0])), cam.K[:2, 2], atol=1e-3)
+        assert (cam.width_px, cam.height_px) == (1920, 1080)
