@@ -2,6 +2,7 @@
 unchanged, with a bad subject failing alone."""
 
 import dagster as dg
+import pytest
 
 from d3ke_assets.biomech import ground_truth as gt
 from d3ke_assets.definitions import ALL_ASSETS
@@ -51,3 +52,23 @@ def test_lab_subjects_run_through_the_subject_assets(tmp_path, smoke_subject):
     again = _materialize(chain, root, lab_root, instance, "Subject_1")
     for asset in chain:
         assert again.asset_materializations_for_node(asset)[0].metadata["reused"].value is True, asset
+
+
+def test_lab_partitions_come_from_the_subject_folders(tmp_path):
+    from d3ke_assets.definitions import build_definitions
+    from d3ke_assets.errors import D3keError
+    from d3ke_assets.settings import Settings
+
+    for key, split in (("Subject_2", "validation"), ("Subject_7", None), ("Subject_11", "test")):
+        (tmp_path / key).mkdir()
+        (tmp_path / key / lab.SUBJECT_FILE).write_text(
+            "mass_kg = 70\nheight_m = 1.7\n" + (f'split = "{split}"\n' if split else ""))
+    run = Settings.from_environment({"D3KE_DATASET": "lab", "D3KE_LAB_ROOT": str(tmp_path)}, preset="smoke")
+    defs = build_definitions(run, Settings.from_environment_sources({"D3KE_LAB_ROOT": str(tmp_path)}))
+    keys = defs.resolve_asset_graph().get(dg.AssetKey("raw_subject")).partitions_def.get_partition_keys()
+    assert keys == ["Subject_2", "Subject_7", "Subject_11"]
+    assert defs.resources["dataset"].lab_root == dg.EnvVar("D3KE_LAB_ROOT")
+    split = DatasetResource(name="lab", preset="smoke", lab_root=str(tmp_path)).split()
+    assert (split.train, split.validation, split.test) == (("Subject_7",), ("Subject_2",), ("Subject_11",))
+    with pytest.raises(D3keError, match="D3KE_LAB_ROOT is not set"):
+        build_definitions(Settings(dataset="lab", preset="smoke"))
