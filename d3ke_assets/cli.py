@@ -173,29 +173,27 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def _write_manifests(root: Path, run: settings.Settings) -> int:
     """Record the current raw files' hashes as the manifests (after a fresh download)."""
-    from d3ke_assets.errors import RawDataError
     from d3ke_assets.sources import checksums, movi, raw
     from d3ke_assets.sources.subjects import split_for
 
+    if run.dataset in ("movi", "lab"):
+        if run.dataset == "movi":
+            index = movi.MoviIndex.scan(settings.movi_root(run.movi_root))
+            keys = split_for("movi", 0).all
+            record = lambda key: raw.movi_subject(root, key, index, accept_changes=True)  # noqa: E731
+        else:
+            lab_root = settings.lab_root(run.lab_root)
+            keys = split_for("lab", 0, lab_root).all
+            record = lambda key: raw.lab_subject(root, key, lab_root, accept_changes=True)  # noqa: E731
+        written = 0
+        for key in keys:
+            try:
+                record(key)
+                written += 1
+            except D3keError as exc:  # a subject's bad file; the others are recorded
+                print(f"skipped: {exc}", file=sys.stderr)
+        return written
     written = 0
-    if run.dataset == "movi":
-        index = movi.MoviIndex.scan(settings.movi_root(run.movi_root))
-        for key in split_for("movi", 0).all:
-            try:
-                raw.movi_subject(root, key, index, accept_changes=True)
-                written += 1
-            except RawDataError as exc:
-                print(f"skipped: {exc}", file=sys.stderr)
-        return written
-    if run.dataset == "lab":
-        lab_root = settings.lab_root(run.lab_root)
-        for key in split_for("lab", 0, lab_root).all:
-            try:
-                raw.lab_subject(root, key, lab_root, accept_changes=True)
-                written += 1
-            except D3keError as exc:
-                print(f"skipped: {exc}", file=sys.stderr)
-        return written
     cache = raw.hash_cache(root)
     for folder in raw.subject_folders(root):
         raw.synthetic_manifest(folder, folder.name, cache).write(folder / checksums.MANIFEST_NAME)

@@ -327,3 +327,29 @@ def test_the_readmes_example_calibration_means_what_it_says(tmp_path):
         np.testing.assert_allclose(cam.R[1], [0, -1.0, 0], atol=1e-5)  # image down is world down
         np.testing.assert_allclose(cam.project(np.array([0.0, 1.2, 0.0])), cam.K[:2, 2], atol=1e-3)
         assert (cam.width_px, cam.height_px) == (1920, 1080)
+
+
+def test_verify_records_and_checks_lab_files_where_the_lab_root_is_now(two_subjects, tmp_path, monkeypatch, capsys):
+    from d3ke_assets.cli import main
+
+    data_root, root = two_subjects
+    data_root.mkdir()
+    bad = root / "Subject_2" / lab.SUBJECT_FILE
+    bad.write_text(bad.read_text().replace("mass_kg", "weight_kg"))
+    monkeypatch.setenv("D3KE_DATASET", "lab")
+    monkeypatch.setenv("D3KE_LAB_ROOT", str(root))
+    assert main(["verify", "--data-root", str(data_root), "--write-manifest"]) == 0
+    captured = capsys.readouterr()
+    assert "wrote 1 manifest(s)" in captured.out and f"skipped: {bad}: no mass_kg" in captured.err
+    moved = tmp_path / "mounted" / "lab"
+    moved.parent.mkdir()
+    shutil.move(root, moved)
+    monkeypatch.setenv("D3KE_LAB_ROOT", str(moved))
+    assert main(["verify", "--data-root", str(data_root)]) == 0
+    assert "all 6 raw files of 1 subjects match" in capsys.readouterr().out  # 2 .toml, 2 .trc, 2 videos
+    video = moved / "Subject_1" / "videos" / "walking_PG2.mp4"
+    data = bytearray(video.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    video.write_bytes(bytes(data))
+    assert main(["verify", "--data-root", str(data_root)]) == 1
+    assert f"corrupt {video}" in capsys.readouterr().out
