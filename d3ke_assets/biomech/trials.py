@@ -8,6 +8,9 @@ One module owns the format, below both, so writer and reader cannot drift apart:
      "trials": [{"name": ..., "trc": ..., "video_start_frame": ..., "video_end_frame": ...,
                  "capture_per_video_frame": 4, "clamped_video_frames": 0}, ...]}
 
+    a lab's trial instead: {"name": ..., "trc": ..., "video_start_frame": 1, "video_end_frame": 30,
+                            "video_fps": 30.0, "video_start_time_s": 0.37}
+
 Video frame `video_start_frame + k` of a trial is capture frame `capture_per_video_frame * k` of
 its .trc; the last `clamped_video_frames` of them lie past the trial's end and use its last frame.
 

@@ -2,6 +2,7 @@
 
 import base64
 from dataclasses import asdict
+from pathlib import Path
 
 import dagster as dg
 
@@ -11,7 +12,7 @@ from d3ke_assets.defs.common import user_errors_as_failures
 from d3ke_assets.defs.constants import CODE_VERSIONS, OPENSIM_MODEL, RAW_SUBJECT
 from d3ke_assets.defs.resources import DataRootResource, DatasetResource
 from d3ke_assets.defs.versioned import build_versioned
-from d3ke_assets.sources import movi, raw, synthetic
+from d3ke_assets.sources import lab, movi, raw, synthetic
 from d3ke_assets.sources.checksums import Manifest
 
 
@@ -69,4 +70,9 @@ def raw_subject(context: dg.AssetExecutionContext, data_root: DataRootResource,
         metadata.update(sex=facts["sex"], height_m=facts["height_m"], mass_kg=facts["mass_kg"],
                         n_video_frames=facts["n_video_frames"],
                         trials=", ".join(t["name"] for t in facts["trials"]))
+    elif manifest.dataset == "lab":
+        facts = lab.read_subject_toml(manifest.folder(root, lab_root=dataset.lab_root) / lab.SUBJECT_FILE)
+        metadata.update(sex=facts["sex"] or "unknown", height_m=facts["height_m"], mass_kg=facts["mass_kg"],
+                        trials=", ".join(sorted({Path(n).stem for n in manifest.files if n.startswith("mocap/")}
+                                                - {lab.STATIC_TRIAL})))
     return out.result(metadata)

@@ -254,3 +254,33 @@ def lab_split(lab_root: Path) -> SubjectSplit:
             split = "train"
         by_split[split].append(key)
     return SubjectSplit(*(tuple(by_split[s]) for s in SPLITS))
+
+
+def preview_jpeg(subject: LabSubject, max_trials: int = 2) -> bytes:
+    """Each camera's frame in the middle of the first trials' capture, with the .trc's markers at that
+    frame's time projected through calibration.toml: one look tells whether the calibration, the
+    world axes and video_start_time_s line up."""
+    from d3ke_assets.biomech.formats import read_trc
+    from d3ke_assets.biomech.trials import markers_at_times
+    from d3ke_assets.media.video import container_info
+    from d3ke_assets.sources.preview import contact_sheet, pick_frames
+
+    rows = []
+    for trial in subject.trials[:max_trials]:
+        markers = read_trc(trial.trc)
+        t0, t1 = float(markers.time_s[0]), float(markers.time_s[-1])
+        row = []
+        for cam, video in sorted(trial.videos.items()):
+            fps = container_info(video)[2]
+            frame = max(0, int(round(((t0 + t1) / 2 - trial.video_start_time_s) * fps)))
+            image = pick_frames(video, [frame]).get(frame)
+            if image is None:
+                continue  # shorter than the capture: mocap_markers says so
+            t = min(max(trial.video_start_time_s + frame / fps, t0), t1)
+            at = markers_at_times(markers, np.array([t]), trial.trc).positions_m[0]
+            row.append((image, subject.cameras[cam].project(at), f"{cam} {trial.name} #{frame}"))
+        if row:
+            rows.append(row)
+    if not rows:
+        raise D3keError(f"{subject.folder / 'videos'}: no frame to preview")
+    return contact_sheet(rows)

@@ -182,14 +182,15 @@ def scan_lab_subject(data_root: str | Path, key: str, lab_root: Path, accept_cha
 
 
 def write_found_subject(folder: Path, scan: FoundScan, log: Callable[[str], None] = lambda m: None) -> None:
-    """Record a real subject's manifest (and, for MoVi, a preview) in `folder`; the files stay where they are."""
+    """Record a real subject's manifest (and a preview) in `folder`; the files stay where they are."""
     folder.mkdir(parents=True, exist_ok=True)
     scan.manifest.write(folder / MANIFEST_NAME)
-    if scan.manifest.dataset == "movi":
-        try:
-            atomic_write_bytes(folder / PREVIEW_NAME, movi.preview_jpeg(scan.files))
-        except D3keError as exc:  # decoding is checked by the frames stage; the manifest stands
-            log(f"{scan.key}: no preview ({exc})")
+    try:
+        preview = (movi.preview_jpeg(scan.files) if scan.manifest.dataset == "movi"
+                   else lab.preview_jpeg(lab.index_subject(scan.root, scan.key)))
+        atomic_write_bytes(folder / PREVIEW_NAME, preview)
+    except D3keError as exc:  # decoding is checked by the frames stage; the manifest stands
+        log(f"{scan.key}: no preview ({exc})")
     log(f"{scan.key}: {len(scan.files)} raw files under {scan.root}, {len(scan.changed_files)} new or changed")
 
 

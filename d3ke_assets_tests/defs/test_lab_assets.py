@@ -38,6 +38,8 @@ def test_lab_subjects_run_through_the_subject_assets(tmp_path, smoke_subject):
     assert message == f"{subject_toml}: no mass_kg: add mass_kg = <body mass in kg, which OpenSim's ScaleTool needs>"
     raw_meta = good.asset_materializations_for_node("raw_subject")[0].metadata
     assert raw_meta["split"].value == "train" and raw_meta["settings"].value["lab_root"] == str(lab_root)
+    assert raw_meta["trials"].value == "squat, walking" and raw_meta["mass_kg"].value > 40
+    assert raw_meta["preview"].value.startswith("![Subject_1 preview](data:image/jpeg;base64,")
     manifest = Manifest.read(root / "raw_subject" / "Subject_1" / "manifest.json")
     assert manifest.dataset == "lab" and len(manifest.files) == 2 + 3 + 4  # tomls, .trc files, videos
     labels, names = gt.load_labels(root / "opensim_gt" / "Subject_1")
@@ -72,3 +74,34 @@ def test_lab_partitions_come_from_the_subject_folders(tmp_path):
     assert (split.train, split.validation, split.test) == (("Subject_7",), ("Subject_2",), ("Subject_11",))
     with pytest.raises(D3keError, match="D3KE_LAB_ROOT is not set"):
         build_definitions(Settings(dataset="lab", preset="smoke"))
+
+
+
+def test_the_whole_graph_and_predict_run_on_lab_subjects(tmp_path, generic_model, monkeypatch, capsys):
+    """Three synthetic subjects exported as a lab's (train, validation, test) through every asset to the
+    evaluation and report, then `d3ke predict` with the trained model on one of the lab's videos."""
+    from d3ke_assets.cli import main
+    from d3ke_assets.defs.runner import materialize_graph
+    from d3ke_assets.sources import raw
+    from d3ke_assets_tests.conftest import SMOKE
+
+    synthetic_root, lab_root, root = tmp_path / "synthetic", tmp_path / "lab", tmp_path / "data"
+    root.mkdir()
+    for key, split in (("Subject_1", "train"), ("Subject_2", "validation"), ("Subject_3", "test")):
+        subject = raw.synthetic_subject(synthetic_root, key, SMOKE, 0, generic_model[0])
+        export_to_lab(subject.folder, lab_root, key, ["walking", "squat", "jumping_jacks"], split=split)
+    resources = {"data_root": DataRootResource(path=str(root)),
+                 "dataset": DatasetResource(name="lab", preset="smoke", lab_root=str(lab_root)),
+                 "mlflow": MlflowTrackingResource(data_root=str(root))}
+    defs = dg.Definitions(assets=ALL_ASSETS, resources=resources)
+    with dg.instance_for_test() as instance:
+        summary = materialize_graph(defs, instance, ["Subject_1", "Subject_2", "Subject_3"], log=lambda m: None)
+    assert not summary.failed, [r.error for r in summary.failed]
+    for folder in ("frame_model/last.pt", "sequence_model", "evaluation/results.parquet", "robustness_report/report.md"):
+        assert (root / folder).exists(), folder
+    monkeypatch.setenv("D3KE_DATASET", "lab")
+    monkeypatch.setenv("D3KE_LAB_ROOT", str(lab_root))
+    video = lab_root / "Subject_3" / "videos" / "squat_PG1.mp4"
+    assert main(["predict", str(video), "--model", str(root / "frame_model" / "last.pt"),
+                 "--out", str(tmp_path / "predicted"), "--data-root", str(root)]) == 0
+    assert "coordinates:" in capsys.readouterr().out and (tmp_path / "predicted" / "squat_PG1.mot").is_file()
