@@ -105,7 +105,7 @@ def movi_mocap(subject: movi.SubjectIndex, smplh_dir: Path, out_dir: str | Path,
 VIDEO_FPS_TOLERANCE = 1e-3  # relative: the cameras of one trial share its label frames, so they share a rate
 
 
-def lab_video_frames(trial: lab.LabTrial, capture_start_s: float, capture_end_s: float, trc: Path
+def lab_video_frames(trial: lab.LabTrial, cameras: dict, capture_start_s: float, capture_end_s: float, trc: Path
                      ) -> tuple[int, int, float, dict]:
     """The trial's video frames inside its capture [start, end] (s, mocap time): (first, end, fps, facts).
 
@@ -115,6 +115,12 @@ def lab_video_frames(trial: lab.LabTrial, capture_start_s: float, capture_end_s:
     from d3ke_assets.media.video import probe_video
 
     infos = {cam: probe_video(video) for cam, video in sorted(trial.videos.items())}
+    for cam, info in infos.items():
+        size = (cameras[cam].width_px, cameras[cam].height_px)
+        if (info.width_px, info.height_px) != size:
+            raise RawDataError(f"{trial.videos[cam]}: video is {info.width_px}x{info.height_px} but camera {cam} of "
+                               f"{lab.CALIBRATION_FILE} has size {size[0]}x{size[1]}: the video or the calibration "
+                               f"is the wrong one")
     fps = {cam: info.fps for cam, info in infos.items()}
     first_cam = next(iter(fps))
     for cam, rate in fps.items():
@@ -153,8 +159,8 @@ def lab_mocap(subject: lab.LabSubject, out_dir: str | Path, log: Callable[[str],
     trials, facts = [], {}
     for trial in subject.trials:
         markers = read_trc(trial.trc)
-        first, end, fps, n_frames = lab_video_frames(trial, float(markers.time_s[0]), float(markers.time_s[-1]),
-                                                     trial.trc)
+        first, end, fps, n_frames = lab_video_frames(trial, subject.cameras, float(markers.time_s[0]),
+                                                     float(markers.time_s[-1]), trial.trc)
         shutil.copyfile(trial.trc, out / f"{trial.name}.trc")
         trials.append({"name": trial.name, "trc": f"{trial.name}.trc", "video_start_frame": first,
                        "video_end_frame": end, "video_fps": fps, "video_start_time_s": trial.video_start_time_s})
