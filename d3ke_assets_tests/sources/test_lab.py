@@ -386,3 +386,34 @@ def test_timed_trials_with_an_ik_rate_solve_the_grid_too(timed, generic_model):
         expected = np.union1d(video, grid[np.abs(grid[:, None] - video[None]).min(axis=1) > 1e-5])
         np.testing.assert_allclose(solved, expected, atol=1e-6)
         assert outcome.n_ik_frames == len(expected)
+
+
+def test_frames_of_timed_trials_are_the_labelled_video_frames(timed, smoke_frames, smoke_subject):
+    """Frame 0 (before the capture) is left out; frame k is cropped where the synthetic path crops its frame k."""
+    base, labels, names = timed
+    cameras = raw.camera_videos(base / "data", KEY, lab_root=base / "lab")
+    out = base / "frames"
+    out.mkdir()
+    fp.process_subject(KEY, cameras, labels, names, base / "gt" / "labels.npz", out, 64)
+    ours = fp.read_index(out).to_pandas()
+    assert len(ours) == 2 * len(TIMED_TRIALS) * 29
+    theirs = fp.read_index(smoke_frames["base"] / "frames").to_pandas()
+    starts = {t["name"]: t["video_start_frame"] for t in synthetic.load_subject_facts(smoke_subject)["trials"]
+              if "video_start_frame" in t}
+    for (cam, trial), rows in ours.groupby(["camera", "trial"]):
+        assert rows["frame"].tolist() == list(range(1, 30))
+        match = theirs[(theirs.camera == cam) & theirs.frame.isin(rows["frame"] + starts[trial])].sort_values("frame")
+        for col in ("box_x0_px", "box_y0_px", "box_size_px"):
+            assert np.abs(rows[col].to_numpy() - match[col].to_numpy()).max() <= 2, (cam, trial, col)
+
+
+def test_markers_outside_the_capture_are_refused_in_one_line(tmp_path):
+    from d3ke_assets.biomech.trials import markers_at_times
+
+    markers = MarkerTrajectories(["A"], np.array([0.5, 0.51, 0.52]), np.arange(9.0).reshape(3, 1, 3) / 10, 100.0)
+    at = markers_at_times(markers, np.array([0.5, 0.505, 0.5200001]), tmp_path / "t.trc")
+    np.testing.assert_allclose(at.positions_m[:, 0], [[0, 0.1, 0.2], [0.15, 0.25, 0.35], [0.6, 0.7, 0.8]])
+    with pytest.raises(D3keError) as exc:
+        markers_at_times(markers, np.array([0.49, 0.5]), tmp_path / "t.trc")
+    assert str(exc.value).startswith(f"{tmp_path / 't.trc'}: the capture covers 0.5-0.52 s") and \
+        "video_start_time_s" in str(exc.value) and "\n" not in str(exc.value)
