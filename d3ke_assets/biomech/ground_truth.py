@@ -138,15 +138,12 @@ def ik_capture_frames(trial: TrialMocap, n_capture: int, capture_rate_hz: float,
     return np.array(sorted(frames), int)
 
 
-def ik_markers(trial: TrialMocap, markers: MarkerTrajectories, ik_rate: str
-               ) -> tuple[MarkerTrajectories, np.ndarray, np.ndarray]:
-    """What IK solves for one trial: (marker frames, which of them to solve, per video frame the one
-    it is labelled from).  A trial of whole capture frames per video frame solves its capture frames;
-    a timed one (`TrialMocap.video_fps`) the markers interpolated at its video frames' times (and on a
-    regular grid when a rate is asked for)."""
+def ik_markers(trial: TrialMocap, markers: MarkerTrajectories, ik_rate: str) -> tuple[MarkerTrajectories, np.ndarray]:
+    """What IK solves for one trial: (marker frames, which of them to solve).  A trial of whole capture
+    frames per video frame solves its capture frames; a timed one (`TrialMocap.video_fps`) the markers
+    interpolated at its video frames' times (and on a regular grid when a rate is asked for)."""
     if trial.video_fps is None:
-        frames = ik_capture_frames(trial, len(markers.time_s), markers.rate_hz, ik_rate)
-        return markers, frames, trial.video_capture_frames(len(markers.time_s))
+        return markers, ik_capture_frames(trial, len(markers.time_s), markers.rate_hz, ik_rate)
     video_times = trial.video_times_s()
     times = video_times
     rate = _ik_rate_hz(ik_rate)
@@ -154,8 +151,14 @@ def ik_markers(trial: TrialMocap, markers: MarkerTrajectories, ik_rate: str
         grid = np.arange(markers.time_s[0], markers.time_s[-1] + TIME_TOLERANCE_S, 1.0 / rate)
         off_video = np.abs(grid[:, None] - video_times[None]).min(axis=1) > TIME_TOLERANCE_S
         times = np.union1d(video_times, grid[off_video])  # no grid time a hair away from a video frame's
-    solved = markers_at_times(markers, times, trial.trc)
-    return solved, np.arange(len(times)), np.searchsorted(times, video_times)
+    return markers_at_times(markers, times, trial.trc), np.arange(len(times))
+
+
+def label_frames(trial: TrialMocap, markers: MarkerTrajectories) -> np.ndarray:
+    """Per video frame of the trial, its frame in `markers` (as `ik_markers` returned them)."""
+    if trial.video_fps is None:
+        return trial.video_capture_frames(len(markers.time_s))
+    return np.searchsorted(markers.time_s, trial.video_times_s())  # the video times are among them, exactly
 
 
 STATIC_POSE_FRAMES = 10  # static IK frames: the pose is averaged anyway
@@ -193,17 +196,16 @@ def _scale_with_guided_placement(tmp: Path, static, static_range, generic_model:
 
 
 def _checked_trial(trial: TrialMocap, model_markers: list[str], weights: dict[str, float], ik_rate: str):
-    markers = read_trc(trial.trc)
+    markers, frames = ik_markers(trial, read_trc(trial.trc), ik_rate)
     n_video = trial.video_end_frame - trial.video_start_frame
     n_covered = n_video - trial.clamped_video_frames  # the declared clamped frames may lie past the end
     if n_video <= 0 or (trial.video_fps is None
                         and len(markers.time_s) < (n_covered - 1) * trial.capture_per_video_frame + 1):
         raise D3keError(f"{trial.trc}: {len(markers.time_s)} capture frames do not cover the trial's "
                         f"{n_video} video frames ({trial.clamped_video_frames} of them declared clamped)")
-    markers, frames, wanted = ik_markers(trial, markers, ik_rate)
     op.check_markers(markers, trial.trc, model_markers, weights,
                      (float(markers.time_s[frames[0]]), float(markers.time_s[frames[-1]])))
-    return markers, frames, wanted
+    return markers, frames
 
 
 def _solve_trial(setup: str) -> tuple[float, int]:
@@ -260,12 +262,12 @@ def compute_subject(mocap_dir: str | Path, generic_model: str | Path, out_dir: s
     failures: list[str] = []  # a bad trial fails the subject, after the good ones are solved and kept
     for trial in mocap.trials:
         try:
-            markers, frames, wanted = _checked_trial(trial, layer_generic.marker_names, weights, config.ik_rate)
+            markers, frames = _checked_trial(trial, layer_generic.marker_names, weights, config.ik_rate)
         except D3keError as exc:
             failures.append(str(exc))
             log(f"{mocap.key}: trial {trial.name} skipped: {exc}")
             continue
-        trial_data[trial.name] = (markers, frames, wanted)
+        trial_data[trial.name] = (markers, frames)
         tdir = out / "ik" / trial.name
         timed = {"times_s": markers.time_s[frames].round(9).tolist()} if trial.video_fps else {}
         stamp = canonical_hash({"scale": scale_stamp, "trial": trial.name, "frames": frames.tolist(), **timed,
@@ -364,7 +366,7 @@ def _labels(mocap: SubjectMocap, trial_data: dict, out: Path, scaled_model: Path
     parts: dict[str, list] = {k: [] for k in LABEL_ARRAYS}
     errors = {}
     for ti, trial in enumerate(mocap.trials):
-        markers, frames, wanted = trial_data[trial.name]
+        markers, frames = trial_data[trial.name]
         t_mot, cols, values, in_degrees = read_mot(out / "ik" / trial.name / f"{trial.name}.mot")
         if len(t_mot) != len(frames):
             raise D3keError(f"{out / 'ik' / trial.name}: IK wrote {len(t_mot)} frames, expected {len(frames)}")
@@ -373,6 +375,7 @@ def _labels(mocap: SubjectMocap, trial_data: dict, out: Path, scaled_model: Path
             v = values[:, cols.index(n)]
             q_all[:, i] = np.radians(v) if (in_degrees and layer.rotational[i]) else v
         n_video = trial.video_end_frame - trial.video_start_frame
+        wanted = label_frames(trial, markers)
         pos = np.searchsorted(frames, wanted)
         q = q_all[pos]
         pose = layer(torch.tensor(q))
