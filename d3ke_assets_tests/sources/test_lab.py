@@ -206,7 +206,8 @@ def test_timed_labels_follow_the_true_motion_at_those_times(timed, smoke_subject
         d.append(np.abs(labels["coordinates"][sel] - syn["coordinates"][rows]))
     d = np.concatenate(d)
     print(f"timed trials: {at_time:.2f} deg RMS against the truth at the labels' times, {one_frame_off:.2f} deg "
-          f"one video frame later; against the synthetic path's labels: max {np.degrees(d[:, rot].max()):.2f} deg, "
+          f"one video frame later; against the synthetic path's labels: max {np.degrees(d[:, rot].max()):.2f} deg "
+          f"({np.array(names['coordinates'])[rot][d[:, rot].max(axis=0).argmax()]}), "
           f"RMS {np.degrees(np.sqrt((d[:, rot] ** 2).mean())):.3f} deg, translations max {1000 * d[:, ~rot].max():.2f} mm")
     assert at_time <= 2.0 and one_frame_off >= 2 * at_time
     assert np.degrees(np.sqrt((d[:, rot] ** 2).mean())) <= 1.0
