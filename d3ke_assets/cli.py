@@ -148,8 +148,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
         manifest = checksums.Manifest.read(mpath)
         n_files += len(manifest.files)
         n_bytes += sum(f["size"] for f in manifest.files.values())
-        # the files where they are now: under this data root, or under the MoVi root configured now
-        problems = checksums.verify_manifest(manifest, manifest.folder(root, run.movi_root))
+        # the files where they are now: under this data root, or under the MoVi or lab root configured now
+        problems = checksums.verify_manifest(manifest, manifest.folder(root, run.movi_root, run.lab_root))
         if problems:
             by_subject[manifest.subject] = problems
     seconds = time.perf_counter() - start
@@ -173,20 +173,27 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def _write_manifests(root: Path, run: settings.Settings) -> int:
     """Record the current raw files' hashes as the manifests (after a fresh download)."""
-    from d3ke_assets.errors import RawDataError
     from d3ke_assets.sources import checksums, movi, raw
     from d3ke_assets.sources.subjects import split_for
 
-    written = 0
-    if run.dataset == "movi":
-        index = movi.MoviIndex.scan(settings.movi_root(run.movi_root))
-        for key in split_for("movi", 0).all:
+    if run.dataset in ("movi", "lab"):
+        if run.dataset == "movi":
+            index = movi.MoviIndex.scan(settings.movi_root(run.movi_root))
+            keys = split_for("movi", 0).all
+            record = lambda key: raw.movi_subject(root, key, index, accept_changes=True)  # noqa: E731
+        else:
+            lab_root = settings.lab_root(run.lab_root)
+            keys = split_for("lab", 0, lab_root).all
+            record = lambda key: raw.lab_subject(root, key, lab_root, accept_changes=True)  # noqa: E731
+        written = 0
+        for key in keys:
             try:
-                raw.movi_subject(root, key, index, accept_changes=True)
+                record(key)
                 written += 1
-            except RawDataError as exc:
+            except D3keError as exc:  # a subject's bad file; the others are recorded
                 print(f"skipped: {exc}", file=sys.stderr)
         return written
+    written = 0
     cache = raw.hash_cache(root)
     for folder in raw.subject_folders(root):
         raw.synthetic_manifest(folder, folder.name, cache).write(folder / checksums.MANIFEST_NAME)
@@ -229,7 +236,7 @@ def cmd_quality(args: argparse.Namespace) -> int:
 
     run, _ = _run_settings(args)
     root = Path(run.data_root)
-    split = split_for(run.dataset, run.preset_settings().synthetic.n_subjects)
+    split = split_for(run.dataset, run.preset_settings().synthetic.n_subjects, run.lab_root)
     osim = model_builder.model_file(root / folder_name(OPENSIM_MODEL))
     report = quality_report(root, osim, list(split.train), list(split.test),
                             log=lambda m: print(m, file=sys.stderr))
@@ -322,7 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="materialize every asset on the embedded dataset through Dagster")
     demo.add_argument("--preset", choices=list(settings.PRESETS), default=None,
                       help="size of the run (default: D3KE_PRESET or demo)")
-    demo.add_argument("--dataset", default=None, help="synthetic (default) or movi")
+    demo.add_argument("--dataset", default=None, help="synthetic (default), movi or lab")
     demo.add_argument("--subjects", nargs="+", help="only these partitions, e.g. Subject_1 Subject_2")
     demo.add_argument("--data-root", default=None, help="default: D3KE_DATA_ROOT or ./data")
     demo.add_argument("--force", action="store_true",
@@ -352,7 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
                                              "test subjects, next to a mean-pose baseline")
     quality.add_argument("--preset", choices=list(settings.PRESETS), default=None,
                          help="the preset the data was made with (default: D3KE_PRESET or demo)")
-    quality.add_argument("--dataset", default=None, help="synthetic (default) or movi")
+    quality.add_argument("--dataset", default=None, help="synthetic (default), movi or lab")
     quality.add_argument("--data-root", default=None)
     quality.add_argument("--json", action="store_true")
     quality.set_defaults(func=cmd_quality)

@@ -5,8 +5,9 @@ the definitions: `Settings.from_environment(os.environ)`) and passed down explic
 below reads the environment.  The variables, each a field of `Settings`:
 
 - `D3KE_DATA_ROOT`: root of everything the platform writes (default `./data`).
-- `D3KE_DATASET`: `synthetic` (default, generated here) or `movi` (real files).
+- `D3KE_DATASET`: `synthetic` (default, generated here), `movi` (real files) or `lab` (a lab's own).
 - `D3KE_MOVI_ROOT`: folder holding the user's BML-MoVi + AMASS downloads.
+- `D3KE_LAB_ROOT`: folder holding a lab's own subjects (`sources.lab` describes the layout).
 - `D3KE_SMPLH_DIR`: folder of the SMPL+H body models (`movi` only).
 - `D3KE_PRESET`: `smoke`, `demo` (default) or `paper`.
 - `D3KE_SEED`: seed of the synthetic dataset.
@@ -25,7 +26,7 @@ from typing import Mapping
 
 from d3ke_assets.errors import D3keError
 
-DATASETS = ("synthetic", "movi")
+DATASETS = ("synthetic", "movi", "lab")
 DEFAULT_DATA_ROOT = "data"
 
 
@@ -118,7 +119,7 @@ def get_preset(name: str, n_subjects: int | None = None) -> Preset:
 
 def dataset_name(value: str) -> str:
     if value not in DATASETS:
-        raise D3keError(f"dataset {value!r} is not known: set D3KE_DATASET (or --dataset) to 'synthetic' or 'movi'")
+        raise D3keError(f"dataset {value!r} is not known: set D3KE_DATASET (or --dataset) to 'synthetic', 'movi' or 'lab'")
     return value
 
 
@@ -153,6 +154,16 @@ def movi_root(value: str | Path | None) -> Path:
     return root
 
 
+def lab_root(value: str | Path | None) -> Path:
+    if not value:
+        raise D3keError("D3KE_LAB_ROOT is not set: point it at the folder holding your lab's subject folders "
+                        "(Subject_<n>/subject.toml, calibration.toml, mocap/, videos/)")
+    root = Path(value).expanduser().resolve()
+    if not root.is_dir():
+        raise D3keError(f"D3KE_LAB_ROOT {root} is not a folder: point it at your lab's subject folders")
+    return root
+
+
 DEFAULT_RERUN_CRON = "0 3 * * *"  # nightly at 03:00
 
 
@@ -165,6 +176,7 @@ class Settings:
     preset: str = DEFAULT_PRESET
     seed: int = 0  # of the synthetic dataset
     movi_root: str | None = None
+    lab_root: str | None = None
     smplh_dir: str | None = None
     synthetic_subjects: int | None = None  # overrides the preset's number of synthetic subjects
     backbone_weights: str | None = None  # local ImageNet state_dict; "none": from scratch
@@ -172,7 +184,8 @@ class Settings:
 
     # the environment variable of each field
     ENVIRONMENT = {"data_root": "D3KE_DATA_ROOT", "dataset": "D3KE_DATASET", "preset": "D3KE_PRESET",
-                   "seed": "D3KE_SEED", "movi_root": "D3KE_MOVI_ROOT", "smplh_dir": "D3KE_SMPLH_DIR",
+                   "seed": "D3KE_SEED", "movi_root": "D3KE_MOVI_ROOT",
+                   "lab_root": "D3KE_LAB_ROOT", "smplh_dir": "D3KE_SMPLH_DIR",
                    "synthetic_subjects": "D3KE_SYNTHETIC_SUBJECTS", "backbone_weights": "D3KE_BACKBONE_WEIGHTS",
                    "rerun_cron": "D3KE_RERUN_CRON"}
 

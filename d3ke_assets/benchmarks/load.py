@@ -122,9 +122,9 @@ def backfill_runs(url: str, backfill_id: str) -> int:
 
 def load_environment(n_subjects: int) -> dict[str, str | None]:
     """The servers' D3KE_* settings: the smoke preset's synthetic subjects, `n_subjects` of them (the
-    caller's own D3KE_DATASET, D3KE_MOVI_ROOT and D3KE_SEED are not passed on)."""
+    caller's own D3KE_DATASET, D3KE_MOVI_ROOT, D3KE_LAB_ROOT and D3KE_SEED are not passed on)."""
     return {"D3KE_PRESET": "smoke", "D3KE_SYNTHETIC_SUBJECTS": str(n_subjects), "D3KE_DATASET": "synthetic",
-            "D3KE_MOVI_ROOT": None, "D3KE_SEED": None}
+            "D3KE_MOVI_ROOT": None, "D3KE_LAB_ROOT": None, "D3KE_SEED": None}
 
 
 def run_load(url: str, data_root: Path, partitions: list[str], assets: list[str] | None = None,

@@ -32,9 +32,10 @@ import pandas as pd
 import torch
 
 from d3ke_assets.biomech import opensim_pipeline as op
-from d3ke_assets.biomech.formats import read_trc, write_mot, write_trc
+from d3ke_assets.biomech.formats import MarkerTrajectories, read_trc, write_mot, write_trc
 from d3ke_assets.biomech.skeletal_layer import SkeletalModel
-from d3ke_assets.biomech.trials import SubjectMocap, TrialMocap, read_subject_mocap
+from d3ke_assets.biomech.trials import (TIME_TOLERANCE_S, SubjectMocap, TrialMocap, markers_at_times,
+                                        read_subject_mocap)
 from d3ke_assets.errors import D3keError
 from d3ke_assets.storage import atomic_write_bytes, atomic_write_json, read_json
 from d3ke_assets.versioning import canonical_hash, is_current, stamped_dir
@@ -117,17 +118,47 @@ class GroundTruthResult:
         return sum(t.ik_seconds for t in self.trials)
 
 
+def _ik_rate_hz(ik_rate: str) -> float | None:
+    """None for "video" (IK only at video frames), else the extra regular rate in Hz."""
+    if ik_rate == "video":
+        return None
+    try:
+        return float(ik_rate)
+    except ValueError:
+        raise D3keError(f"ik_rate {ik_rate!r}: use 'video' or a rate in Hz such as 120") from None
+
+
 def ik_capture_frames(trial: TrialMocap, n_capture: int, capture_rate_hz: float, ik_rate: str) -> np.ndarray:
     """Capture frames to solve: every video frame's, plus a regular grid when a rate is asked for."""
     frames = set(int(f) for f in trial.video_capture_frames(n_capture))
-    if ik_rate != "video":
-        try:
-            rate = float(ik_rate)
-        except ValueError:
-            raise D3keError(f"ik_rate {ik_rate!r}: use 'video' or a rate in Hz such as 120") from None
+    rate = _ik_rate_hz(ik_rate)
+    if rate is not None:
         step = max(1, int(round(capture_rate_hz / rate)))
         frames |= set(range(0, n_capture, step))
     return np.array(sorted(frames), int)
+
+
+def ik_markers(trial: TrialMocap, markers: MarkerTrajectories, ik_rate: str) -> tuple[MarkerTrajectories, np.ndarray]:
+    """What IK solves for one trial: (marker frames, which of them to solve).  A trial of whole capture
+    frames per video frame solves its capture frames; a timed one (`TrialMocap.video_fps`) the markers
+    interpolated at its video frames' times (and on a regular grid when a rate is asked for)."""
+    if trial.video_fps is None:
+        return markers, ik_capture_frames(trial, len(markers.time_s), markers.rate_hz, ik_rate)
+    video_times = trial.video_times_s()
+    times = video_times
+    rate = _ik_rate_hz(ik_rate)
+    if rate is not None:
+        grid = np.arange(markers.time_s[0], markers.time_s[-1] + TIME_TOLERANCE_S, 1.0 / rate)
+        off_video = np.abs(grid[:, None] - video_times[None]).min(axis=1) > TIME_TOLERANCE_S
+        times = np.union1d(video_times, grid[off_video])  # no grid time a hair away from a video frame's
+    return markers_at_times(markers, times, trial.trc), np.arange(len(times))
+
+
+def label_frames(trial: TrialMocap, markers: MarkerTrajectories) -> np.ndarray:
+    """Per video frame of the trial, its frame in `markers` (as `ik_markers` returned them)."""
+    if trial.video_fps is None:
+        return trial.video_capture_frames(len(markers.time_s))
+    return np.searchsorted(markers.time_s, trial.video_times_s())  # the video times are among them, exactly
 
 
 STATIC_POSE_FRAMES = 10  # static IK frames: the pose is averaged anyway
@@ -165,11 +196,11 @@ def _scale_with_guided_placement(tmp: Path, static, static_range, generic_model:
 
 
 def _checked_trial(trial: TrialMocap, model_markers: list[str], weights: dict[str, float], ik_rate: str):
-    markers = read_trc(trial.trc)
-    frames = ik_capture_frames(trial, len(markers.time_s), markers.rate_hz, ik_rate)
+    markers, frames = ik_markers(trial, read_trc(trial.trc), ik_rate)
     n_video = trial.video_end_frame - trial.video_start_frame
     n_covered = n_video - trial.clamped_video_frames  # the declared clamped frames may lie past the end
-    if n_video <= 0 or len(markers.time_s) < (n_covered - 1) * trial.capture_per_video_frame + 1:
+    if n_video <= 0 or (trial.video_fps is None
+                        and len(markers.time_s) < (n_covered - 1) * trial.capture_per_video_frame + 1):
         raise D3keError(f"{trial.trc}: {len(markers.time_s)} capture frames do not cover the trial's "
                         f"{n_video} video frames ({trial.clamped_video_frames} of them declared clamped)")
     op.check_markers(markers, trial.trc, model_markers, weights,
@@ -238,7 +269,8 @@ def compute_subject(mocap_dir: str | Path, generic_model: str | Path, out_dir: s
             continue
         trial_data[trial.name] = (markers, frames)
         tdir = out / "ik" / trial.name
-        stamp = canonical_hash({"scale": scale_stamp, "trial": trial.name, "frames": frames.tolist(),
+        timed = {"times_s": markers.time_s[frames].round(9).tolist()} if trial.video_fps else {}
+        stamp = canonical_hash({"scale": scale_stamp, "trial": trial.name, "frames": frames.tolist(), **timed,
                                 "markers": hashlib.sha256(markers.positions_m[frames].tobytes()).hexdigest()})
         if is_current(tdir, stamp):
             outcomes[trial.name] = TrialOutcome(trial.name, len(frames), 0.0, True)
@@ -343,7 +375,7 @@ def _labels(mocap: SubjectMocap, trial_data: dict, out: Path, scaled_model: Path
             v = values[:, cols.index(n)]
             q_all[:, i] = np.radians(v) if (in_degrees and layer.rotational[i]) else v
         n_video = trial.video_end_frame - trial.video_start_frame
-        wanted = trial.video_capture_frames(len(markers.time_s))
+        wanted = label_frames(trial, markers)
         pos = np.searchsorted(frames, wanted)
         q = q_all[pos]
         pose = layer(torch.tensor(q))

@@ -124,9 +124,11 @@ def build_automation(assets: list[dg.AssetsDefinition], subjects: dg.PartitionsD
     def raw_subject_sensor(context: dg.SensorEvaluationContext, data_root: DataRootResource,
                            dataset: DatasetResource):
         keys = dataset.split().all
-        current = raw.subject_digests(data_root.root(), dataset.checked_name(), keys,
-                                      settings.movi_root(dataset.movi_root) if dataset.checked_name() == "movi"
-                                      else None, log=context.log.info)
+        name = dataset.checked_name()
+        current = raw.subject_digests(data_root.root(), name, keys,
+                                      settings.movi_root(dataset.movi_root) if name == "movi" else None,
+                                      log=context.log.info,
+                                      lab_root=settings.lab_root(dataset.lab_root) if name == "lab" else None)
         previous = json.loads(context.cursor) if context.cursor else {}
         changed = raw.changed_subjects(previous, current)
         return dg.SensorResult(

@@ -23,7 +23,7 @@ def frames(context: dg.AssetExecutionContext, data_root: DataRootResource, datas
     key = context.partition_key
     crop_px = dataset.crop_px()
     with user_errors_as_failures():
-        cameras = raw.camera_videos(data_root.root(), key, dataset.movi_root)
+        cameras = raw.camera_videos(data_root.root(), key, dataset.movi_root, dataset.lab_root)
         config = {"crop_px": crop_px, "margin": processing.BOX_MARGIN, "jpeg_quality": processing.JPEG_QUALITY}
         out = versioned_output(context, data_root, config)  # its inputs are complete (stamped), never a killed run's
         gt_dir = data_root.asset_dir(folder_name(OPENSIM_GT), key)
@@ -34,7 +34,7 @@ def frames(context: dg.AssetExecutionContext, data_root: DataRootResource, datas
         out.build(lambda tmp: summary.update(processing.process_subject(
             key, cameras, labels, names, gt_dir / "labels.npz", tmp, crop_px, log=context.log.info)), log=context.log.info)
     index = processing.read_index(out.folder)
-    n_expected = len(labels["video_frame"]) * len(cameras)
+    n_expected = processing.expected_rows(cameras, labels, names)
     stored = sum(p.stat().st_size for p in out.folder.glob("*.jpgs"))
     yield out.result({
         "n_frames": index.num_rows, "n_used": int(np.sum(index.column("used").to_numpy())),

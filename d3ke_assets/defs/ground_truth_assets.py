@@ -11,7 +11,7 @@ from d3ke_assets.defs.pools import OPENSIM_POOL
 from d3ke_assets.defs.resources import DataRootResource, DatasetResource
 from d3ke_assets.defs.constants import CODE_VERSIONS, MOCAP_MARKERS, OPENSIM_GT, OPENSIM_MODEL, RAW_SUBJECT, folder_name
 from d3ke_assets.defs.versioned import build_versioned
-from d3ke_assets.sources import amass_markers, mocap, movi, raw
+from d3ke_assets.sources import amass_markers, lab, mocap, movi, raw
 from d3ke_assets.storage import ensure_free_space
 
 
@@ -23,7 +23,8 @@ def mocap_markers(context: dg.AssetExecutionContext, data_root: DataRootResource
     """Marker trajectories per trial (.trc) and the trials' video frames (trials.json).
 
     Synthetic: the generator's markers.  movi: virtual markers on the AMASS SMPL+H
-    body (needs the SMPL+H model files, D3KE_SMPLH_DIR).
+    body (needs the SMPL+H model files, D3KE_SMPLH_DIR).  lab: the lab's .trc files, each
+    trial's video frames timed by its videos' frame rate and video_start_time_s.
     """
     key = context.partition_key
     with user_errors_as_failures():
@@ -32,6 +33,9 @@ def mocap_markers(context: dg.AssetExecutionContext, data_root: DataRootResource
         facts: dict = {}
         if name == "synthetic":
             build = lambda tmp: facts.update(mocap.synthetic_mocap(raw_folder, tmp, log=context.log.info))  # noqa: E731
+        elif name == "lab":
+            subject = lab.index_subject(settings.lab_root(dataset.lab_root), key)
+            build = lambda tmp: facts.update(mocap.lab_mocap(subject, tmp, log=context.log.info))  # noqa: E731
         else:
             smplh = amass_markers.smplh_dir(dataset.smplh_dir)
             motions = movi.index_subject(movi.MoviIndex.scan(settings.movi_root(dataset.movi_root)), key)

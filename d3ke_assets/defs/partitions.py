@@ -10,7 +10,7 @@ from d3ke_assets.sources.subjects import SubjectSplit, split_for
 
 
 def subject_split(run: Settings) -> SubjectSplit:
-    return split_for(run.dataset, run.preset_settings().synthetic.n_subjects)
+    return split_for(run.dataset, run.preset_settings().synthetic.n_subjects, run.lab_root)
 
 
 def subject_partitions(run: Settings) -> dg.StaticPartitionsDefinition:

@@ -38,6 +38,7 @@ class DatasetResource(dg.ConfigurableResource):
     preset: str = settings.DEFAULT_PRESET
     seed: int = 0
     movi_root: Optional[str] = None
+    lab_root: Optional[str] = None
     smplh_dir: Optional[str] = None
     synthetic_subjects: Optional[int] = None
     backbone_weights: Optional[str] = None
@@ -45,7 +46,7 @@ class DatasetResource(dg.ConfigurableResource):
     def run_settings(self, data_root: str = settings.DEFAULT_DATA_ROOT) -> settings.Settings:
         """The whole typed settings object these values give."""
         return settings.Settings(data_root=data_root, dataset=self.name, preset=self.preset, seed=self.seed,
-                                 movi_root=self.movi_root, smplh_dir=self.smplh_dir,
+                                 movi_root=self.movi_root, lab_root=self.lab_root, smplh_dir=self.smplh_dir,
                                  synthetic_subjects=self.synthetic_subjects, backbone_weights=self.backbone_weights)
 
     def checked_name(self) -> str:
@@ -58,7 +59,7 @@ class DatasetResource(dg.ConfigurableResource):
         return self.preset_settings().synthetic
 
     def split(self) -> SubjectSplit:
-        return split_for(self.checked_name(), self.synthetic_size().n_subjects)
+        return split_for(self.checked_name(), self.synthetic_size().n_subjects, self.lab_root)
 
     def crop_px(self) -> int:
         return self.preset_settings().crop_px
@@ -100,7 +101,8 @@ def resources_for(run: settings.Settings, from_environment: Mapping[str, str] | 
     return {
         "data_root": DataRootResource(path=root),
         "dataset": DatasetResource(name=value("dataset"), preset=value("preset"), seed=value("seed"),
-                                   movi_root=value("movi_root"), smplh_dir=value("smplh_dir"),
+                                   movi_root=value("movi_root"), lab_root=value("lab_root"),
+                                   smplh_dir=value("smplh_dir"),
                                    synthetic_subjects=value("synthetic_subjects"),
                                    backbone_weights=value("backbone_weights")),
         "mlflow": MlflowTrackingResource(data_root=root),

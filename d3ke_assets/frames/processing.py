@@ -121,9 +121,25 @@ class ShardWriter:
             self.fh = None
 
 
+def _rows_of_video(cam: CameraVideo, labels: dict[str, np.ndarray], label_names: dict, labels_path: Path
+                   ) -> np.ndarray:
+    """The label rows a camera's video shows: all of them, or its trial's (a video per trial)."""
+    if cam.trial is None:
+        return np.arange(len(labels["video_frame"]))
+    if cam.trial not in label_names["trials"]:
+        raise D3keError(f"{labels_path}: no labels of trial {cam.trial}, which {cam.video.name} films: "
+                        f"materialize mocap_markers and opensim_gt for this subject again")
+    return np.flatnonzero(labels["trial_index"] == label_names["trials"].index(cam.trial))
+
+
+def expected_rows(cameras: list[CameraVideo], labels: dict[str, np.ndarray], label_names: dict) -> int:
+    """Index rows `process_subject` stores: every label frame once per camera video that shows it."""
+    return sum(len(_rows_of_video(cam, labels, label_names, Path())) for cam in cameras)
+
+
 def _crop_camera(cam: CameraVideo, frames: np.ndarray, boxes: np.ndarray, crop_px: int, out_dir: Path):
     """Decode one camera's video once and store the crop of every wanted frame; (where, n decoded)."""
-    writer = ShardWriter(out_dir, cam.name)
+    writer = ShardWriter(out_dir, cam.name if cam.trial is None else f"{cam.name}_{cam.trial}")
     where, want, n_decoded = [], 0, 0
     try:
         for index, image in enumerate(decode_images(cam.video)):
@@ -155,55 +171,61 @@ def process_subject(key: str, cameras: list[CameraVideo], labels: dict[str, np.n
     if bad:
         raise D3keError(f"{labels_path}: labels {bad} contain NaN: fix the subject's motion capture and "
                         f"materialize opensim_gt again")
-    order = np.argsort(labels["video_frame"], kind="stable")
+    per_trial = any(cam.trial is not None for cam in cameras)
+    # one video per camera: in video order; a video per trial and camera (a lab's): trial by trial
+    order = (np.lexsort((labels["video_frame"], labels["trial_index"])) if per_trial
+             else np.argsort(labels["video_frame"], kind="stable"))
     labels = {k: v[order] for k, v in labels.items()}
-    frames = labels["video_frame"]
     used = used_flags(labels["trial_index"], labels["markers_m"])
+    rows_of = {id(cam): _rows_of_video(cam, labels, label_names, labels_path) for cam in cameras}
     boxes_by_camera = {}
     for cam in cameras:
         if not cam.calibration.is_file():
             raise D3keError(f"{cam.calibration}: calibration of camera {cam.name} is missing")
         check_video(cam)
-        uv = cam.camera.project(labels["markers_m"])
+        uv = cam.camera.project(labels["markers_m"][rows_of[id(cam)]])
         if np.isnan(uv).all(axis=(1, 2)).any():
             raise D3keError(f"{labels_path}: in some frames every marker is behind camera {cam.name}: "
                             f"check {cam.calibration.name}")
-        boxes_by_camera[cam.name] = square_boxes(uv)
+        boxes_by_camera[id(cam)] = square_boxes(uv)
     # cameras in parallel threads: PyAV decoding and PIL resizing/encoding release the GIL
     with ThreadPoolExecutor(max_workers=max(1, min(len(cameras), os.cpu_count() or 1))) as pool:
-        futures = [pool.submit(_crop_camera, cam, frames, boxes_by_camera[cam.name], crop_px, out_dir)
-                   for cam in cameras]
+        futures = [pool.submit(_crop_camera, cam, labels["video_frame"][rows_of[id(cam)]], boxes_by_camera[id(cam)],
+                               crop_px, out_dir) for cam in cameras]
         results = [f.result() for f in futures]
     tables, n_decoded, bytes_written, cam_facts = [], 0, 0, {}
     for cam, (where, decoded) in zip(cameras, results):
-        boxes = boxes_by_camera[cam.name]
+        rows = rows_of[id(cam)]
+        boxes = boxes_by_camera[id(cam)]
+        frames = labels["video_frame"][rows]
         n_decoded += decoded
-        shards, offsets, lengths = zip(*where)
+        shards, offsets, lengths = zip(*where) if where else ((), (), ())
         bytes_written += sum(lengths)
         columns = {
             "subject": pa.array([key] * len(frames)),
-            "trial": pa.array([label_names["trials"][i] for i in labels["trial_index"]]),
-            "camera": pa.array([cam.name] * len(frames)),
+            "trial": pa.array([label_names["trials"][i] for i in labels["trial_index"][rows]], pa.string()),
+            "camera": pa.array([cam.name] * len(frames), pa.string()),
             "frame": pa.array(frames.astype(np.int32)),
-            "time_s": pa.array(labels["time_s"].astype(np.float64)),
+            "time_s": pa.array(labels["time_s"][rows].astype(np.float64)),
             "box_x0_px": pa.array(boxes[:, 0].astype(np.int32)),
             "box_y0_px": pa.array(boxes[:, 1].astype(np.int32)),
             "box_size_px": pa.array(boxes[:, 2].astype(np.int32)),
-            "used": pa.array(used),
-            "shard": pa.array(list(shards)),
+            "used": pa.array(used[rows]),
+            "shard": pa.array(list(shards), pa.string()),
             "offset": pa.array(np.asarray(offsets, np.int64)),
             "length": pa.array(np.asarray(lengths, np.int32)),
-            **{k: _fixed_list(labels[k]) for k in LABEL_COLUMNS},
+            **{k: _fixed_list(labels[k][rows]) for k in LABEL_COLUMNS},
         }
         tables.append(pa.table(columns))
         cam_facts[cam.name] = cam.camera.to_json_dict()
-        log(f"{key}: {cam.name}: {len(frames)} frames cropped to {crop_px} px ({sum(lengths) / 1e6:.1f} MB)")
+        what = f"{cam.name}" + (f" {cam.trial}" if cam.trial else "")
+        log(f"{key}: {what}: {len(frames)} frames cropped to {crop_px} px ({sum(lengths) / 1e6:.1f} MB)")
     table = pa.concat_tables(tables)
     table = table.replace_schema_metadata({"crop_px": str(crop_px), "label_names": json.dumps(label_names)})
     pq.write_table(table, out_dir / INDEX_NAME)
     (out_dir / CAMERAS_NAME).write_text(json.dumps(cam_facts, indent=1))
     seconds = time.perf_counter() - start
-    return {"n_frames": table.num_rows, "n_used": int(used.sum()) * len(cameras), "n_decoded": n_decoded,
+    return {"n_frames": table.num_rows, "n_used": int(table.column("used").to_numpy().sum()), "n_decoded": n_decoded,
             "bytes": bytes_written, "crop_px": crop_px, "seconds": seconds,
             "frames_per_s": table.num_rows / max(seconds, 1e-9)}
 

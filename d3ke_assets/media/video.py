@@ -23,6 +23,7 @@ class CameraVideo:
     video: Path
     camera: Camera
     calibration: Path
+    trial: str | None = None  # a video of this trial only (a lab's); None: every trial, in sequence
 
 
 @dataclass(frozen=True)
@@ -93,17 +94,22 @@ def decode_frames(path: str | Path) -> Iterator[np.ndarray]:
         raise D3keError(f"{path}: cannot decode video ({exc})") from None
 
 
-def check_video(cam: CameraVideo) -> float:
-    """Size and frame rate from the container, before decoding; returns the frame rate."""
+def container_info(path: Path) -> tuple[int, int, float]:
+    """Width, height and frame rate from the container, without decoding."""
     import av
 
     try:
-        with av.open(str(cam.video)) as container:
+        with av.open(str(path)) as container:
             stream = container.streams.video[0]
-            width, height = stream.codec_context.width, stream.codec_context.height
-            fps = float(stream.average_rate or stream.base_rate or 0)
+            return (stream.codec_context.width, stream.codec_context.height,
+                    float(stream.average_rate or stream.base_rate or 0))
     except (av.error.FFmpegError, IndexError, OSError) as exc:
-        raise D3keError(f"{cam.video}: cannot open video ({exc}): download or regenerate it") from None
+        raise D3keError(f"{path}: cannot open video ({exc}): download, export or regenerate it") from None
+
+
+def check_video(cam: CameraVideo) -> float:
+    """Size and frame rate from the container, before decoding; returns the frame rate."""
+    width, height, fps = container_info(cam.video)
     if (width, height) != (cam.camera.width_px, cam.camera.height_px):
         raise D3keError(f"{cam.video}: video is {width}x{height} but its calibration {cam.calibration.name} is "
                         f"{cam.camera.width_px}x{cam.camera.height_px}: the video or the calibration is the wrong one")

@@ -127,7 +127,8 @@ class HashCache:
 # the currently configured D3KE_MOVI_ROOT.
 DATA_ROOT = "data_root"  # files generated under the data root (synthetic subjects)
 MOVI_ROOT = "movi_root"  # a real dataset, under the user's D3KE_MOVI_ROOT
-ROOT_SETTINGS = {DATA_ROOT: "D3KE_DATA_ROOT", MOVI_ROOT: "D3KE_MOVI_ROOT"}
+LAB_ROOT = "lab_root"  # a lab's own data, under the user's D3KE_LAB_ROOT
+ROOT_SETTINGS = {DATA_ROOT: "D3KE_DATA_ROOT", MOVI_ROOT: "D3KE_MOVI_ROOT", LAB_ROOT: "D3KE_LAB_ROOT"}
 FORMAT = 2  # 1 (no "format" key): an absolute "base_dir"
 
 
@@ -151,15 +152,19 @@ class Manifest:
                                separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 
-    def folder(self, data_root: str | Path, movi_root: str | Path | None = None) -> Path:
+    def folder(self, data_root: str | Path, movi_root: str | Path | None = None,
+               lab_root: str | Path | None = None) -> Path:
         """Where the listed files are now: `base` under the data root, or under the configured MoVi
-        root (`settings.movi_root`: a one-line error naming D3KE_MOVI_ROOT when it is not set)."""
+        or lab root (`settings.movi_root`, `settings.lab_root`: a one-line error naming the variable
+        when it is not set)."""
         if self.root == DATA_ROOT:
             return Path(data_root) / self.base
+        what, resolve, value = (("MoVi", settings.movi_root, movi_root) if self.root == MOVI_ROOT
+                                else ("lab", settings.lab_root, lab_root))
         try:
-            root = settings.movi_root(movi_root)
+            root = resolve(value)
         except D3keError as exc:
-            raise D3keError(f"{self.subject}: its raw files are recorded relative to the MoVi root: {exc}") from None
+            raise D3keError(f"{self.subject}: its raw files are recorded relative to the {what} root: {exc}") from None
         return root / self.base
 
     def to_dict(self) -> dict:

@@ -3,8 +3,8 @@
 Layout under the data root: `raw_subject/<Subject_ID>/` holds `manifest.json`
 (and, for the synthetic dataset, the generated files themselves).  The raw data
 version of a subject is the manifest's digest.  A manifest names its files
-relative to the data root (synthetic) or to the MoVi root (real data), so
-readers pass both roots as configured now (`Manifest.folder`).
+relative to the data root (synthetic), the MoVi root or the lab root (real data),
+so readers pass the roots as configured now (`Manifest.folder`).
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from typing import Callable
 
 from d3ke_assets.errors import D3keError, RawDataError
 from d3ke_assets.settings import SyntheticSize
-from d3ke_assets.sources import movi, synthetic
-from d3ke_assets.sources.checksums import (DATA_ROOT, MANIFEST_NAME, MOVI_ROOT, HashCache, Manifest,
+from d3ke_assets.sources import lab, movi, synthetic
+from d3ke_assets.sources.checksums import (DATA_ROOT, LAB_ROOT, MANIFEST_NAME, MOVI_ROOT, HashCache, Manifest,
                                           build_manifest, compare_with_manifest, verify_manifest_cached)
 from d3ke_assets.storage import atomic_dir, atomic_write_bytes, ensure_free_space, output_lock
 from d3ke_assets.sources.subjects import is_subject_key
@@ -121,69 +121,103 @@ def synthetic_subject(data_root: str | Path, key: str, size: SyntheticSize, seed
 
 
 @dataclass
-class MoviScan:
-    """One real subject's files as they are now, checked against its recorded manifest."""
+class FoundScan:
+    """One real subject's files (MoVi or a lab's) as they are now, checked against its recorded manifest."""
 
     key: str
-    movi_root: Path  # the configured root the files were found under
+    root: Path  # the configured root the files were found under (D3KE_MOVI_ROOT, D3KE_LAB_ROOT)
     files: list[Path]
     manifest: Manifest
     changed_files: list[str]  # new or changed since the recorded manifest (all, when none was recorded)
 
 
-def scan_movi_subject(data_root: str | Path, key: str, index: movi.MoviIndex,
-                      accept_changes: bool = False) -> MoviScan:
-    """Find one real subject's files, check them and hash them (cached).
-
-    A recorded file that changed or vanished is damage (a RawDataError) until the user says
-    otherwise: `accept_changes` (`d3ke verify --write-manifest`, after replacing files on purpose).
-    """
+def _scan_found(data_root: str | Path, key: str, dataset: str, root: Path, root_kind: str, base: str,
+                files: list[Path], accept_changes: bool, fix: str) -> FoundScan:
+    """Hash a real subject's `files` (cached), named relative to `base` under `root`, and compare them
+    with its recorded manifest: a recorded file that changed or vanished is damage (a RawDataError)
+    until the user says otherwise (`accept_changes`: `d3ke verify --write-manifest`)."""
     out = raw_dir(data_root, key)
+    folder = root / base
+    names = [str(p.relative_to(folder)) for p in files]
+    manifest = build_manifest(key, dataset, folder, names, hash_cache(data_root), root_kind, base)
+    previous = None
+    if (out / MANIFEST_NAME).is_file() and not accept_changes:
+        # the recorded names, looked for under the root as configured now: a moved root is no change
+        previous = Manifest.read(out / MANIFEST_NAME)
+        problems = compare_with_manifest(previous, folder, {n: m["sha256"] for n, m in manifest.files.items()})
+        if problems:
+            raise RawDataError(
+                f"{key}: {'; '.join(p.describe() for p in problems)} since its manifest was recorded: {fix}, "
+                f"or if you replaced it on purpose run `d3ke verify --write-manifest`")
+    changed = sorted(n for n in manifest.files if previous is None or n not in previous.files)
+    return FoundScan(key, root, files, manifest, changed)
+
+
+def scan_movi_subject(data_root: str | Path, key: str, index: movi.MoviIndex,
+                      accept_changes: bool = False) -> FoundScan:
+    """Find one MoVi subject's files, check them and hash them (cached; see `_scan_found`)."""
     files = movi.subject_files(index, key)
     for path in files:
         if path.name.endswith("_poses.npz"):
             movi.check_amass_file(path)
         elif path.stat().st_size == 0:
             raise RawDataError(f"{path}: file is empty: download it again")
-    cache = hash_cache(data_root)
-    names = [str(p.relative_to(index.root)) for p in files]
-    manifest = build_manifest(key, "movi", index.root, names, cache, MOVI_ROOT, "")
-    previous = None
-    if (out / MANIFEST_NAME).is_file() and not accept_changes:
-        # the recorded names, looked for under the MoVi root as configured now: a moved root is no change
-        previous = Manifest.read(out / MANIFEST_NAME)
-        problems = compare_with_manifest(previous, index.root, {n: m["sha256"] for n, m in manifest.files.items()})
-        if problems:
-            raise RawDataError(
-                f"{key}: {'; '.join(p.describe() for p in problems)} since its manifest was recorded: download "
-                f"it again, or if you replaced it on purpose run `d3ke verify --write-manifest`")
-    changed = sorted(n for n in manifest.files if previous is None or n not in previous.files)
-    return MoviScan(key, index.root, files, manifest, changed)
+    return _scan_found(data_root, key, "movi", index.root, MOVI_ROOT, "", files, accept_changes, "download it again")
 
 
-def write_movi_subject(folder: Path, scan: MoviScan, log: Callable[[str], None] = lambda m: None) -> None:
+def scan_lab_subject(data_root: str | Path, key: str, lab_root: Path, accept_changes: bool = False) -> FoundScan:
+    """Find one lab subject's files (`lab.index_subject`), check them (subject.toml, calibration.toml, the
+    videos' cameras, each .trc as OpenSim reads it) and hash them (cached; see `_scan_found`).  Its
+    manifest names them relative to the subject's folder under D3KE_LAB_ROOT."""
+    from d3ke_assets.biomech.formats import read_trc
+
+    subject = lab.index_subject(lab_root, key)
+    for path in subject.files:
+        if path.stat().st_size == 0:
+            raise RawDataError(f"{path}: file is empty: export it again")
+    for path in [subject.static_trc, *(t.trc for t in subject.trials)]:
+        read_trc(path)  # units, header and numbers, as OpenSim reads them
+    return _scan_found(data_root, key, "lab", Path(lab_root), LAB_ROOT, key, subject.files, accept_changes,
+                       "export it again")
+
+
+def write_found_subject(folder: Path, scan: FoundScan, log: Callable[[str], None] = lambda m: None) -> None:
     """Record a real subject's manifest (and a preview) in `folder`; the files stay where they are."""
     folder.mkdir(parents=True, exist_ok=True)
     scan.manifest.write(folder / MANIFEST_NAME)
     try:
-        atomic_write_bytes(folder / PREVIEW_NAME, movi.preview_jpeg(scan.files))
+        preview = (movi.preview_jpeg(scan.files) if scan.manifest.dataset == "movi"
+                   else lab.preview_jpeg(lab.index_subject(scan.root, scan.key)))
+        atomic_write_bytes(folder / PREVIEW_NAME, preview)
     except D3keError as exc:  # decoding is checked by the frames stage; the manifest stands
         log(f"{scan.key}: no preview ({exc})")
-    log(f"{scan.key}: {len(scan.files)} raw files under {scan.movi_root}, "
-        f"{len(scan.changed_files)} new or changed")
+    log(f"{scan.key}: {len(scan.files)} raw files under {scan.root}, {len(scan.changed_files)} new or changed")
+
+
+def record_found_subject(data_root: str | Path, scan: FoundScan, accept_changes: bool = False,
+                         log: Callable[[str], None] = lambda m: None) -> RawSubject:
+    """Record a scanned real subject's manifest when it is new or changed (`d3ke verify`)."""
+    out = raw_dir(data_root, scan.key)
+    recorded = Manifest.read(out / MANIFEST_NAME) if (out / MANIFEST_NAME).is_file() else None
+    if (recorded is None or scan.changed_files or accept_changes or recorded.legacy_base_dir is not None
+            or (recorded.root, recorded.base) != (scan.manifest.root, scan.manifest.base)):
+        write_found_subject(out, scan, log)
+    return RawSubject(scan.key, scan.manifest.dataset, out, scan.manifest, reused=not scan.changed_files,
+                      changed_files=scan.changed_files)
 
 
 def movi_subject(data_root: str | Path, key: str, index: movi.MoviIndex,
                  log: Callable[[str], None] = lambda m: None, accept_changes: bool = False) -> RawSubject:
-    """Scan one real subject and record its manifest when it is new or changed (`d3ke verify`)."""
-    scan = scan_movi_subject(data_root, key, index, accept_changes)
-    out = raw_dir(data_root, key)
-    recorded = Manifest.read(out / MANIFEST_NAME) if (out / MANIFEST_NAME).is_file() else None
-    if (recorded is None or scan.changed_files or accept_changes or recorded.legacy_base_dir is not None
-            or (recorded.root, recorded.base) != (scan.manifest.root, scan.manifest.base)):
-        write_movi_subject(out, scan, log)
-    return RawSubject(key, "movi", out, scan.manifest, reused=not scan.changed_files,
-                      changed_files=scan.changed_files)
+    """Scan one MoVi subject and record its manifest when it is new or changed (`d3ke verify`)."""
+    return record_found_subject(data_root, scan_movi_subject(data_root, key, index, accept_changes),
+                                accept_changes, log)
+
+
+def lab_subject(data_root: str | Path, key: str, lab_root: Path,
+                log: Callable[[str], None] = lambda m: None, accept_changes: bool = False) -> RawSubject:
+    """Scan one lab subject and record its manifest when it is new or changed (`d3ke verify`)."""
+    return record_found_subject(data_root, scan_lab_subject(data_root, key, lab_root, accept_changes),
+                                accept_changes, log)
 
 
 def subject_folders(data_root: str | Path) -> list[Path]:
@@ -196,11 +230,15 @@ def manifests_under(data_root: str | Path) -> list[Path]:
     return [f / MANIFEST_NAME for f in subject_folders(data_root) if (f / MANIFEST_NAME).is_file()]
 
 
-def camera_videos(data_root: str | Path, key: str, movi_root: str | Path | None = None) -> list:
+def camera_videos(data_root: str | Path, key: str, movi_root: str | Path | None = None,
+                  lab_root: str | Path | None = None) -> list:
     """Each camera's video and calibration of one subject (`media.video.CameraVideo`); a real subject's
-    files are found under `movi_root` (the configured D3KE_MOVI_ROOT)."""
+    files are found under `movi_root` or `lab_root` (the configured D3KE_MOVI_ROOT, D3KE_LAB_ROOT).
+    A lab films each trial in videos of its own: one entry per trial and camera, its `trial` set."""
+    from dataclasses import replace
+
     from d3ke_assets.media.camera import Camera, camera_from_movi
-    from d3ke_assets.media.video import CameraVideo
+    from d3ke_assets.media.video import CameraVideo, container_info
     from d3ke_assets.sources.subjects import movi_video_name
 
     folder = raw_dir(data_root, key)
@@ -215,7 +253,12 @@ def camera_videos(data_root: str | Path, key: str, movi_root: str | Path | None 
             calibration = folder / files["calibration"]
             out.append(CameraVideo(cam, folder / files["video"], Camera.from_json(calibration), calibration))
         return out
-    base = manifest.folder(data_root, movi_root)
+    base = manifest.folder(data_root, movi_root, lab_root)
+    if manifest.dataset == "lab":
+        subject = lab.index_subject(base.parent, key)
+        return [CameraVideo(cam, video, replace(subject.cameras[cam], fps=container_info(video)[2]),
+                            base / lab.CALIBRATION_FILE, trial.name)
+                for trial in subject.trials for cam, video in sorted(trial.videos.items())]
     by_name = {Path(n).name: base / n for n in manifest.files}
     out = []
     for cam in ("PG1", "PG2"):
@@ -229,7 +272,8 @@ def camera_videos(data_root: str | Path, key: str, movi_root: str | Path | None 
 
 
 def subject_digests(data_root: str | Path, dataset: str, keys: list[str], movi_root: str | Path | None = None,
-                    log: Callable[[str], None] = lambda m: None) -> dict[str, str]:
+                    log: Callable[[str], None] = lambda m: None, lab_root: str | Path | None = None
+                    ) -> dict[str, str]:
     """Manifest digest of each subject's raw files as they are now (hashes come from the cache when
     path, size and mtime are unchanged).  Subjects without raw files are left out."""
     cache = hash_cache(data_root)
@@ -238,6 +282,17 @@ def subject_digests(data_root: str | Path, dataset: str, keys: list[str], movi_r
         for folder in subject_folders(data_root):
             if folder.name in keys and (folder / MANIFEST_NAME).is_file():
                 out[folder.name] = synthetic_manifest(folder, folder.name, cache).digest
+        return out
+    if dataset == "lab":
+        for key in keys:
+            try:
+                files = lab.index_subject(Path(lab_root), key).files
+            except RawDataError as exc:
+                log(str(exc))
+                continue
+            folder = Path(lab_root) / key
+            names = [str(p.relative_to(folder)) for p in files]
+            out[key] = build_manifest(key, "lab", folder, names, cache, LAB_ROOT, key).digest
         return out
     index = movi.MoviIndex.scan(movi_root)
     for key in keys:

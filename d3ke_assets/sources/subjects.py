@@ -10,6 +10,7 @@ import json
 import re
 from dataclasses import dataclass
 from importlib import resources
+from pathlib import Path
 
 from d3ke_assets.errors import D3keError
 
@@ -78,5 +79,12 @@ def synthetic_split(n_subjects: int) -> SubjectSplit:
     return SubjectSplit(tuple(keys[:n_train]), tuple(keys[n_train:n_train + n_val]), tuple(keys[n_train + n_val:]))
 
 
-def split_for(dataset: str, n_synthetic_subjects: int) -> SubjectSplit:
+def split_for(dataset: str, n_synthetic_subjects: int, lab_root: str | Path | None = None) -> SubjectSplit:
+    """The subjects of `dataset`: MoVi's published split, the synthetic one's, or a lab's subject folders
+    (`sources.lab`: each subject.toml's `split`; `lab_root` is the configured D3KE_LAB_ROOT)."""
+    if dataset == "lab":
+        from d3ke_assets import settings
+        from d3ke_assets.sources import lab
+
+        return lab.lab_split(settings.lab_root(lab_root))
     return movi_split() if dataset == "movi" else synthetic_split(n_synthetic_subjects)
