@@ -4,7 +4,7 @@ import dagster as dg
 import numpy as np
 
 from d3ke_assets import settings
-from d3ke_assets.biomech import ground_truth, model_builder, trials
+from d3ke_assets.biomech import ground_truth, model_files, trials
 from d3ke_assets.defs.automation import on_changed_data_versions
 from d3ke_assets.defs.common import user_errors_as_failures
 from d3ke_assets.defs.pools import OPENSIM_POOL
@@ -68,7 +68,7 @@ def opensim_gt(context: dg.AssetExecutionContext, config: OpenSimGtConfig, data_
     gt_config = ground_truth.GroundTruthConfig(config.ik_rate, config.accuracy, config.trial_workers)
     with user_errors_as_failures():
         mocap_dir = data_root.asset_dir(folder_name(MOCAP_MARKERS), key)
-        model_path = model_builder.model_file(data_root.asset_dir(folder_name(OPENSIM_MODEL)))
+        model_path = model_files.ModelFiles.in_folder(data_root.asset_dir(folder_name(OPENSIM_MODEL))).osim
         labels_estimate = 4 * sum(p.stat().st_size for p in mocap_dir.glob("*.trc"))  # setups, subsampled .trc, labels
         ensure_free_space(data_root.asset_dir(folder_name(OPENSIM_GT), key), labels_estimate, f"opensim_gt for {key}")
         code_version = CODE_VERSIONS[OPENSIM_GT]
