@@ -35,10 +35,15 @@ def mocap_markers(context: dg.AssetExecutionContext, data_root: DataRootResource
         else:
             smplh = amass_markers.smplh_dir(dataset.smplh_dir)
             motions = movi.index_subject(movi.MoviIndex.scan(settings.movi_root(dataset.movi_root)), key)
-            build = lambda tmp: facts.update(mocap.movi_mocap(motions, smplh, tmp, log=context.log.info))  # noqa: E731
+            # a user's vertex table (D3KE_AMASS_MARKERS) for a model with other markers than the project's 47
+            vertices = amass_markers.read_vertex_table(dataset.amass_markers) if dataset.amass_markers else None
+            build = lambda tmp: facts.update(mocap.movi_mocap(motions, smplh, tmp, log=context.log.info,  # noqa: E731
+                                                              vertices=vertices))
         # movi outputs made before issue 17 paired motions by file-name text order: the rule is in the
         # config so that they (and only they, not synthetic ones) are rebuilt
         config = {"dataset": name, **({"motion_pairing": "by motion number"} if name == "movi" else {})}
+        if name == "movi" and dataset.amass_markers:  # the default table keeps the stamps it had
+            config["amass_markers"] = vertices
         out = build_versioned(context, data_root, config, build)
         subject = trials.read_subject_mocap(out.folder)
     return out.result({
