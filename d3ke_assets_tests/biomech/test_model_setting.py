@@ -186,11 +186,12 @@ def _rewrite(trc: Path, drop: tuple[str, ...] = (), extra: str | None = None) ->
 def test_a_static_trial_that_cannot_scale_the_model_fails_that_subject_only(hamner_graph, tmp_path):
     osim = model_files.ModelFiles.in_folder(hamner_graph / "opensim_model").osim
     bad = _hamner_mocap(hamner_graph, "Subject_1", tmp_path / "bad")
-    _rewrite(bad / "static.trc", drop=("R.ASIS", "L.ASIS"))  # the pelvis measurement's only pair
+    static = bad / "Subject_1_static.trc"
+    _rewrite(static, drop=("R.ASIS", "L.ASIS"))  # the pelvis measurement's only pair
     with pytest.raises(D3keError) as err:
         ground_truth.compute_subject(bad, osim, tmp_path / "bad_gt")
     message = str(err.value)
-    assert message.startswith(str(bad / "static.trc")) and "cannot scale pelvis" in message
+    assert message.startswith(str(static)) and "cannot scale pelvis" in message
     assert "R.ASIS" in message and "Setup_Scale.xml" in message and "\n" not in message
     # the other subjects' ground truth is untouched by it
     assert (hamner_graph / "opensim_gt" / "Subject_2" / "labels.npz").is_file()
@@ -201,7 +202,7 @@ def test_extra_markers_are_ignored_and_missing_ones_named(hamner_graph, tmp_path
     folder = _hamner_mocap(hamner_graph, "Subject_2", tmp_path / "mocap")
     for trc in folder.glob("*.trc"):
         _rewrite(trc, extra="EXTRA_CLUSTER")
-    _rewrite(folder / "squat.trc", drop=("R.Heel",))  # a tracked marker (weight 10 in Tasks_IK.xml)
+    _rewrite(folder / "Subject_2_squat.trc", drop=("R.Heel",))  # a tracked marker (weight 10 in Tasks_IK.xml)
     lines: list[str] = []
     result = ground_truth.compute_subject(folder, osim, tmp_path / "gt", log=lines.append)
     assert not result.has_nan
