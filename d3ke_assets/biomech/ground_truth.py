@@ -121,8 +121,10 @@ def present_weights(weights: dict[str, float], trc: MarkerTrajectories) -> tuple
     return {m: (0.0 if m in missing else w) for m, w in weights.items()}, missing
 
 
-def usable_measurements(measurements: list, static: MarkerTrajectories, path: Path) -> list:
+def usable_measurements(measurements: list, static: MarkerTrajectories, path: Path, project: bool = False) -> list:
     """The measurements with the marker pairs the static trial has; one line when a measurement has none."""
+    change = ("name the static trial's markers as the project's model does" if project else
+              "change the measurement set in the model's Setup_Scale.xml (D3KE_MODEL_SCALE_SETUP)")
     have = set(static.marker_names)
     out = []
     for me in measurements:
@@ -130,8 +132,7 @@ def usable_measurements(measurements: list, static: MarkerTrajectories, path: Pa
         if not pairs:
             lacking = sorted({m for p in me.marker_pairs for m in p} - have)
             raise D3keError(f"{path}: cannot scale {', '.join(me.bodies)}: the static trial lacks markers {lacking} "
-                            f"of measurement {me.name}: record them, or change the measurement set in the "
-                            f"model's Setup_Scale.xml (D3KE_MODEL_SCALE_SETUP)")
+                            f"of measurement {me.name}: record them, or {change}")
         out.append(op.Measurement(me.name, pairs, me.bodies, me.axes) if len(pairs) < len(me.marker_pairs) else me)
     return out
 
@@ -286,7 +287,7 @@ def compute_subject(mocap_dir: str | Path, generic_model: str | Path, out_dir: s
         log(f"{mocap.key}: markers {ignored} of {mocap.static.trc.name} are not in the model: ignored")
     weights, missing_static = _tracked(rules.scale_weights, static, mocap.static.trc)
     static_ik_weights, _ = present_weights(rules.ik_weights, static)
-    measurements = usable_measurements(rules.measurements, static, mocap.static.trc)
+    measurements = usable_measurements(rules.measurements, static, mocap.static.trc, files.project)
     if missing_static:
         log(f"{mocap.key}: model markers {missing_static} are not in {mocap.static.trc.name}: not used for scaling")
     op.check_markers(static, mocap.static.trc, layer_generic.marker_names, weights, static_range)
