@@ -286,7 +286,7 @@ def test_a_users_vertex_table_gives_its_own_markers(model, tmp_path):
     assert am.read_vertex_table(json_table) == {"R.ASIS": 4343, "Sternum": 3470}
 
 
-@pytest.mark.parametrize("text, words", [("marker,vertex\nRASI,7000\n", "not SMPL+H vertices"),
+@pytest.mark.parametrize("text, words", [("marker,vertex\nRASI,7000\n", r"not SMPL\+H vertices"),
                                          ("just text\n", "not a vertex table")])
 def test_a_bad_vertex_table_is_one_line_naming_it(tmp_path, text, words):
     table = tmp_path / "bad.csv"
