@@ -79,7 +79,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     with console.output_to_log(log_path) as term:
         defs = build_definitions(run, sources)
         term.say(f"d3ke demo: dataset={run.dataset} preset={run.preset} subjects={len(subjects)} "
-                 f"data root={run.data_root}")
+                 f"data root={run.data_root}" + (f" model={run.model}" if run.model else ""))
         term.say(f"Dagster instance: DAGSTER_HOME={home}")
         term.say(f"log (OpenSim, Dagster, MLflow output): {log_path}\n")
 

@@ -237,6 +237,15 @@ def test_hamner_mirror_pairs_and_signs_come_from_its_names_and_axes():
                                mirrored.joint_centres_m.numpy(), atol=1e-9)
 
 
+def test_the_projects_mirror_from_its_axes_is_its_hand_written_one(generic_model):
+    layer = SkeletalModel.from_osim(generic_model[0])
+    from_axes = Mirror.for_layer(layer)
+    by_names = Mirror.for_names(layer.coordinate_names, layer.body_names, layer.joint_names, layer.marker_names)
+    for field in ("coordinate_perm", "coordinate_sign", "body_perm", "joint_perm", "marker_perm", "marker_paired"):
+        np.testing.assert_array_equal(getattr(from_axes, field), getattr(by_names, field), err_msg=field)
+    assert [m for m, ok in zip(layer.marker_names, from_axes.marker_paired) if not ok] == ["RBAK"]
+
+
 @pytest.mark.parametrize("name, partner", [("hip_flexion_r", "hip_flexion_l"), ("r_knee", "l_knee"),
                                            ("RASI", "LASI"), ("R.Knee.Lat", "L.Knee.Lat"), ("LHJC", "RHJC"),
                                            ("R_wrist", "L_wrist"), ("radius_r", "radius_l")])
