@@ -247,8 +247,7 @@ class Trial:
 
 
 def _simulate_trial(name: str, duration_s: float, rng: np.random.Generator, kin: OpenSimKinematics,
-                    geometry: render.BodyGeometry, model: GeneratorModel | None = None) -> Trial:
-    model = model or GeneratorModel.load(mb.model_file("."))
+                    geometry: render.BodyGeometry, model: GeneratorModel) -> Trial:
     t, q, lift = motions.generate(name, duration_s, rng, model.motion)
     names = model.coordinate_names
     res = kin.compute(q, names)
