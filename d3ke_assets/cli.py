@@ -79,7 +79,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     with console.output_to_log(log_path) as term:
         defs = build_definitions(run, sources)
         term.say(f"d3ke demo: dataset={run.dataset} preset={run.preset} subjects={len(subjects)} "
-                 f"data root={run.data_root}")
+                 f"data root={run.data_root}" + (f" model={run.model}" if run.model else ""))
         term.say(f"Dagster instance: DAGSTER_HOME={home}")
         term.say(f"log (OpenSim, Dagster, MLflow output): {log_path}\n")
 
@@ -229,7 +229,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def cmd_quality(args: argparse.Namespace) -> int:
     """The trained models' coordinate error on the test subjects next to the mean baseline."""
-    from d3ke_assets.biomech import model_builder
+    from d3ke_assets.biomech import model_files
     from d3ke_assets.defs.constants import OPENSIM_MODEL, folder_name
     from d3ke_assets.learning.quality import quality_report
     from d3ke_assets.sources.subjects import split_for
@@ -237,7 +237,7 @@ def cmd_quality(args: argparse.Namespace) -> int:
     run, _ = _run_settings(args)
     root = Path(run.data_root)
     split = split_for(run.dataset, run.preset_settings().synthetic.n_subjects, run.lab_root)
-    osim = model_builder.model_file(root / folder_name(OPENSIM_MODEL))
+    osim = model_files.ModelFiles.in_folder(root / folder_name(OPENSIM_MODEL)).osim
     report = quality_report(root, osim, list(split.train), list(split.test),
                             log=lambda m: print(m, file=sys.stderr))
     _print_figures(report, args.json)
@@ -248,7 +248,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     """A trained frame model on a video: <video>.mot, <video>.osim and an overlay video in --out."""
     import tempfile
 
-    from d3ke_assets.biomech import model_builder
+    from d3ke_assets.biomech import model_builder, model_files
     from d3ke_assets.defs.constants import OPENSIM_MODEL, folder_name
     from d3ke_assets.evaluation.predict import predict_video, resolve_checkpoint
     from d3ke_assets.learning.tracking import MlflowStore
@@ -256,7 +256,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     root = Path(_run_settings(args)[0].data_root)
     tracking_uri = MlflowStore(root).tracking_uri  # for models:/ URIs
     with tempfile.TemporaryDirectory() as tmp:
-        osim = model_builder.model_file(root / folder_name(OPENSIM_MODEL))
+        osim = model_files.ModelFiles.in_folder(root / folder_name(OPENSIM_MODEL)).osim
         if not osim.is_file():  # the generic model is built by code: the same anywhere
             osim = model_builder.ensure_model(Path(tmp) / "model")
         checkpoint = resolve_checkpoint(args.model, Path(tmp), tracking_uri)

@@ -15,6 +15,12 @@ below reads the environment.  The variables, each a field of `Settings`:
   smoke-size subjects for a load test).
 - `D3KE_BACKBONE_WEIGHTS`: a local torchvision ImageNet state_dict for the preset's backbone.
 - `D3KE_RERUN_CRON`: when the stale-subjects schedule runs.
+- `D3KE_MODEL`: the OpenSim model (.osim with markers) of the ground truth and the network
+  (default: the project's built model), with `D3KE_MODEL_SCALE_SETUP` (a ScaleTool setup: its
+  measurement set and marker placer weights), `D3KE_MODEL_IK_TASKS` (IK marker weights) and
+  `D3KE_MIRROR_MAP` (JSON, name -> left/right partner), each optional.
+- `D3KE_AMASS_MARKERS`: the AMASS virtual markers' vertex table (marker name -> SMPL+H vertex id,
+  .json or .csv; default the project's 47 MoSh++ markers).
 """
 
 from __future__ import annotations
@@ -164,6 +170,13 @@ def lab_root(value: str | Path | None) -> Path:
     return root
 
 
+def model_companions(model: str | None, *companions: str | None) -> None:
+    """A scale setup, IK tasks or mirror map belongs to a user's model: without one it would be ignored."""
+    if model is None and any(companions):
+        raise D3keError("D3KE_MODEL_SCALE_SETUP, D3KE_MODEL_IK_TASKS and D3KE_MIRROR_MAP describe your own model: "
+                        "set D3KE_MODEL to its .osim file too (or unset them for the project's model)")
+
+
 DEFAULT_RERUN_CRON = "0 3 * * *"  # nightly at 03:00
 
 
@@ -181,16 +194,24 @@ class Settings:
     synthetic_subjects: int | None = None  # overrides the preset's number of synthetic subjects
     backbone_weights: str | None = None  # local ImageNet state_dict; "none": from scratch
     rerun_cron: str = DEFAULT_RERUN_CRON
+    model: str | None = None  # a user's .osim; None: the project's built model
+    model_scale_setup: str | None = None
+    model_ik_tasks: str | None = None
+    mirror_map: str | None = None
+    amass_markers: str | None = None  # vertex table; None: the project's MoSh++ markers
 
     # the environment variable of each field
     ENVIRONMENT = {"data_root": "D3KE_DATA_ROOT", "dataset": "D3KE_DATASET", "preset": "D3KE_PRESET",
                    "seed": "D3KE_SEED", "movi_root": "D3KE_MOVI_ROOT",
                    "lab_root": "D3KE_LAB_ROOT", "smplh_dir": "D3KE_SMPLH_DIR",
                    "synthetic_subjects": "D3KE_SYNTHETIC_SUBJECTS", "backbone_weights": "D3KE_BACKBONE_WEIGHTS",
-                   "rerun_cron": "D3KE_RERUN_CRON"}
+                   "rerun_cron": "D3KE_RERUN_CRON", "model": "D3KE_MODEL",
+                   "model_scale_setup": "D3KE_MODEL_SCALE_SETUP", "model_ik_tasks": "D3KE_MODEL_IK_TASKS",
+                   "mirror_map": "D3KE_MIRROR_MAP", "amass_markers": "D3KE_AMASS_MARKERS"}
 
     def __post_init__(self):
         dataset_name(self.dataset)
+        model_companions(self.model, self.model_scale_setup, self.model_ik_tasks, self.mirror_map)
         self.preset_settings()  # a preset that exists, a subject count that makes sense
 
     @classmethod

@@ -33,6 +33,8 @@ import torch
 
 from d3ke_assets.biomech import opensim_pipeline as op
 from d3ke_assets.biomech.formats import MarkerTrajectories, read_trc, write_mot, write_trc
+from d3ke_assets.biomech.model_files import (ModelFiles, automatic_measurements, read_marker_weights, read_measurements,
+                                             root_joint)
 from d3ke_assets.biomech.skeletal_layer import SkeletalModel
 from d3ke_assets.biomech.trials import (TIME_TOLERANCE_S, SubjectMocap, TrialMocap, markers_at_times,
                                         read_subject_mocap)
@@ -80,6 +82,60 @@ def is_bony_landmark(marker: str) -> bool:
 
 def project_marker_weights(markers: list[str]) -> dict[str, float]:
     return {m: (10.0 if is_bony_landmark(m) else 1.0) for m in markers}
+
+
+@dataclass
+class ModelRules:
+    """How a model is scaled and tracked: its measurements, the marker placer's and IK's marker
+    weights (0: not tracked), and the markers whose misses mask their body's coordinates."""
+
+    measurements: list
+    scale_weights: dict[str, float]
+    ik_weights: dict[str, float]
+    mask_markers: set[str]
+
+    @classmethod
+    def for_model(cls, files: ModelFiles, layer: SkeletalModel) -> "ModelRules":
+        markers = layer.marker_names
+        if files.project:
+            weights = project_marker_weights(markers)
+            return cls(PROJECT_MEASUREMENTS, weights, weights, {m for m in markers if is_bony_landmark(m)})
+
+        def restricted(table: dict[str, float]) -> dict[str, float]:
+            return {m: float(table.get(m, 0.0)) for m in markers}  # a marker without a task is not tracked
+
+        setup = files.scale_setup
+        measurements = read_measurements(setup) if setup else automatic_measurements(layer.spec)
+        ik = restricted(read_marker_weights(files.ik_tasks)) if files.ik_tasks else {m: 1.0 for m in markers}
+        scale = ik
+        if setup is not None:
+            try:
+                scale = restricted(read_marker_weights(setup))
+            except D3keError:  # a setup without marker placer tasks: the IK weights place the markers
+                pass
+        return cls(measurements, scale, ik, {m for m, w in ik.items() if w > 0})
+
+
+def present_weights(weights: dict[str, float], trc: MarkerTrajectories) -> tuple[dict[str, float], list[str]]:
+    """The weights with the model markers the file lacks set to 0, and those markers' names."""
+    missing = [m for m, w in weights.items() if w > 0 and m not in trc.marker_names]
+    return {m: (0.0 if m in missing else w) for m, w in weights.items()}, missing
+
+
+def usable_measurements(measurements: list, static: MarkerTrajectories, path: Path, project: bool = False) -> list:
+    """The measurements with the marker pairs the static trial has; one line when a measurement has none."""
+    change = ("name the static trial's markers as the project's model does" if project else
+              "change the measurement set in the model's Setup_Scale.xml (D3KE_MODEL_SCALE_SETUP)")
+    have = set(static.marker_names)
+    out = []
+    for me in measurements:
+        pairs = [p for p in me.marker_pairs if p[0] in have and p[1] in have]
+        if not pairs:
+            lacking = sorted({m for p in me.marker_pairs for m in p} - have)
+            raise D3keError(f"{path}: cannot scale {', '.join(me.bodies)}: the static trial lacks markers {lacking} "
+                            f"of measurement {me.name}: record them, or {change}")
+        out.append(op.Measurement(me.name, pairs, me.bodies, me.axes) if len(pairs) < len(me.marker_pairs) else me)
+    return out
 
 
 @dataclass
@@ -166,7 +222,9 @@ STATIC_IK_ACCURACY = 1e-6  # at 1e-5 the first frame can stop short of the pose 
 
 
 def _scale_with_guided_placement(tmp: Path, static, static_range, generic_model: Path, mocap: SubjectMocap,
-                                 weights: dict[str, float], layer: SkeletalModel) -> op.ScaleResult:
+                                 weights: dict[str, float], layer: SkeletalModel,
+                                 measurements: list = PROJECT_MEASUREMENTS,
+                                 ik_weights: dict[str, float] | None = None) -> op.ScaleResult:
     """Scale, solve the static pose with the scaled model, then scale again and place markers from that pose.
 
     OpenSim's marker placement solves the static pose from the model's default coordinates; a
@@ -176,13 +234,13 @@ def _scale_with_guided_placement(tmp: Path, static, static_range, generic_model:
     """
     write_trc(tmp / "static.trc", static)
     common = dict(generic_model=str(generic_model), static_trc="static.trc", time_range=static_range,
-                  mass_kg=mocap.mass_kg, measurements=PROJECT_MEASUREMENTS, marker_weights=weights, name=mocap.key)
+                  mass_kg=mocap.mass_kg, measurements=measurements, marker_weights=weights, name=mocap.key)
     first = op.run_scale(op.write_scale_setup(tmp / "Setup_Scale_measurements.xml", place_markers=False, **common))
     frames = np.unique(np.linspace(0, len(static.time_s) - 1, STATIC_POSE_FRAMES).round().astype(int))
     op.subsample_trc(static, frames, tmp / "static_pose.trc")
     ik = op.run_ik(op.write_ik_setup(tmp / "Setup_IK_static.xml", first.model_path.name, "static_pose.trc",
                                      (float(static.time_s[frames[0]]), float(static.time_s[frames[-1]])),
-                                     "static_ik.mot", weights, accuracy=STATIC_IK_ACCURACY))
+                                     "static_ik.mot", ik_weights or weights, accuracy=STATIC_IK_ACCURACY))
     # one pose over the whole static time range: the median of the solved frames (robust to a slow first frame)
     pose = np.median(ik.values, axis=0)
     times = np.linspace(*static_range, 8)  # OpenSim fits a quintic GCV spline: it needs 6 rows or more
@@ -196,6 +254,7 @@ def _scale_with_guided_placement(tmp: Path, static, static_range, generic_model:
 
 
 def _checked_trial(trial: TrialMocap, model_markers: list[str], weights: dict[str, float], ik_rate: str):
+    """The trial's markers, the frames IK solves, its weights (0 for model markers it lacks) and those markers."""
     markers, frames = ik_markers(trial, read_trc(trial.trc), ik_rate)
     n_video = trial.video_end_frame - trial.video_start_frame
     n_covered = n_video - trial.clamped_video_frames  # the declared clamped frames may lie past the end
@@ -203,9 +262,22 @@ def _checked_trial(trial: TrialMocap, model_markers: list[str], weights: dict[st
                         and len(markers.time_s) < (n_covered - 1) * trial.capture_per_video_frame + 1):
         raise D3keError(f"{trial.trc}: {len(markers.time_s)} capture frames do not cover the trial's "
                         f"{n_video} video frames ({trial.clamped_video_frames} of them declared clamped)")
+    weights, missing = _tracked(weights, markers, trial.trc)
     op.check_markers(markers, trial.trc, model_markers, weights,
                      (float(markers.time_s[frames[0]]), float(markers.time_s[frames[-1]])))
-    return markers, frames
+    return markers, frames, weights, missing
+
+
+MIN_TRACKED_MARKERS = 3  # fewer cannot fix a body's six degrees of freedom
+
+
+def _tracked(weights: dict[str, float], markers: MarkerTrajectories, path: Path) -> tuple[dict[str, float], list[str]]:
+    weights, missing = present_weights(weights, markers)
+    if sum(w > 0 for w in weights.values()) < MIN_TRACKED_MARKERS:
+        raise D3keError(f"{path}: only {sum(w > 0 for w in weights.values())} of the model's tracked markers are in "
+                        f"the file (missing: {missing}): name the markers as the model does, or give the model a "
+                        f"marker set matching the file")
+    return weights, missing
 
 
 def _solve_trial(setup: str) -> tuple[float, int]:
@@ -227,16 +299,28 @@ def compute_subject(mocap_dir: str | Path, generic_model: str | Path, out_dir: s
     mocap = read_subject_mocap(mocap_dir)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    generic_model = Path(generic_model).resolve()
+    files = generic_model if isinstance(generic_model, ModelFiles) else ModelFiles.for_path(generic_model)
+    generic_model = files.osim.resolve()
     layer_generic = SkeletalModel.from_osim(generic_model, torch.float64)
-    weights = project_marker_weights(layer_generic.marker_names)
-    base_stamp = canonical_hash({"code": code_version, "config": config.as_dict(), "input": "",
-                                 "model": hashlib.sha256(generic_model.read_bytes()).hexdigest()})
+    rules = ModelRules.for_model(files, layer_generic)
+    model_hash = hashlib.sha256(generic_model.read_bytes()).hexdigest()
+    if not files.project:  # the project's stamps stay as they were; a user's model adds its rules
+        model_hash = canonical_hash({"model": model_hash, "measurements": [m.__dict__ for m in rules.measurements],
+                                     "scale_weights": rules.scale_weights, "ik_weights": rules.ik_weights})
+    base_stamp = canonical_hash({"code": code_version, "config": config.as_dict(), "input": "", "model": model_hash})
     timings: dict[str, float] = {}
 
     # --- scale -------------------------------------------------------------------------------
     static = read_trc(mocap.static.trc)
     static_range = (float(static.time_s[0]), float(static.time_s[-1]))
+    ignored = sorted(set(static.marker_names) - set(layer_generic.marker_names))
+    if ignored:  # named once per subject: every trial of a session has the same marker set
+        log(f"{mocap.key}: markers {ignored} of {mocap.static.trc.name} are not in the model: ignored")
+    weights, missing_static = _tracked(rules.scale_weights, static, mocap.static.trc)
+    static_ik_weights, _ = present_weights(rules.ik_weights, static)
+    measurements = usable_measurements(rules.measurements, static, mocap.static.trc, files.project)
+    if missing_static:
+        log(f"{mocap.key}: model markers {missing_static} are not in {mocap.static.trc.name}: not used for scaling")
     op.check_markers(static, mocap.static.trc, layer_generic.marker_names, weights, static_range)
     scale_dir = out / "scale"
     scale_stamp = canonical_hash({"base": base_stamp, "static": mocap.static.name,
@@ -248,7 +332,7 @@ def compute_subject(mocap_dir: str | Path, generic_model: str | Path, out_dir: s
     else:
         with stamped_dir(scale_dir, scale_stamp) as tmp:
             result = _scale_with_guided_placement(tmp, static, static_range, generic_model, mocap, weights,
-                                                  layer_generic)
+                                                  layer_generic, measurements, static_ik_weights)
         scale_factors, scale_seconds, scale_reused = result.scale_factors, result.seconds, False
         log(f"{mocap.key}: scaled the generic model on {mocap.static.trc.name} in {scale_seconds:.1f} s")
     scaled_model = out / op.SCALED_MODEL
@@ -260,13 +344,18 @@ def compute_subject(mocap_dir: str | Path, generic_model: str | Path, out_dir: s
     todo: list[tuple[TrialMocap, Path, contextlib.ExitStack, str]] = []  # trial, temp folder, its swap, stamp
     outcomes: dict[str, TrialOutcome] = {}
     failures: list[str] = []  # a bad trial fails the subject, after the good ones are solved and kept
+    missing_markers: dict[str, list[str]] = {}
     for trial in mocap.trials:
         try:
-            markers, frames = _checked_trial(trial, layer_generic.marker_names, weights, config.ik_rate)
+            markers, frames, trial_weights, missing = _checked_trial(trial, layer_generic.marker_names,
+                                                                     rules.ik_weights, config.ik_rate)
         except D3keError as exc:
             failures.append(str(exc))
             log(f"{mocap.key}: trial {trial.name} skipped: {exc}")
             continue
+        if missing:
+            missing_markers[trial.name] = missing
+            log(f"{mocap.key}: model markers {missing} are not in {trial.trc.name}: not tracked")
         trial_data[trial.name] = (markers, frames)
         tdir = out / "ik" / trial.name
         timed = {"times_s": markers.time_s[frames].round(9).tolist()} if trial.video_fps else {}
@@ -280,7 +369,7 @@ def compute_subject(mocap_dir: str | Path, generic_model: str | Path, out_dir: s
         op.subsample_trc(markers, frames, tmp / f"{trial.name}.trc")
         op.write_ik_setup(tmp / op.IK_SETUP, "../../" + op.SCALED_MODEL, f"{trial.name}.trc",
                           (float(markers.time_s[frames[0]]), float(markers.time_s[frames[-1]])),
-                          f"{trial.name}.mot", weights, config.accuracy)
+                          f"{trial.name}.mot", trial_weights, config.accuracy)
         todo.append((trial, tmp, swap, stamp))
     timings["prepare_s"] = time.perf_counter() - t_prep
 
@@ -315,10 +404,11 @@ def compute_subject(mocap_dir: str | Path, generic_model: str | Path, out_dir: s
 
     # --- labels at every video frame ---------------------------------------------------------
     t_lab = time.perf_counter()
-    labels = _labels(mocap, trial_data, out, scaled_model, layer_generic, scale_factors)
+    labels = _labels(mocap, trial_data, out, scaled_model, layer_generic, scale_factors, rules.mask_markers)
     for name, (rms, mx) in labels.pop("_errors").items():
         outcomes[name].rms_error_m, outcomes[name].max_error_m = rms, mx
-    has_nan = any(np.isnan(v).any() for v in labels["arrays"].values() if v.dtype.kind == "f")
+    # a model marker the capture lacks has no error (NaN), which is no fault of the labels
+    has_nan = any(np.isnan(v).any() for k, v in labels["arrays"].items() if v.dtype.kind == "f" and k != "marker_error_m")
     _write_labels(out, labels)
     timings["labels_s"] = time.perf_counter() - t_lab
     trials = [outcomes[t.name] for t in mocap.trials]
@@ -328,6 +418,9 @@ def compute_subject(mocap_dir: str | Path, generic_model: str | Path, out_dir: s
         "n_video_frames": mocap.n_video_frames, "scale_seconds": scale_seconds, "scale_reused": scale_reused,
         "trials": [t.__dict__ for t in trials], "seconds": seconds, "has_nan": bool(has_nan), "timings": timings,
     }
+    if not files.project:  # the project's own summaries stay as they were
+        summary.update(ignored_markers=ignored, markers_missing_from_static=missing_static,
+                       markers_missing_from_trials=missing_markers)
     atomic_write_json(out / "summary.json", summary)
     return GroundTruthResult(out, scale_factors, trials, summary["n_label_frames"], scale_seconds, seconds,
                              bool(has_nan), timings)
@@ -349,7 +442,7 @@ LABEL_ARRAYS = {
 
 
 def _labels(mocap: SubjectMocap, trial_data: dict, out: Path, scaled_model: Path,
-            layer_generic: SkeletalModel, scale_factors: dict) -> dict:
+            layer_generic: SkeletalModel, scale_factors: dict, mask_markers: set[str]) -> dict:
     from d3ke_assets.biomech.formats import read_mot
 
     layer = SkeletalModel.from_osim(scaled_model, torch.float64)  # markers as placed, on the scaled model
@@ -360,9 +453,9 @@ def _labels(mocap: SubjectMocap, trial_data: dict, out: Path, scaled_model: Path
             if ax.coordinate:
                 body_of_coordinate[ax.coordinate] = j.child.body
     bony_on_body = {b: [k for k, m in enumerate(layer.marker_names)
-                        if is_bony_landmark(m) and layer.spec.markers[k][1].body == b] for b in layer.body_names}
+                        if m in mask_markers and layer.spec.markers[k][1].body == b] for b in layer.body_names}
     sf = np.array([scale_factors.get(b, (1.0, 1.0, 1.0)) for b in layer.body_names])
-    pelvis = layer.body_names.index("pelvis") if "pelvis" in layer.body_names else 0
+    pelvis = layer.body_names.index(root_joint(layer.spec).body)  # the root body, named pelvis in the labels
     parts: dict[str, list] = {k: [] for k in LABEL_ARRAYS}
     errors = {}
     for ti, trial in enumerate(mocap.trials):
@@ -380,11 +473,14 @@ def _labels(mocap: SubjectMocap, trial_data: dict, out: Path, scaled_model: Path
         q = q_all[pos]
         pose = layer(torch.tensor(q))
         model_markers = pose.markers_m.numpy()
-        measured = markers.positions_m[wanted][:, [markers.marker_names.index(m) for m in layer.marker_names]]
+        measured = np.full(model_markers.shape, np.nan)  # NaN: a model marker the capture lacks
+        have = [k for k, m in enumerate(layer.marker_names) if m in markers.marker_names]
+        measured[:, have] = markers.positions_m[wanted][:, [markers.marker_names.index(layer.marker_names[k])
+                                                             for k in have]]
         err = np.linalg.norm(model_markers - measured, axis=-1)
         mask = np.ones_like(q)
         for i, n in enumerate(names):
-            idx = bony_on_body.get(body_of_coordinate.get(n, ""), [])
+            idx = [k for k in bony_on_body.get(body_of_coordinate.get(n, ""), []) if k in have]
             if idx:
                 mask[:, i] = (np.nan_to_num(err[:, idx], nan=1.0) <= MASK_ERROR_M).all(axis=1)
         parts["trial_index"].append(np.full(n_video, ti))
@@ -408,7 +504,7 @@ def _labels(mocap: SubjectMocap, trial_data: dict, out: Path, scaled_model: Path
         e = arrays["marker_error_m"][sel]
         for k, m in enumerate(layer.marker_names):
             per_marker.append({"trial": trial.name, "marker": m, "rms_error_m": float(np.sqrt(np.mean(e[:, k] ** 2))),
-                               "max_error_m": float(e[:, k].max())})
+                               "max_error_m": float(np.max(e[:, k]))})
     return {"arrays": arrays, "_errors": errors, "per_marker": per_marker,
             "names": {"trials": [t.name for t in mocap.trials], "coordinates": names,
                       "rotational": layer.rotational, "bodies": layer.body_names, "markers": layer.marker_names,

@@ -67,7 +67,7 @@ def _task_set(parent: ET.Element, name: str, weights: dict[str, float],
     tasks = _el(_el(parent, "IKTaskSet", name=name), "objects")
     for marker, w in weights.items():
         t = _el(tasks, "IKMarkerTask", name=marker)
-        _el(t, "apply", "true")
+        _el(t, "apply", "true" if w > 0 else "false")  # listed untracked: OpenSim weighs unlisted markers 1
         _el(t, "weight", f"{w:g}")
     for coordinate, w in (coordinate_weights or {}).items():
         t = _el(tasks, "IKCoordinateTask", name=coordinate)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from d3ke_assets.biomech import model_builder
+from d3ke_assets.biomech import model_files
 from d3ke_assets.defs.common import user_errors_as_failures
 from d3ke_assets.defs.pools import GPU_OP_TAGS, GPU_POOL
 from d3ke_assets.defs.resources import DataRootResource, DatasetResource, MlflowTrackingResource
@@ -82,7 +82,7 @@ def evaluation(context: dg.AssetExecutionContext, data_root: DataRootResource, d
         test_dirs = _test_dirs(data_root, dataset, context.log.warning)
         config = {"augmentations": {k: list(v) for k, v in AUGMENTATIONS.items()}}
         out = versioned_output(context, data_root, config, {FRAMES: [d.name for d in test_dirs]})
-        osim = model_builder.model_file(data_root.asset_dir(folder_name(OPENSIM_MODEL)))
+        osim = model_files.ModelFiles.in_folder(data_root.asset_dir(folder_name(OPENSIM_MODEL))).osim
 
         def build(folder):
             frame, seq = _trained_models(data_root, osim)
@@ -127,7 +127,7 @@ def robustness_report(context: dg.AssetExecutionContext, data_root: DataRootReso
         test_dirs = _test_dirs(data_root, dataset, context.log.warning)
         # the pictures of one test subject's trials: its frames are an input, the others' are not
         out = versioned_output(context, data_root, {}, {FRAMES: [test_dirs[0].name]})
-        osim = model_builder.model_file(data_root.asset_dir(folder_name(OPENSIM_MODEL)))
+        osim = model_files.ModelFiles.in_folder(data_root.asset_dir(folder_name(OPENSIM_MODEL))).osim
         evaluated = data_root.asset_dir(folder_name(EVALUATION))
 
         def build(folder):

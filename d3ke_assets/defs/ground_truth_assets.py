@@ -4,7 +4,7 @@ import dagster as dg
 import numpy as np
 
 from d3ke_assets import settings
-from d3ke_assets.biomech import ground_truth, model_builder, trials
+from d3ke_assets.biomech import ground_truth, model_files, trials
 from d3ke_assets.defs.automation import on_changed_data_versions
 from d3ke_assets.defs.common import user_errors_as_failures
 from d3ke_assets.defs.pools import OPENSIM_POOL
@@ -39,10 +39,15 @@ def mocap_markers(context: dg.AssetExecutionContext, data_root: DataRootResource
         else:
             smplh = amass_markers.smplh_dir(dataset.smplh_dir)
             motions = movi.index_subject(movi.MoviIndex.scan(settings.movi_root(dataset.movi_root)), key)
-            build = lambda tmp: facts.update(mocap.movi_mocap(motions, smplh, tmp, log=context.log.info))  # noqa: E731
+            # a user's vertex table (D3KE_AMASS_MARKERS) for a model with other markers than the project's 47
+            vertices = amass_markers.read_vertex_table(dataset.amass_markers) if dataset.amass_markers else None
+            build = lambda tmp: facts.update(mocap.movi_mocap(motions, smplh, tmp, log=context.log.info,  # noqa: E731
+                                                              vertices=vertices))
         # movi outputs made before issue 17 paired motions by file-name text order: the rule is in the
         # config so that they (and only they, not synthetic ones) are rebuilt
         config = {"dataset": name, **({"motion_pairing": "by motion number"} if name == "movi" else {})}
+        if name == "movi" and dataset.amass_markers:  # the default table keeps the stamps it had
+            config["amass_markers"] = vertices
         out = build_versioned(context, data_root, config, build)
         subject = trials.read_subject_mocap(out.folder)
     return out.result({
@@ -72,7 +77,7 @@ def opensim_gt(context: dg.AssetExecutionContext, config: OpenSimGtConfig, data_
     gt_config = ground_truth.GroundTruthConfig(config.ik_rate, config.accuracy, config.trial_workers)
     with user_errors_as_failures():
         mocap_dir = data_root.asset_dir(folder_name(MOCAP_MARKERS), key)
-        model_path = model_builder.model_file(data_root.asset_dir(folder_name(OPENSIM_MODEL)))
+        model_path = model_files.ModelFiles.in_folder(data_root.asset_dir(folder_name(OPENSIM_MODEL))).osim
         labels_estimate = 4 * sum(p.stat().st_size for p in mocap_dir.glob("*.trc"))  # setups, subsampled .trc, labels
         ensure_free_space(data_root.asset_dir(folder_name(OPENSIM_GT), key), labels_estimate, f"opensim_gt for {key}")
         code_version = CODE_VERSIONS[OPENSIM_GT]

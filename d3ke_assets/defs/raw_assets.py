@@ -7,7 +7,7 @@ from pathlib import Path
 import dagster as dg
 
 from d3ke_assets import settings
-from d3ke_assets.biomech import model_builder
+from d3ke_assets.biomech import model_files
 from d3ke_assets.defs.common import user_errors_as_failures
 from d3ke_assets.defs.constants import CODE_VERSIONS, OPENSIM_MODEL, RAW_SUBJECT
 from d3ke_assets.defs.resources import DataRootResource, DatasetResource
@@ -35,7 +35,7 @@ def raw_subject(context: dg.AssetExecutionContext, data_root: DataRootResource,
         changed: list[str] = []
         if dataset.checked_name() == "synthetic":
             size = dataset.synthetic_size()
-            model = model_builder.model_file(data_root.asset_dir(OPENSIM_MODEL.to_user_string()))
+            model = model_files.ModelFiles.in_folder(data_root.asset_dir(OPENSIM_MODEL.to_user_string())).osim
             folder = raw.raw_dir(root, key)
             out = build_versioned(
                 context, data_root, {"dataset": "synthetic", "seed": dataset.seed, "size": asdict(size)},

@@ -42,12 +42,20 @@ class DatasetResource(dg.ConfigurableResource):
     smplh_dir: Optional[str] = None
     synthetic_subjects: Optional[int] = None
     backbone_weights: Optional[str] = None
+    model: Optional[str] = None  # a user's OpenSim model and its companions (`settings.Settings`)
+    model_scale_setup: Optional[str] = None
+    model_ik_tasks: Optional[str] = None
+    mirror_map: Optional[str] = None
+    amass_markers: Optional[str] = None
 
     def run_settings(self, data_root: str = settings.DEFAULT_DATA_ROOT) -> settings.Settings:
         """The whole typed settings object these values give."""
         return settings.Settings(data_root=data_root, dataset=self.name, preset=self.preset, seed=self.seed,
                                  movi_root=self.movi_root, lab_root=self.lab_root, smplh_dir=self.smplh_dir,
-                                 synthetic_subjects=self.synthetic_subjects, backbone_weights=self.backbone_weights)
+                                 synthetic_subjects=self.synthetic_subjects, backbone_weights=self.backbone_weights,
+                                 model=self.model, model_scale_setup=self.model_scale_setup,
+                                 model_ik_tasks=self.model_ik_tasks, mirror_map=self.mirror_map,
+                                 amass_markers=self.amass_markers)
 
     def checked_name(self) -> str:
         return settings.dataset_name(self.name)
@@ -104,6 +112,9 @@ def resources_for(run: settings.Settings, from_environment: Mapping[str, str] | 
                                    movi_root=value("movi_root"), lab_root=value("lab_root"),
                                    smplh_dir=value("smplh_dir"),
                                    synthetic_subjects=value("synthetic_subjects"),
-                                   backbone_weights=value("backbone_weights")),
+                                   backbone_weights=value("backbone_weights"), model=value("model"),
+                                   model_scale_setup=value("model_scale_setup"),
+                                   model_ik_tasks=value("model_ik_tasks"), mirror_map=value("mirror_map"),
+                                   amass_markers=value("amass_markers")),
         "mlflow": MlflowTrackingResource(data_root=root),
     }

@@ -6,7 +6,7 @@ import json
 
 import dagster as dg
 
-from d3ke_assets.biomech import model_builder
+from d3ke_assets.biomech import model_files
 from d3ke_assets.biomech.skeletal_layer import SkeletalModel
 from d3ke_assets.defs.common import user_errors_as_failures
 from d3ke_assets.defs.pools import GPU_OP_TAGS, GPU_POOL
@@ -113,7 +113,7 @@ def frame_model(context: dg.AssetExecutionContext, data_root: DataRootResource, 
         config = presets.train_config(dataset.run_settings())
         out = versioned_output(context, data_root, config.as_dict(), {FRAMES: [d.name for d in [*train_dirs, *val_dirs]]})
         stamp = out.stamp
-        model_path = model_builder.model_file(data_root.asset_dir(folder_name(OPENSIM_MODEL)))
+        model_path = model_files.ModelFiles.in_folder(data_root.asset_dir(folder_name(OPENSIM_MODEL))).osim
 
         def build(folder):
             def train(on_epoch):
@@ -156,7 +156,7 @@ def sequence_model(context: dg.AssetExecutionContext, config: SequenceModelConfi
                                {FRAMES: [d.name for d in [*train_dirs, *val_dirs]]})
         stamp = out.stamp
         frame_dir = data_root.asset_dir(folder_name(FRAME_MODEL))
-        model_path = model_builder.model_file(data_root.asset_dir(folder_name(OPENSIM_MODEL)))
+        model_path = model_files.ModelFiles.in_folder(data_root.asset_dir(folder_name(OPENSIM_MODEL))).osim
 
         def build(folder):
             def train(on_epoch):

@@ -17,6 +17,7 @@ import torch
 
 from d3ke_assets.evaluation import metrics as M
 from d3ke_assets.frames.augmentations import augment_images, conditions
+from d3ke_assets.errors import D3keError
 from d3ke_assets.evaluation.mirror import Mirror
 from d3ke_assets.frames.reader import FrameDataset
 from d3ke_assets.learning.model import FrameModel, camera_frame_targets, decode_to_numpy, normalise
@@ -82,15 +83,21 @@ def evaluate_view(frame_model: FrameModel, frames: FrameDataset, sequence_model=
     from d3ke_assets.learning.sequence import predict_sequence
 
     layer = frame_model.layer
-    mirror = Mirror.for_layer(layer)
     clean = camera_labels(frames, layer)
-    flipped = mirror.camera_labels(clean)
+    try:
+        mirror = Mirror.for_layer(layer)
+        flipped = mirror.camera_labels(clean)
+    except D3keError as exc:  # a model without left/right pairs: no guessed mirror image
+        mirror = flipped = None
+        log(f"flip not scored: {exc}")
     scored = M.scored_coordinates(frame_model)
     names = list(layer.coordinate_names)
     all_markers = np.ones(len(layer.marker_names), bool)
     outputs, seconds = head_outputs_by_condition(frame_model, frames, log=log)
     rows = []
     for (name, severity), out in outputs.items():
+        if name == "flip" and mirror is None:
+            continue
         true, markers = (flipped, mirror.marker_paired) if name == "flip" else (clean, all_markers)
         base = {"augmentation": name, "severity": severity, "n_frames": len(frames)}
         rows.append({"model": "frame_model", **base, **score(decode_to_numpy(frame_model, out), true, scored, markers, names),

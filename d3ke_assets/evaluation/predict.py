@@ -93,6 +93,24 @@ def pelvis_angles(rotation_upright: np.ndarray) -> np.ndarray:
     return np.stack([tilt, list_, rot], axis=1)
 
 
+def root_angles(rotation_upright: np.ndarray, root) -> np.ndarray:
+    """(N, 3, 3) root-body-to-ground rotations -> (N, 3) the root joint's rotation coordinates (radians):
+    body-fixed rotations about its three axes in order, which must be ground axes (x, y or z, either sign)."""
+    letters, signs = "", []
+    for axis in root.rotation_axes:
+        k = int(np.argmax(np.abs(axis)))
+        if abs(abs(axis[k]) - 1.0) > 1e-6:
+            raise D3keError(f"root joint {root.name}: rotation axis {axis} is not a ground axis: d3ke predict "
+                            f"can only write the root orientation of joints that turn about x, y and z")
+        letters += "XYZ"[k]
+        signs.append(float(np.sign(axis[k])))
+    if letters == "ZXY" and signs == [1.0, 1.0, 1.0]:  # the project's ground_pelvis: the closed form
+        return pelvis_angles(rotation_upright)
+    from scipy.spatial.transform import Rotation
+
+    return Rotation.from_matrix(rotation_upright).as_euler(letters) * np.array(signs)
+
+
 def _draw_skeleton(crop, joints_cam_m: np.ndarray, pairs: list[tuple[int, int]]):
     """Weak perspective: the skeleton scaled to 80% of the crop's height and centred (no camera
     calibration is known for a user's video)."""
@@ -114,6 +132,7 @@ def predict_video(video: Path, checkpoint: Path, generic_osim: Path, out_dir: Pa
                   batch_size: int = 32, log: Callable[[str], None] = lambda m: None) -> PredictResult:
     from d3ke_assets.biomech.formats import write_mot
     from d3ke_assets.biomech.model_builder import STANDING_PELVIS_HEIGHT_M
+    from d3ke_assets.biomech.model_files import root_joint
     from d3ke_assets.biomech.opensim_tools import scale_model
     from d3ke_assets.evaluation.report import bones
     from d3ke_assets.frames.processing import crop_square
@@ -169,10 +188,13 @@ def predict_video(video: Path, checkpoint: Path, generic_osim: Path, out_dir: Pa
     names = list(layer.coordinate_names)
     q = pred["coordinates"].astype(np.float64).copy()
     upright = np.einsum("ij,njk->nik", CAMERA_TO_UPRIGHT, pred["pelvis_rotation"].astype(np.float64))
-    angles = pelvis_angles(upright)
-    for i, name in enumerate(("pelvis_tilt", "pelvis_list", "pelvis_rotation")):
+    root = root_joint(layer.spec)
+    angles = root_angles(upright, root)
+    for i, name in enumerate(root.rotations):
         q[:, names.index(name)] = angles[:, i]
-    q[:, names.index("pelvis_ty")] = STANDING_PELVIS_HEIGHT_M
+    vertical = root.translation_along(1)
+    default_height = layer.spec.coordinates[names.index(vertical)].default_value
+    q[:, names.index(vertical)] = default_height if default_height > 0.3 else STANDING_PELVIS_HEIGHT_M
     mot = out_dir / f"{stem}.mot"
     write_mot(mot, np.arange(n) / info.fps, names, q, list(layer.rotational), title=stem)
     osim = out_dir / f"{stem}.osim"

@@ -53,7 +53,9 @@ def curves_png(frames: FrameDataset, coordinate_names: list[str], frame_q: np.nd
     """Predicted and true coordinates over time, for the first trials of `frames` (one subject, one view)."""
     plt = _pyplot()
     trials = list(dict.fromkeys(frames.trial.tolist()))[:max_trials]
-    shown = [c for c in CURVE_COORDINATES if c in coordinate_names]
+    # a model without the project's coordinate names: the coordinates that vary most in the labels
+    shown = [c for c in CURVE_COORDINATES if c in coordinate_names] or [
+        coordinate_names[i] for i in np.argsort(-frames.labels["coordinates"].std(axis=0))[:len(CURVE_COORDINATES)]]
     fig, axes = plt.subplots(len(trials), len(shown), figsize=(3.2 * len(shown), 2.6 * len(trials)), squeeze=False)
     true = frames.labels["coordinates"]
     for r, trial in enumerate(trials):

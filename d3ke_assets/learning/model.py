@@ -1,6 +1,7 @@
 """The D3KE frame model: a torchvision backbone, a 1x1-convolution head, and the skeletal layer.
 
-The head predicts, per image, every coordinate except the pelvis's six (mapped into the
+The head predicts, per image, every coordinate except the root's six (the model's free joint to
+ground: the pelvis's in the project's model; mapped into the
 coordinate's range by a sigmoid), per-body scale factors (mapped into `SCALE_RANGE`) and the
 pelvis orientation as a 6D rotation (Zhou et al. 2019), all in the camera frame.  The skeletal
 layer of the generic model turns coordinates and scales into markers and joint centres with the
@@ -17,12 +18,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from d3ke_assets.biomech.model_files import root_joint
 from d3ke_assets.biomech.skeletal_layer import SkeletalModel
 from d3ke_assets.errors import D3keError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-PELVIS_COORDINATES = ("pelvis_tilt", "pelvis_list", "pelvis_rotation", "pelvis_tx", "pelvis_ty", "pelvis_tz")
 SCALE_RANGE = (0.7, 1.3)
 
 
@@ -81,12 +82,10 @@ def rotation_6d_to_matrix(x: torch.Tensor) -> torch.Tensor:
 
 
 def predicted_coordinates(layer: SkeletalModel) -> tuple[list[int], torch.Tensor, torch.Tensor]:
-    """Indices of the coordinates the head predicts (all but the pelvis's), their lower bounds and spans."""
+    """Indices of the coordinates the head predicts (all but the root's), their lower bounds and spans."""
     names = layer.coordinate_names
-    missing = [c for c in PELVIS_COORDINATES if c not in names]
-    if missing:
-        raise D3keError(f"{layer.spec.path}: the D3KE models need the pelvis coordinates {missing}")
-    predicted = [i for i, n in enumerate(names) if n not in PELVIS_COORDINATES]
+    root = set(root_joint(layer.spec).coordinates)
+    predicted = [i for i, n in enumerate(names) if n not in root]
     lo = torch.tensor([layer.spec.coordinates[i].range[0] for i in predicted], dtype=torch.float32)
     hi = torch.tensor([layer.spec.coordinates[i].range[1] for i in predicted], dtype=torch.float32)
     return predicted, lo, hi - lo
@@ -161,8 +160,9 @@ def camera_frame_targets(batch: dict, camera_R: torch.Tensor, layer: SkeletalMod
     R = camera_R.float()
     to_cam = lambda p: (p - pelvis[:, None, :]) @ R.transpose(1, 2)  # noqa: E731
     mask = batch["coordinate_mask"].float().clone()
+    root = set(root_joint(layer.spec).coordinates)
     for i, n in enumerate(layer.coordinate_names):
-        if n in PELVIS_COORDINATES:
+        if n in root:
             mask[:, i] = 0.0
     return {"coordinates": batch["coordinates"].float(), "coordinate_mask": mask,
             "scale_factors": batch["scale_factors"].view(b, -1, 3).float(),

@@ -160,7 +160,11 @@ def load_trained_frame_model(checkpoint: Path, osim_path: Path) -> FrameModel:
     if "config" not in bundle:
         raise D3keError(f"{checkpoint}: written by an older d3ke without its configuration: train the model again")
     model = FrameModel(SkeletalModel.from_osim(osim_path), bundle["config"]["backbone"])
-    model.load_state_dict(bundle["model"])
+    try:
+        model.load_state_dict(bundle["model"])
+    except RuntimeError:  # the head's size follows the model's coordinates and bodies
+        raise D3keError(f"{checkpoint}: trained on another OpenSim model than {osim_path} (its outputs do not match "
+                        f"that model's coordinates and bodies): use the model it was trained with (D3KE_MODEL)") from None
     return model.eval()
 
 

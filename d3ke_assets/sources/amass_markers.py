@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import pickle
 import zipfile
 from pathlib import Path
@@ -68,6 +69,39 @@ MARKER_VERTICES: dict[str, int] = {
 AMASS_TO_OPENSIM = np.array([[0.0, -1.0, 0.0],
                              [0.0, 0.0, 1.0],
                              [-1.0, 0.0, 0.0]])
+
+
+SMPLH_VERTICES = 6890
+
+
+def read_vertex_table(path: str | Path) -> dict[str, int]:
+    """A user's marker set on the SMPL+H body: marker name -> vertex id, as JSON (`{"RASI": 3156, ...}`)
+    or CSV (`marker,vertex` rows, a header line allowed), for a model whose markers are not the
+    project's 47 (`D3KE_AMASS_MARKERS`)."""
+    path = Path(path)
+    fix = "give marker name -> SMPL+H vertex id (0-6889) as JSON or as CSV rows marker,vertex (D3KE_AMASS_MARKERS)"
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise D3keError(f"{path}: cannot read the vertex table ({exc.strerror}): {fix}") from None
+    try:
+        if path.suffix.lower() == ".json":
+            table = json.loads(text)
+            pairs = list(table.items()) if isinstance(table, dict) else None
+        else:
+            rows = [line.split(",") for line in text.splitlines() if line.strip()]
+            if rows and not rows[0][-1].strip().isdigit():
+                rows = rows[1:]  # a header
+            pairs = [(r[0].strip(), r[1].strip()) for r in rows] if all(len(r) == 2 for r in rows) else None
+        table = {str(m): int(v) for m, v in pairs} if pairs else None
+    except (ValueError, TypeError):
+        table = None
+    if not table:
+        raise D3keError(f"{path}: not a vertex table: {fix}")
+    bad = {m: v for m, v in table.items() if not 0 <= v < SMPLH_VERTICES}
+    if bad:
+        raise D3keError(f"{path}: vertex ids {bad} are not SMPL+H vertices: {fix}")
+    return table
 
 
 def smplh_dir(value: str | Path | None) -> Path:
@@ -215,8 +249,10 @@ def shaped_template(model: SimpleNamespace, betas: np.ndarray, source: Path) -> 
 
 
 def virtual_markers(poses_npz: str | Path, smplh_dir: str | Path, gender: str | None = None,
-                    batch_frames: int = 512) -> MarkerTrajectories:
-    """The 47 markers of one AMASS trial, metres, OpenSim frame (Y up, X forward, Z right)."""
+                    batch_frames: int = 512, vertices: dict[str, int] | None = None) -> MarkerTrajectories:
+    """The markers of one AMASS trial (the project's 47, or `vertices`: name -> SMPL+H vertex id),
+    metres, OpenSim frame (Y up, X forward, Z right)."""
+    vertices = vertices or MARKER_VERTICES
     trial = load_amass_trial(poses_npz)
     gender = (gender or trial["gender"]).strip().lower()
     if gender not in GENDERS:
@@ -241,8 +277,8 @@ def virtual_markers(poses_npz: str | Path, smplh_dir: str | Path, gender: str | 
     n_frames = poses.shape[0]
     # 156 columns = SMPL+H; other widths (e.g. 165 for SMPL-X) share only the first 66.
     hands = poses[:, N_BODY_POSE:N_FULL_POSE] if poses.shape[1] == N_FULL_POSE else np.zeros((n_frames, 90))
-    idx = torch.as_tensor(list(MARKER_VERTICES.values()), dtype=torch.long)
-    out = np.empty((n_frames, len(MARKER_VERTICES), 3))
+    idx = torch.as_tensor(list(vertices.values()), dtype=torch.long)
+    out = np.empty((n_frames, len(vertices), 3))
     step = max(1, int(batch_frames))
 
     def f32(a: np.ndarray):
@@ -262,12 +298,12 @@ def virtual_markers(poses_npz: str | Path, smplh_dir: str | Path, gender: str | 
     out += trial["trans"][:, None, :]
     positions = out @ AMASS_TO_OPENSIM.T
     rate = trial["rate_hz"]
-    return MarkerTrajectories(list(MARKER_VERTICES), np.arange(n_frames) / rate, positions, rate)
+    return MarkerTrajectories(list(vertices), np.arange(n_frames) / rate, positions, rate)
 
 
 def write_trial_trc(poses_npz: str | Path, smplh_dir: str | Path, out_trc: str | Path,
-                    gender: str | None = None) -> MarkerTrajectories:
+                    gender: str | None = None, vertices: dict[str, int] | None = None) -> MarkerTrajectories:
     """Virtual markers of one AMASS trial written as an OpenSim `.trc` in millimetres."""
-    traj = virtual_markers(poses_npz, smplh_dir, gender=gender)
+    traj = virtual_markers(poses_npz, smplh_dir, gender=gender, vertices=vertices)
     write_trc(out_trc, traj, units="mm")
     return traj

@@ -50,7 +50,7 @@ def synthetic_mocap(raw_dir: str | Path, out_dir: str | Path, log: Callable[[str
 
 
 def movi_mocap(subject: movi.SubjectIndex, smplh_dir: Path, out_dir: str | Path,
-               log: Callable[[str], None] = lambda m: None) -> dict:
+               log: Callable[[str], None] = lambda m: None, vertices: dict[str, int] | None = None) -> dict:
     """Virtual markers for each motion of `subject` (paired by motion number, see `movi.index_subject`).
 
     A motion that cannot be used (missing file, unreadable, far too short, markers failing) is left
@@ -69,7 +69,7 @@ def movi_mocap(subject: movi.SubjectIndex, smplh_dir: Path, out_dir: str | Path,
     for trial in subject.trials:
         name = trial.amass_file.name.removesuffix("_poses.npz")
         try:
-            traj = amass_markers.write_trial_trc(trial.amass_file, smplh_dir, out / f"{name}.trc")
+            traj = amass_markers.write_trial_trc(trial.amass_file, smplh_dir, out / f"{name}.trc", vertices=vertices)
             gender = gender or amass_markers.load_amass_trial(trial.amass_file)["gender"]
         except D3keError as exc:
             failed[trial.motion] = str(exc)

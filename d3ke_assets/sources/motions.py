@@ -1,13 +1,17 @@
 """Joint-angle trajectories of the synthetic trials, at the capture rate.
 
-Each motion returns coordinate values (radians / metres) for the project model's
-coordinates, smooth and inside every coordinate's range.  Vertical pelvis
-position is set afterwards so that the feet stand on the floor.
+Each motion returns coordinate values (radians / metres) for a model's coordinates, smooth and
+inside every coordinate's range.  The motions are written with the project model's coordinate
+names, which OpenSim's gait models share (gait2392, Hamner 2010, Rajagopal); for another model
+(`MotionModel.from_spec`) the root's rotations and translations stand in for the pelvis's by axis,
+and a named coordinate the model lacks is left out of the motion.  Vertical pelvis position is set
+afterwards so that the feet stand on the floor.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -19,26 +23,71 @@ CAPTURE_RATE_HZ = 120.0
 WALK_CIRCLE_RADIUS_M = 1.2
 
 
-class Pose:
-    """Coordinate trajectories addressed by name, in degrees for rotations."""
+ROOT_ROLES = {"pelvis_tilt": ("r", 2), "pelvis_list": ("r", 0), "pelvis_rotation": ("r", 1),
+              "pelvis_tx": ("t", 0), "pelvis_ty": ("t", 1), "pelvis_tz": ("t", 2)}  # role: (kind, ground axis)
 
-    def __init__(self, n_frames: int):
-        self.coords = mb.coordinates()
+
+@dataclass(frozen=True)
+class MotionCoordinate:
+    name: str
+    range: tuple[float, float]  # radians / metres
+    default: float
+    rotational: bool
+    locked: bool = False
+
+
+@dataclass(frozen=True)
+class MotionModel:
+    """The coordinates a motion drives, and which of them play the pelvis's roles."""
+
+    coords: tuple
+    aliases: dict  # the project's root names -> this model's
+    root: frozenset
+
+    @classmethod
+    def project(cls) -> "MotionModel":
+        coords = tuple(mb.coordinates())
+        return cls(coords, {}, frozenset(c.name for c in coords if c.name.startswith("pelvis")))
+
+    @classmethod
+    def from_spec(cls, spec, root) -> "MotionModel":
+        """A skeletal-layer `ModelSpec` and its `model_files.RootJoint`."""
+        coords = tuple(MotionCoordinate(c.name, tuple(c.range), c.default_value, c.rotational, c.locked)
+                       for c in spec.coordinates)
+        aliases = {role: (root.rotation_about(axis) if kind == "r" else root.translation_along(axis))
+                   for role, (kind, axis) in ROOT_ROLES.items()}
+        return cls(coords, aliases, frozenset(root.coordinates))
+
+
+class Pose:
+    """Coordinate trajectories addressed by name, in degrees for rotations; names the model lacks are
+    left out."""
+
+    def __init__(self, n_frames: int, model: MotionModel | None = None):
+        self.model = model or MotionModel.project()
+        self.coords = list(self.model.coords)
         self.index = {c.name: i for i, c in enumerate(self.coords)}
+        self.index.update({role: self.index[name] for role, name in self.model.aliases.items()})
         self.values = np.zeros((n_frames, len(self.coords)))
         for i, c in enumerate(self.coords):
             self.values[:, i] = c.default
         # height of the feet above the floor (a jump), added after floor contact
         self.lift_m = np.zeros(n_frames)
 
+    def has(self, name: str) -> bool:
+        return name in self.index
+
     def set_deg(self, name: str, deg) -> None:
-        self.values[:, self.index[name]] = np.radians(deg)
+        if name in self.index:
+            self.values[:, self.index[name]] = np.radians(deg)
 
     def add_deg(self, name: str, deg) -> None:
-        self.values[:, self.index[name]] += np.radians(deg)
+        if name in self.index:
+            self.values[:, self.index[name]] += np.radians(deg)
 
     def set_m(self, name: str, metres) -> None:
-        self.values[:, self.index[name]] = metres
+        if name in self.index:
+            self.values[:, self.index[name]] = metres
 
     def both(self, name: str, right_deg, left_deg=None) -> None:
         self.add_deg(f"{name}_r", right_deg)
@@ -47,7 +96,11 @@ class Pose:
     def clipped(self) -> np.ndarray:
         lo = np.array([c.range[0] for c in self.coords])
         hi = np.array([c.range[1] for c in self.coords])
-        return np.clip(self.values, lo, hi)
+        out = np.clip(self.values, lo, hi)
+        for i, c in enumerate(self.coords):
+            if getattr(c, "locked", False):  # a locked coordinate stays at its default
+                out[:, i] = c.default
+        return out
 
 
 def _relaxed_arms(p: Pose) -> None:
@@ -57,9 +110,9 @@ def _relaxed_arms(p: Pose) -> None:
     p.both("pro_sup", 45.0)
 
 
-def _in_place(n_frames: int, rng: np.random.Generator) -> Pose:
+def _in_place(n_frames: int, rng: np.random.Generator, model: MotionModel | None = None) -> Pose:
     """Standing at the volume's centre, arms relaxed, facing roughly the front camera."""
-    p = Pose(n_frames)
+    p = Pose(n_frames, model)
     _relaxed_arms(p)
     p.set_deg("pelvis_rotation", rng.uniform(-30, 30))
     return p
@@ -70,8 +123,8 @@ def _ramp(t: np.ndarray, period_s: float) -> np.ndarray:
     return 0.5 - 0.5 * np.cos(2 * np.pi * t / period_s)
 
 
-def walking(t: np.ndarray, rng: np.random.Generator) -> Pose:
-    p = Pose(len(t))
+def walking(t: np.ndarray, rng: np.random.Generator, model: MotionModel | None = None) -> Pose:
+    p = Pose(len(t), model)
     _relaxed_arms(p)
     duration = t[-1] + (t[1] - t[0])
     # Walk along a circle around the capture volume's centre so the subject stays in view.
@@ -98,8 +151,8 @@ def walking(t: np.ndarray, rng: np.random.Generator) -> Pose:
     return p
 
 
-def squat(t: np.ndarray, rng: np.random.Generator) -> Pose:
-    p = _in_place(len(t), rng)
+def squat(t: np.ndarray, rng: np.random.Generator, model: MotionModel | None = None) -> Pose:
+    p = _in_place(len(t), rng, model)
     d = _ramp(t, rng.uniform(2.2, 3.0)) * rng.uniform(0.7, 1.0)
     p.add_deg("pelvis_tilt", -25 * d)
     p.both("hip_flexion", 95 * d)
@@ -110,8 +163,8 @@ def squat(t: np.ndarray, rng: np.random.Generator) -> Pose:
     return p
 
 
-def arm_raises(t: np.ndarray, rng: np.random.Generator) -> Pose:
-    p = _in_place(len(t), rng)
+def arm_raises(t: np.ndarray, rng: np.random.Generator, model: MotionModel | None = None) -> Pose:
+    p = _in_place(len(t), rng, model)
     period = rng.uniform(2.5, 3.2)
     r = _ramp(t, period)
     sideways = (np.floor(t / period) % 2) == 0  # alternate lateral and forward raises
@@ -121,8 +174,8 @@ def arm_raises(t: np.ndarray, rng: np.random.Generator) -> Pose:
     return p
 
 
-def jumping_jacks(t: np.ndarray, rng: np.random.Generator) -> Pose:
-    p = _in_place(len(t), rng)
+def jumping_jacks(t: np.ndarray, rng: np.random.Generator, model: MotionModel | None = None) -> Pose:
+    p = _in_place(len(t), rng, model)
     period = rng.uniform(1.0, 1.3)
     r = _ramp(t, period)
     p.both("arm_add", -150 * r)
@@ -137,12 +190,12 @@ def jumping_jacks(t: np.ndarray, rng: np.random.Generator) -> Pose:
     return p
 
 
-def random_motion(t: np.ndarray, rng: np.random.Generator) -> Pose:
+def random_motion(t: np.ndarray, rng: np.random.Generator, model: MotionModel | None = None) -> Pose:
     """Every coordinate a sum of slow sinusoids around a comfortable mid-range."""
-    p = Pose(len(t))
+    p = Pose(len(t), model)
     _relaxed_arms(p)
     for i, c in enumerate(p.coords):
-        if not c.rotational or c.name.startswith("pelvis"):
+        if not c.rotational or c.name in p.model.root:
             continue
         lo, hi = (math.degrees(v) for v in c.range)
         mid = np.degrees(p.values[0, i])
@@ -151,17 +204,18 @@ def random_motion(t: np.ndarray, rng: np.random.Generator) -> Pose:
                      for _ in range(3)) / 2.0
         p.set_deg(c.name, np.clip(mid + half * signal, lo + 0.1 * (hi - lo), hi - 0.1 * (hi - lo)))
     # the knee flexes (negative), never hyper-extends much
-    p.set_deg("knee_angle_r", -np.abs(np.degrees(p.values[:, p.index["knee_angle_r"]])))
-    p.set_deg("knee_angle_l", -np.abs(np.degrees(p.values[:, p.index["knee_angle_l"]])))
+    for knee in ("knee_angle_r", "knee_angle_l"):
+        if p.has(knee):
+            p.set_deg(knee, -np.abs(np.degrees(p.values[:, p.index[knee]])))
     p.set_deg("pelvis_rotation", 40 * np.sin(2 * np.pi * rng.uniform(0.05, 0.2) * t))
     p.set_deg("pelvis_tilt", 8 * np.sin(2 * np.pi * rng.uniform(0.1, 0.3) * t))
     p.set_deg("pelvis_list", 6 * np.sin(2 * np.pi * rng.uniform(0.1, 0.3) * t))
     return p
 
 
-def static_pose(t: np.ndarray, rng: np.random.Generator) -> Pose:
+def static_pose(t: np.ndarray, rng: np.random.Generator, model: MotionModel | None = None) -> Pose:
     """Standing still for scaling: arms away from the body, a little sway."""
-    p = Pose(len(t))
+    p = Pose(len(t), model)
     p.both("arm_add", -25.0)
     p.both("pro_sup", 45.0)
     p.set_deg("pelvis_rotation", rng.uniform(-10, 10))
@@ -169,7 +223,7 @@ def static_pose(t: np.ndarray, rng: np.random.Generator) -> Pose:
     return p
 
 
-GENERATORS: dict[str, Callable[[np.ndarray, np.random.Generator], Pose]] = {
+GENERATORS: dict[str, Callable[..., Pose]] = {
     "walking": walking,
     "squat": squat,
     "arm_raises": arm_raises,
@@ -179,7 +233,8 @@ GENERATORS: dict[str, Callable[[np.ndarray, np.random.Generator], Pose]] = {
 }
 
 
-def generate(motion: str, duration_s: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def generate(motion: str, duration_s: float, rng: np.random.Generator,
+             model: MotionModel | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(time_s, coordinate values, feet lift in m) for one trial; frames a multiple of 4.
 
     A multiple of 4 capture frames makes every trial an integer number of 30 fps
@@ -187,5 +242,5 @@ def generate(motion: str, duration_s: float, rng: np.random.Generator) -> tuple[
     """
     n = int(round(duration_s * CAPTURE_RATE_HZ / 4)) * 4
     t = np.arange(n) / CAPTURE_RATE_HZ
-    pose = GENERATORS[motion](t, rng)
+    pose = GENERATORS[motion](t, rng, model)
     return t, pose.clipped(), pose.lift_m

@@ -16,6 +16,12 @@ Deterministic by (seed, subject id).  Per subject:
   first and last video frame (MoVi's v3d `flags30`);
 - `truth/`: the true coordinates (`.mot`), scale factors and scaled model,
   so later stages can be checked against the truth.
+
+Any OpenSim model with markers can stand in for the project's (`D3KE_MODEL`, see
+`biomech.model_files`), so the whole graph runs on it without real data: its bodies are scaled by
+the groups its measurement set scales together, drawn as ellipsoids around each body's joints and
+markers, and moved by the motions of `motions` on the coordinates it shares with the project's
+model (plus a random motion of all of them).
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from d3ke_assets.biomech import model_builder as mb
+from d3ke_assets.biomech import model_files
 from d3ke_assets.biomech.formats import MarkerTrajectories, read_trc, write_mot, write_trc
 from d3ke_assets.biomech.opensim_tools import KinematicsResult, OpenSimKinematics, scale_model
 from d3ke_assets.media.camera import Camera, look_at_camera
@@ -98,8 +105,87 @@ def draw_anthropometrics(rng: np.random.Generator) -> Anthropometrics:
     return Anthropometrics(sex, round(height, 4), round(mass, 2), factors)
 
 
+@dataclass(frozen=True)
+class GeneratorModel:
+    """What the generator needs of a model: the project's own tables, or ones derived from a user's model."""
+
+    files: model_files.ModelFiles
+    motion: motions.MotionModel
+    geometry: list  # (body, colour group, model_builder.Ellipsoid)
+    coordinate_names: list[str]
+    rotational: list[bool]
+    vertical: str  # the root translation along y
+    foot_bodies: tuple[str, ...]  # whose lowest surface stands on the floor
+    measurements: list  # the groups scaled together (user models)
+    name: str
+
+    @classmethod
+    def load(cls, generic_model: str | Path) -> "GeneratorModel":
+        files = model_files.ModelFiles.for_path(generic_model)
+        if files.project:
+            coords = mb.coordinates()
+            return cls(files, motions.MotionModel.project(), mb.geometry_table(), [c.name for c in coords],
+                       [c.rotational for c in coords], "pelvis_ty", FOOT_BODIES, [], mb.MODEL_NAME)
+        from d3ke_assets.biomech.ground_truth import ModelRules
+        from d3ke_assets.biomech.skeletal_layer import SkeletalModel
+
+        spec = model_files.check_model(files.osim)
+        root = model_files.root_joint(spec)
+        rules = ModelRules.for_model(files, SkeletalModel(spec))
+        return cls(files, motions.MotionModel.from_spec(spec, root), derived_geometry(spec),
+                   [c.name for c in spec.coordinates], [c.rotational for c in spec.coordinates],
+                   root.translation_along(1), tuple(spec.bodies), rules.measurements, spec.name)
+
+
+ELLIPSOID_MARGIN_M = 0.02
+MIN_RADIUS_M = 0.03
+
+
+def _side_group(body: str) -> str:
+    if body.endswith(("_r", "_R")) or body.startswith("r_"):
+        return "right"
+    if body.endswith(("_l", "_L")) or body.startswith("l_"):
+        return "left"
+    return "trunk"
+
+
+def derived_geometry(spec) -> list:
+    """Per body, one ellipsoid around its origin, its children's joints and its markers (body frame):
+    a user's model draws with these when its own geometry is meshes the generator cannot read."""
+    out = []
+    for body in spec.bodies:
+        points = [np.zeros(3)]
+        points += [j.parent.translation_m for j in spec.joints if j.parent.body == body]
+        points += [f.translation_m for _, f in spec.markers if f.body == body]
+        p = np.array(points, float)
+        lo, hi = p.min(axis=0), p.max(axis=0)
+        radii = np.maximum((hi - lo) / 2, MIN_RADIUS_M) + ELLIPSOID_MARGIN_M
+        out.append((body, _side_group(body), mb.Ellipsoid(tuple((lo + hi) / 2), tuple(radii))))
+    return out
+
+
+def draw_scale_factors(rng: np.random.Generator, bodies: list[str], measurements: list,
+                       height_m: float, generic_height_m: float) -> dict[str, tuple[float, float, float]]:
+    """A user's model: the bodies each measurement scales get one factor on its axes (so scaling with
+    that measurement set can find it again); bodies it does not scale keep 1."""
+    overall = height_m / generic_height_m
+    factors = {b: [1.0, 1.0, 1.0] for b in bodies}
+    for me in measurements:
+        f = overall * float(np.clip(rng.normal(1.0, 0.03), 0.92, 1.08))
+        for b in me.bodies:
+            for axis in me.axes.split():
+                factors[b]["XYZ".index(axis)] = f
+    return {b: tuple(round(v, 4) for v in f) for b, f in factors.items() if f != [1.0, 1.0, 1.0]}
+
+
+def generic_height_m(kin: OpenSimKinematics, names: list[str], default: np.ndarray) -> float:
+    """Standing height of the generic model: its highest marker above its lowest, plus a head's top."""
+    markers = kin.compute(default[None], names, with_bodies=False).markers_m[0]
+    return float(np.ptp(markers[:, 1])) + 0.05
+
+
 def subject_geometry(kin: OpenSimKinematics, factors: dict[str, tuple[float, float, float]],
-                     rng: np.random.Generator) -> render.BodyGeometry:
+                     rng: np.random.Generator, table: list | None = None) -> render.BodyGeometry:
     """The model's ellipsoids scaled like OpenSim scales attached geometry, with colours."""
     clothing = rng.uniform(0.15, 0.85, 3)
     skin = np.array([0.9, 0.72, 0.6]) * rng.uniform(0.55, 1.0)
@@ -107,7 +193,7 @@ def subject_geometry(kin: OpenSimKinematics, factors: dict[str, tuple[float, flo
     left = np.array([rng.uniform(0.1, 0.3), rng.uniform(0.3, 0.5), rng.uniform(0.75, 0.95)])
     colour = {"trunk": clothing, "head": skin, "right": right, "left": left}
     idx, centres, radii, colours = [], [], [], []
-    for body, group, e in mb.geometry_table():
+    for body, group, e in (mb.geometry_table() if table is None else table):
         f = np.asarray(factors.get(body, (1.0, 1.0, 1.0)))
         idx.append(kin.body_names.index(body))
         centres.append(np.asarray(e.centre) * f)
@@ -117,9 +203,9 @@ def subject_geometry(kin: OpenSimKinematics, factors: dict[str, tuple[float, flo
 
 
 def _feet_on_floor(kin_result: KinematicsResult, geometry: render.BodyGeometry, body_names: list[str],
-                   lift_m: np.ndarray) -> np.ndarray:
+                   lift_m: np.ndarray, foot_bodies: tuple[str, ...] = FOOT_BODIES) -> np.ndarray:
     """Vertical shift per frame that puts the lowest foot surface on y = 0, plus any jump."""
-    foot_idx = {body_names.index(b) for b in FOOT_BODIES}
+    foot_idx = {body_names.index(b) for b in foot_bodies}
     lows = []
     for e, b in enumerate(geometry.body_index):
         if b not in foot_idx:
@@ -161,13 +247,13 @@ class Trial:
 
 
 def _simulate_trial(name: str, duration_s: float, rng: np.random.Generator, kin: OpenSimKinematics,
-                    geometry: render.BodyGeometry) -> Trial:
-    t, q, lift = motions.generate(name, duration_s, rng)
-    names = mb.coordinate_names()
+                    geometry: render.BodyGeometry, model: GeneratorModel) -> Trial:
+    t, q, lift = motions.generate(name, duration_s, rng, model.motion)
+    names = model.coordinate_names
     res = kin.compute(q, names)
-    dy = _feet_on_floor(res, geometry, kin.body_names, lift)
+    dy = _feet_on_floor(res, geometry, kin.body_names, lift, model.foot_bodies)
     q = q.copy()
-    q[:, names.index("pelvis_ty")] += dy
+    q[:, names.index(model.vertical)] += dy
     # pelvis_ty only translates everything vertically: shift instead of recomputing
     res.markers_m[..., 1] += dy[:, None]
     res.body_origins_m[..., 1] += dy[:, None]
@@ -180,22 +266,23 @@ def generate_subject(key: str, out_dir: str | Path, size: SyntheticSize, seed: i
     out = Path(out_dir)
     sid = subject_id(key)
     rng = np.random.default_rng([int(seed), sid])
-    anthro = draw_anthropometrics(rng)
+    model = GeneratorModel.load(generic_model)
+    anthro = draw_anthropometrics(rng) if model.files.project else _user_anthropometrics(rng, model)
     for sub in ("mocap", "cameras", "truth"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     scaled = out / "truth" / "scaled_model.osim"
-    scale_model(generic_model, anthro.scale_factors, anthro.mass_kg, scaled, name=f"{mb.MODEL_NAME}_{key}")
+    scale_model(generic_model, anthro.scale_factors, anthro.mass_kg, scaled, name=f"{model.name}_{key}")
     kin = OpenSimKinematics(scaled)
-    geometry = subject_geometry(kin, anthro.scale_factors, rng)
-    names = mb.coordinate_names()
-    rotational = [c.rotational for c in mb.coordinates()]
+    geometry = subject_geometry(kin, anthro.scale_factors, rng, model.geometry)
+    names = model.coordinate_names
+    rotational = model.rotational
 
     trials: list[Trial] = []
     trial_facts = []
     video_frame = 0
     for name in (STATIC_TRIAL, *TRIALS):
         duration = size.static_seconds if name == STATIC_TRIAL else size.trial_seconds
-        trial = _simulate_trial(name, duration, rng, kin, geometry)
+        trial = _simulate_trial(name, duration, rng, kin, geometry, model)
         noisy = trial.kinematics.markers_m + _soft_tissue_noise(rng, *trial.kinematics.markers_m.shape[:2])
         write_trc(out / "mocap" / trc_name(key, name),
                   MarkerTrajectories(kin.marker_names, trial.time_s, noisy, motions.CAPTURE_RATE_HZ))
@@ -232,6 +319,18 @@ def generate_subject(key: str, out_dir: str | Path, size: SyntheticSize, seed: i
     }
     atomic_write_json(out / "subject.json", facts)
     return facts
+
+
+def _user_anthropometrics(rng: np.random.Generator, model: GeneratorModel) -> Anthropometrics:
+    """Sex, height and mass as for the project's model; scale factors by the model's measurement groups."""
+    sex = "female" if rng.random() < 0.5 else "male"
+    generic = OpenSimKinematics(model.files.osim)
+    default = np.array([c.default for c in model.motion.coords])
+    generic_height = generic_height_m(generic, model.coordinate_names, default)
+    height = float(np.clip(rng.normal(generic_height, 0.06), generic_height - 0.15, generic_height + 0.15))
+    mass = float(rng.uniform(19.0, 28.0)) * height ** 2
+    factors = draw_scale_factors(rng, generic.body_names, model.measurements, height, generic_height)
+    return Anthropometrics(sex, round(height, 4), round(mass, 2), factors)
 
 
 def estimate_bytes(size: SyntheticSize) -> int:

@@ -136,9 +136,10 @@ def test_bad_marker_files_get_one_line_errors(tmp_path, smoke_subject, generic_m
     static.write_text(static.read_text().replace("\tm\t", "\tmm\t", 1))
     with pytest.raises(D3keError, match=rf"{static.name}: marker coordinates reach .* Units header"):
         gt.compute_subject(tmp_path / "mocap", generic_model[0], tmp_path / "gt")
-    # a static trial whose markers are not the model's
-    static.write_text(original.replace("RASI", "R_ASIS"))
-    with pytest.raises(D3keError, match=r"markers \['RASI'\] of the model's marker set are not in the file"):
+    # a static trial whose markers are not the model's: without RSHO the torso's width cannot be measured
+    static.write_text(original.replace("RSHO", "R_SHO"))
+    with pytest.raises(D3keError, match=rf"{static.name}: cannot scale torso: the static trial lacks markers "
+                                        r"\['RSHO'\] of measurement torso_width: record them, or name"):
         gt.compute_subject(tmp_path / "mocap", generic_model[0], tmp_path / "gt")
 
 

@@ -269,6 +269,33 @@ def test_write_trial_trc_in_millimetres(model, tmp_path):
     np.testing.assert_allclose(back.positions_m, to_opensim(m["v"][VIDS][None] + t[:, None]), atol=1e-6)
 
 
+def test_a_users_vertex_table_gives_its_own_markers(model, tmp_path):
+    """Another model's marker set (Hamner-style names) on the SMPL+H body, from a CSV table with a header."""
+    folder, m = model
+    table = tmp_path / "hamner_vertices.csv"
+    table.write_text("marker,vertex\nR.ASIS,4343\nSternum,3470\nR.Heel,12\n")
+    vertices = am.read_vertex_table(table)
+    assert vertices == {"R.ASIS": 4343, "Sternum": 3470, "R.Heel": 12}
+    t = np.array([[0.1, 0.2, 0.3]])
+    f = write_poses(tmp_path / "p.npz", np.zeros((1, 156)), t)
+    traj = am.write_trial_trc(f, folder, tmp_path / "trial.trc", vertices=vertices)
+    assert traj.marker_names == ["R.ASIS", "Sternum", "R.Heel"]
+    np.testing.assert_allclose(traj.positions_m[0], to_opensim(m["v"][[4343, 3470, 12]] + t), atol=1e-5)
+    json_table = tmp_path / "t.json"
+    json_table.write_text('{"R.ASIS": 4343, "Sternum": 3470}')
+    assert am.read_vertex_table(json_table) == {"R.ASIS": 4343, "Sternum": 3470}
+
+
+@pytest.mark.parametrize("text, words", [("marker,vertex\nRASI,7000\n", r"not SMPL\+H vertices"),
+                                         ("just text\n", "not a vertex table")])
+def test_a_bad_vertex_table_is_one_line_naming_it(tmp_path, text, words):
+    table = tmp_path / "bad.csv"
+    table.write_text(text)
+    with pytest.raises(D3keError, match=words) as err:
+        am.read_vertex_table(table)
+    assert str(err.value).startswith(str(table)) and "D3KE_AMASS_MARKERS" in str(err.value)
+
+
 def test_load_amass_trial_reads_gender_as_bytes_and_body_only_poses(tmp_path):
     f = write_poses(tmp_path / "p.npz", np.zeros((3, 66)), np.zeros((3, 3)), gender=b"Female")
     trial = am.load_amass_trial(f)
