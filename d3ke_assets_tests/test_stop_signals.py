@@ -85,8 +85,10 @@ def test_a_stop_signal_ends_the_demo_at_the_run_in_progress(tmp_path, sig, code,
     *before, stopped = runs
     assert [(p, s) for p, s, _, _ in before] == ([(None, dg.DagsterRunStatus.SUCCESS)] +
                                                ([(reference, dg.DagsterRunStatus.SUCCESS)] if reference else []))
-    # (once in about 20 runs under load the run has ended SUCCESS: the stderr shows where the signal went)
-    assert stopped[:2] == (subject, dg.DagsterRunStatus.FAILURE), "".join(demo.err)[-4000:]
+    # (before each asset checked for a stop itself, a signal swallowed by a finalizer let this run end
+    # SUCCESS in 2 of 3 full-suite runs; the demo's log shows where a signal went)
+    logs = "".join(p.read_text(errors="replace")[-3000:] for p in sorted((tmp_path / "logs").glob("*.log")))
+    assert stopped[:2] == (subject, dg.DagsterRunStatus.FAILURE), out + logs
     assert stopped[3] == ["DagsterExecutionInterruptedError"]
 
     # one line per run, the stopped one says so; the summary names the signal and what was not launched

@@ -17,7 +17,7 @@ from typing import Callable, Collection, Mapping, Sequence
 
 import dagster as dg
 
-from d3ke_assets import versioning
+from d3ke_assets import interrupts, versioning
 from d3ke_assets.defs.constants import RAW_SUBJECT, SUBJECT_ASSETS, folder_name
 from d3ke_assets.defs.resources import DataRootResource
 from d3ke_assets.errors import D3keError
@@ -95,12 +95,23 @@ class VersionedOutput:
         `build` writes into a temporary folder swapped in when complete, or (`in_place`) into the
         output folder itself, for outputs with parts that must survive a failed run.
         """
+        stop_if_requested()
         self.data_version, self.reused = versioning.build_if_stale(
             self.folder, self.stamp, build, in_place=in_place, content_version=CONTENT_VERSIONS.get(self.key),
             on_reuse=on_reuse, log=log)
         where = f" [{self.folder.name}]" if self.key in SUBJECT_ASSETS else ""
         log(f"{self.key.to_user_string()}{where}: {'unchanged, reused' if self.reused else 'written'}")
         return self
+
+
+def stop_if_requested() -> None:
+    """Fail the step as interrupted when a stop signal has come (`d3ke demo`'s wakeup fd saw it).
+
+    Dagster raises a signal inside the step that is running, but a signal whose handler runs inside
+    a finalizer (a `__del__`) is swallowed there and the run would go on; each asset checks again here.
+    """
+    if interrupts.stop_requested():
+        raise dg.DagsterExecutionInterruptedError()
 
 
 def versioned_output(context: dg.AssetExecutionContext, data_root: DataRootResource, config: dict,

@@ -276,3 +276,28 @@ def test_movi_mocap_markers_pair_motions_by_number_and_name_what_is_left_out(tmp
     _, gt = _data_version(result, "opensim_gt")
     assert gt["n_label_frames"].value == sum(last - first + 1 for n, (first, last) in enumerate(rows, 1)
                                              if n not in (4, 7))
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the swallowed signal, on purpose
+def test_a_stop_signal_swallowed_by_a_finalizer_still_stops_the_next_asset(tmp_path):
+    """A signal whose Python handler happens to run inside a finalizer (`__del__`) is swallowed there
+    ("Exception ignored in ..."), so Dagster never raises it and the run would go on.  `d3ke demo`'s
+    wakeup fd saw it: the next asset fails as interrupted before writing anything."""
+    import os
+    import signal
+
+    from d3ke_assets import interrupts
+
+    class Finalized:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGINT)  # the handler runs here and its exception is swallowed
+
+    with interrupts.stop_on_signals():
+        Finalized()
+        swallowed = interrupts.stop_requested()
+        result = _materialize(["opensim_model"], tmp_path, dg.DagsterInstance.ephemeral())
+    assert swallowed == signal.SIGINT
+    assert not result.success
+    failures = [e.step_failure_data.error.cls_name for e in result.all_events if e.is_step_failure]
+    assert failures == ["DagsterExecutionInterruptedError"]
+    assert not (tmp_path / "opensim_model").exists() or not any((tmp_path / "opensim_model").iterdir())
