@@ -228,7 +228,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_quality(args: argparse.Namespace) -> int:
-    """The trained models' coordinate error on the test subjects next to the mean baseline."""
+    """The trained models' coordinate error on the test subjects next to the mean baseline, after the
+    quality gate's figures on the validation subjects."""
     from d3ke_assets.biomech import model_files
     from d3ke_assets.defs.constants import OPENSIM_MODEL, folder_name
     from d3ke_assets.learning.quality import quality_report
@@ -239,7 +240,8 @@ def cmd_quality(args: argparse.Namespace) -> int:
     split = split_for(run.dataset, run.preset_settings().synthetic.n_subjects, run.lab_root)
     osim = model_files.ModelFiles.in_folder(root / folder_name(OPENSIM_MODEL)).osim
     report = quality_report(root, osim, list(split.train), list(split.test),
-                            log=lambda m: print(m, file=sys.stderr))
+                            log=lambda m: print(m, file=sys.stderr), validation_subjects=list(split.validation),
+                            gate_ratio=run.preset_settings().gate_ratio)
     _print_figures(report, args.json)
     return 0
 

@@ -67,8 +67,9 @@ class OpenSimGtConfig(dg.Config):
 @dg.asset(key=OPENSIM_GT, deps=[MOCAP_MARKERS, OPENSIM_MODEL],  # partitioned by subject in definitions
           code_version=CODE_VERSIONS[OPENSIM_GT],
           automation_condition=on_changed_data_versions(), group_name="biomech", kinds={"opensim"}, pool=OPENSIM_POOL,
-          check_specs=[dg.AssetCheckSpec("ik_marker_error_below_threshold", asset=OPENSIM_GT),
-                       dg.AssetCheckSpec("labels_have_no_nan", asset=OPENSIM_GT),
+          # blocking: frames never crops a subject whose labels are NaN or whose IK missed the markers
+          check_specs=[dg.AssetCheckSpec("ik_marker_error_below_threshold", asset=OPENSIM_GT, blocking=True),
+                       dg.AssetCheckSpec("labels_have_no_nan", asset=OPENSIM_GT, blocking=True),
                        dg.AssetCheckSpec("label_frames_match_video", asset=OPENSIM_GT)])
 def opensim_gt(context: dg.AssetExecutionContext, config: OpenSimGtConfig, data_root: DataRootResource):
     """OpenSim ScaleTool on the static trial, InverseKinematicsTool per trial (at video frames by

@@ -17,7 +17,7 @@ from d3ke_assets.defs.versioned import VersionedOutput, versioned_output
 from d3ke_assets.errors import D3keError
 from d3ke_assets.frames.processing import INDEX_NAME
 from d3ke_assets.frames.reader import FrameDataset
-from d3ke_assets.learning import presets, sequence, training
+from d3ke_assets.learning import presets, quality, sequence, training
 from d3ke_assets.learning.model import FrameModel
 from d3ke_assets.learning.tracking import TrackedRun, TrainingTracker, learning_curve_png
 
@@ -101,11 +101,32 @@ def _params(out: VersionedOutput, config, train_dirs, val_dirs) -> dict:
             "validation_subjects": ",".join(d.name for d in val_dirs)}
 
 
+QUALITY_GATE = "validation_error_below_gate"
+SEQUENCE_NOT_WORSE = "sequence_model_not_worse_than_frame_model"
+
+
+def _quality_gate(data_root: DataRootResource, dataset: DatasetResource, folder, model_path, train_dirs,
+                  val_dirs) -> dg.AssetCheckResult:
+    """frame_model's blocking check: `quality.validation_gate` at the preset's `gate_ratio`."""
+    gate_ratio = dataset.preset_settings().gate_ratio
+    gate = quality.validation_gate(folder / training.CHECKPOINT, model_path, FrameDataset(train_dirs),
+                                   FrameDataset(val_dirs), gate_ratio)
+    return dg.AssetCheckResult(
+        check_name=QUALITY_GATE, passed=bool(gate["gate_passed"]), severity=dg.AssetCheckSeverity.ERROR,
+        description=None if gate_ratio is not None else f"no gate in preset {dataset.preset} (figures only)",
+        metadata={k: (round(v, 4) if isinstance(v, float) else ("off" if v is None else v))
+                  for k, v in gate.items()})
+
+
 @dg.asset(key=FRAME_MODEL, deps=[dg.AssetDep(FRAMES, partition_mapping=dg.AllPartitionMapping()), OPENSIM_MODEL],
           code_version=CODE_VERSIONS[FRAME_MODEL], group_name="learning", kinds={"pytorch", "mlflow"},
-          pool=GPU_POOL, op_tags=GPU_OP_TAGS)
+          pool=GPU_POOL, op_tags=GPU_OP_TAGS,
+          # blocking: a training that fails the gate is not scored by evaluation nor refined over time
+          check_specs=[dg.AssetCheckSpec(QUALITY_GATE, asset=FRAME_MODEL, blocking=True,
+                                         description="validation coordinate MAE at most the preset's gate_ratio "
+                                                     "times the mean-pose baseline's on the validation subjects")])
 def frame_model(context: dg.AssetExecutionContext, data_root: DataRootResource, dataset: DatasetResource,
-                mlflow: MlflowTrackingResource) -> dg.MaterializeResult:
+                mlflow: MlflowTrackingResource):
     """The frame model (backbone + head + skeletal layer) of the preset, trained on the train
     subjects and validated on the validation subjects; the test subjects are never read here."""
     with user_errors_as_failures():
@@ -130,7 +151,8 @@ def frame_model(context: dg.AssetExecutionContext, data_root: DataRootResource, 
 
         # in place: the per-epoch checkpoint must survive a killed run so the next one resumes
         out.build(build, in_place=True, log=context.log.info)
-        return _training_result(out, {"backbone": config.backbone})
+        yield _training_result(out, {"backbone": config.backbone})
+        yield _quality_gate(data_root, dataset, out.folder, model_path, train_dirs, val_dirs)
 
 
 class SequenceModelConfig(dg.Config):
@@ -143,9 +165,11 @@ class SequenceModelConfig(dg.Config):
 @dg.asset(key=SEQUENCE_MODEL,
           deps=[FRAME_MODEL, dg.AssetDep(FRAMES, partition_mapping=dg.AllPartitionMapping()), OPENSIM_MODEL],
           code_version=CODE_VERSIONS[SEQUENCE_MODEL], group_name="learning", kinds={"pytorch", "mlflow"},
-          pool=GPU_POOL, op_tags=GPU_OP_TAGS)
+          pool=GPU_POOL, op_tags=GPU_OP_TAGS,
+          check_specs=[dg.AssetCheckSpec(SEQUENCE_NOT_WORSE, asset=SEQUENCE_MODEL,
+                                         description="validation coordinate MAE not above the frame model's")])
 def sequence_model(context: dg.AssetExecutionContext, config: SequenceModelConfig, data_root: DataRootResource,
-                   dataset: DatasetResource, mlflow: MlflowTrackingResource) -> dg.MaterializeResult:
+                   dataset: DatasetResource, mlflow: MlflowTrackingResource):
     """The temporal stage over windows of the frame model's outputs on the train subjects' videos,
     validated on the validation subjects, with the frame model's losses."""
     with user_errors_as_failures():
@@ -178,4 +202,12 @@ def sequence_model(context: dg.AssetExecutionContext, config: SequenceModelConfi
                               _params(out, settings, train_dirs, val_dirs), train)
 
         out.build(build, in_place=True, log=context.log.info)
-        return _training_result(out, {"variant": settings.variant, "receptive_field": settings.receptive_field})
+        yield _training_result(out, {"variant": settings.variant, "receptive_field": settings.receptive_field})
+        # both figures on the validation subjects' used frames; a warning: the frame model is still usable
+        seq_mae = quality.validation_mae_deg(out.folder / training.CHECKPOINT)
+        frame_mae = quality.validation_mae_deg(frame_dir / training.CHECKPOINT)
+        yield dg.AssetCheckResult(check_name=SEQUENCE_NOT_WORSE, passed=bool(seq_mae <= frame_mae),
+                                  severity=dg.AssetCheckSeverity.WARN,
+                                  metadata={"validation_sequence_model_coordinate_mae_deg": round(seq_mae, 4),
+                                            "validation_frame_model_coordinate_mae_deg": round(frame_mae, 4),
+                                            "ratio_sequence_to_frame_model": round(seq_mae / frame_mae, 4)})

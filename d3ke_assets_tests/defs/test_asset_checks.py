@@ -65,17 +65,31 @@ def _rewrite_labels(gt_dir, change) -> None:
     (gt_dir / "labels.npz").write_bytes(buf.getvalue())
 
 
+def _materialized_assets(result) -> set[str]:
+    return {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+
+
+def _blocked_frames(result) -> None:
+    """A blocking check of opensim_gt failed: its step fails, opensim_gt is recorded, frames never runs."""
+    assert not result.success
+    assert _materialized_assets(result) == {"opensim_gt"}
+    assert "frames" not in {e.step_key for e in result.all_events if e.is_step_start}
+    failure = [e for e in result.all_events if e.is_step_failure][0]
+    assert "blocking asset check" in failure.event_specific_data.error.message
+
+
 def test_ik_error_above_the_threshold_fails_its_check(root):
-    """The configured threshold set below the real IK error (a config that does not change the output)."""
+    """The configured threshold set below the real IK error (a config that does not change the output);
+    the check blocks frames."""
     with np.load(root / "opensim_gt" / SUBJECT / "labels.npz", allow_pickle=False) as data:
         error, trial = data["marker_error_m"].astype(np.float64), data["trial_index"]
     # the worst trial's RMS marker error, from the per-frame errors stored with the labels
     worst_mm = 1000 * max(np.sqrt(np.nanmean(error[trial == t] ** 2)) for t in np.unique(trial))
     assert 0.5 < worst_mm < 20
     threshold_m = float(worst_mm / 2 / 1000)
-    result = _materialize(["opensim_gt"], root, SUBJECT,
+    result = _materialize(["opensim_gt", "frames"], root, SUBJECT,
                           {"ops": {"opensim_gt": {"config": {"max_trial_rms_error_m": threshold_m}}}})
-    assert result.success  # a failed check is reported, not a failed step
+    _blocked_frames(result)
     evaluations = _evaluations(result)
     failed = evaluations["ik_marker_error_below_threshold"]
     assert failed.passed is False
@@ -86,7 +100,8 @@ def test_ik_error_above_the_threshold_fails_its_check(root):
 
 
 def test_nan_in_stored_labels_fails_its_check(root):
-    """NaN written into the stamped labels.npz (as a bad solve or a damaged file would leave it)."""
+    """NaN written into the stamped labels.npz (as a bad solve or a damaged file would leave it); the
+    check blocks frames."""
     gt_dir = root / "opensim_gt" / SUBJECT
 
     def add_nan(arrays):
@@ -94,8 +109,8 @@ def test_nan_in_stored_labels_fails_its_check(root):
         arrays["markers_m"][2, 0, :] = np.nan  # three values
 
     _rewrite_labels(gt_dir, add_nan)
-    result = _materialize(["opensim_gt"], root, SUBJECT)
-    assert result.success
+    result = _materialize(["opensim_gt", "frames"], root, SUBJECT)
+    _blocked_frames(result)
     evaluations = _evaluations(result)
     assert evaluations["labels_have_no_nan"].passed is False
     assert _meta(evaluations["labels_have_no_nan"]) == {"n_nan": 4}
@@ -120,7 +135,7 @@ def test_labels_short_of_the_video_fail_both_frame_count_checks(root):
     summary["n_label_frames"] = n_video - 1
     (gt_dir / "summary.json").write_text(json.dumps(summary))
     result = _materialize(["opensim_gt", "frames"], root, SUBJECT)
-    assert result.success
+    assert result.success  # label_frames_match_video does not block: frames' own check reports the mismatch
     evaluations = _evaluations(result)
     assert set(evaluations) == CHECKS
     assert evaluations["label_frames_match_video"].passed is False
