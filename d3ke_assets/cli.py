@@ -247,7 +247,7 @@ def cmd_quality(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    """A trained frame model on a video: <video>.mot, <video>.osim and an overlay video in --out."""
+    """A trained frame or sequence model on a video: <video>.mot, <video>.osim and an overlay video in --out."""
     import tempfile
 
     from d3ke_assets.biomech import model_builder, model_files
@@ -366,11 +366,12 @@ def build_parser() -> argparse.ArgumentParser:
     quality.add_argument("--json", action="store_true")
     quality.set_defaults(func=cmd_quality)
 
-    predict = sub.add_parser("predict", help="run a trained frame model on a video: OpenSim .mot + scaled .osim "
-                                             "+ an overlay video")
+    predict = sub.add_parser("predict", help="run a trained frame model (or a sequence model, which refines "
+                                             "it over time) on a video: OpenSim .mot + scaled .osim + an overlay video")
     predict.add_argument("video")
     predict.add_argument("--model", required=True,
-                         help="a checkpoint (last.pt) or an MLflow URI: models:/d3ke_frame_model_synthetic/1, "
+                         help="a frame or sequence model's checkpoint (frame_model/last.pt, sequence_model/last.pt) or an "
+                              "MLflow URI: models:/d3ke_frame_model_synthetic/1, models:/d3ke_sequence_model_synthetic/1, "
                               "runs:/RUN_ID/checkpoint (the project's store under the data root)")
     predict.add_argument("--out", required=True, help="folder for <video>.mot, <video>.osim, <video>_overlay.mp4")
     predict.add_argument("--box", default=None, help="x,y,w,h of the person in pixels (default: the centred square)")

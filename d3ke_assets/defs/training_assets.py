@@ -3,6 +3,8 @@ trained on the train subjects, validated on the validation subjects, tracked in 
 
 import base64
 import json
+import tempfile
+from pathlib import Path
 
 import dagster as dg
 
@@ -15,6 +17,7 @@ from d3ke_assets.defs.constants import (CODE_VERSIONS, FRAME_MODEL, FRAMES, OPEN
                                         folder_name)
 from d3ke_assets.defs.versioned import VersionedOutput, versioned_output
 from d3ke_assets.errors import D3keError
+from d3ke_assets.evaluation import serving
 from d3ke_assets.frames.processing import INDEX_NAME
 from d3ke_assets.frames.reader import FrameDataset
 from d3ke_assets.learning import presets, quality, sequence, training
@@ -48,10 +51,20 @@ def _train_and_val_dirs(data_root: DataRootResource, dataset: DatasetResource, l
     return train_dirs, val_dirs
 
 
+def _input_datasets(data_root: DataRootResource, inputs: dict[str, str], train_dirs, val_dirs):
+    """(data versions, context, folder) of each input, for MLflow's dataset inputs."""
+    roles = {**{f"{folder_name(FRAMES)}/{d.name}": "training" for d in train_dirs},
+             **{f"{folder_name(FRAMES)}/{d.name}": "validation" for d in val_dirs}}
+    contexts = {name: roles.get(name, "model") for name in inputs}
+    folders = {name: data_root.asset_dir(*name.split("/")) for name in inputs}
+    return inputs, contexts, folders
+
+
 def _tracked_training(context, mlflow: MlflowTrackingResource, dataset: DatasetResource, out, stamp: str,
-                      asset: str, run_name: str, params: dict, train) -> None:
+                      asset: str, run_name: str, params: dict, train, osim, datasets) -> None:
     """Run `train(on_epoch)` inside one MLflow run (continued when the training resumes), then log
-    the artifacts and register the checkpoint as a version of `d3ke_<asset>_<dataset>`."""
+    the inputs' data versions as dataset inputs (`datasets`: `_input_datasets`), the artifacts, and the
+    checkpoint as a pyfunc model registered as a version of `d3ke_<asset>_<dataset>`."""
     active = out / ACTIVE_RUN
     previous = json.loads(active.read_text()) if active.is_file() else None
     resume = previous["run_id"] if previous and previous.get("stamp") == stamp else None
@@ -66,7 +79,11 @@ def _tracked_training(context, mlflow: MlflowTrackingResource, dataset: DatasetR
     except BaseException:
         tracker.fail()
         raise
-    run = tracker.finish(out / training.CHECKPOINT, config, history, f"d3ke_{asset}_{dataset.checked_name()}")
+    tracker.log_data_versions(*datasets)
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = serving.save_pyfunc_model(Path(tmp) / "model", out / training.CHECKPOINT, osim)
+        run = tracker.finish(out / training.CHECKPOINT, config, history, f"d3ke_{asset}_{dataset.checked_name()}",
+                             model_dir=model_dir)
     (out / HISTORY).write_text(json.dumps([h.__dict__ for h in history], indent=1))
     (out / RUN_INFO).write_text(json.dumps(run.__dict__, indent=1))
     active.unlink()
@@ -147,7 +164,8 @@ def frame_model(context: dg.AssetExecutionContext, data_root: DataRootResource, 
 
             _tracked_training(context, mlflow, dataset, folder, stamp, folder_name(FRAME_MODEL),
                               f"frame_model {config.backbone}",
-                              _params(out, config, train_dirs, val_dirs), train)
+                              _params(out, config, train_dirs, val_dirs), train, model_path,
+                              _input_datasets(data_root, out.inputs, train_dirs, val_dirs))
 
         # in place: the per-epoch checkpoint must survive a killed run so the next one resumes
         out.build(build, in_place=True, log=context.log.info)
@@ -195,11 +213,14 @@ def sequence_model(context: dg.AssetExecutionContext, config: SequenceModelConfi
                 model = sequence.SequenceModel(SkeletalModel.from_osim(model_path), settings)
                 history = sequence.train_sequence_model(model, *sets, settings, folder, log=context.log.info,
                                                         on_epoch=on_epoch, resume_key=stamp)
+                # the checkpoint then runs on its own (d3ke predict, the served model)
+                sequence.attach_frame_model(folder / training.CHECKPOINT, frame_dir / training.CHECKPOINT)
                 return history, settings.as_dict()
 
             _tracked_training(context, mlflow, dataset, folder, stamp, folder_name(SEQUENCE_MODEL),
                               f"sequence_model {settings.variant} rf{settings.receptive_field}",
-                              _params(out, settings, train_dirs, val_dirs), train)
+                              _params(out, settings, train_dirs, val_dirs), train, model_path,
+                              _input_datasets(data_root, out.inputs, train_dirs, val_dirs))
 
         out.build(build, in_place=True, log=context.log.info)
         yield _training_result(out, {"variant": settings.variant, "receptive_field": settings.receptive_field})

@@ -1,11 +1,16 @@
-"""Run a trained frame model on a user's video: OpenSim coordinates, a scaled model, an overlay.
+"""Run a trained model on a user's video: OpenSim coordinates, a scaled model, an overlay.
+
+A frame model predicts each frame alone; a sequence model (its checkpoint carries the frame model it
+refines) then refines those outputs over the video's frames in order, as it was trained to.
 
 The network sees a square box of every frame (by default the centred square; any frame rate and
 resolution), resized to the size it was trained at.  It estimates pelvis-relative kinematics in
 the camera frame; the `.mot` expresses the pelvis orientation in a y-up frame that is the camera
 turned upright (x right, y up, z towards the viewer) and puts the pelvis at a standing height at
 the origin, as a single camera cannot tell where the person is.  The `.osim` is the project's
-generic model scaled by the mean predicted scale factors, so OpenSim loads the two together.
+generic model scaled by the mean predicted scale factors, so OpenSim loads the two together.  The
+overlay is the original video at its own resolution with the box the network saw and the predicted
+skeleton drawn in it.
 """
 
 from __future__ import annotations
@@ -16,12 +21,10 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import torch
 
 from d3ke_assets.errors import D3keError
 
 CAMERA_TO_UPRIGHT = np.diag([1.0, -1.0, -1.0])  # camera (y down, z ahead) -> y up, z towards the viewer
-DEFAULT_CROP_PX = 256
 
 
 @dataclass
@@ -111,34 +114,59 @@ def root_angles(rotation_upright: np.ndarray, root) -> np.ndarray:
     return Rotation.from_matrix(rotation_upright).as_euler(letters) * np.array(signs)
 
 
-def _draw_skeleton(crop, joints_cam_m: np.ndarray, pairs: list[tuple[int, int]]):
-    """Weak perspective: the skeleton scaled to 80% of the crop's height and centred (no camera
-    calibration is known for a user's video)."""
-    from PIL import ImageDraw
+def mot_coordinates(pred: dict, layer) -> np.ndarray:
+    """(N, C) every coordinate of the model as the `.mot` holds it (radians, metres; `write_mot`
+    turns the rotational ones into degrees) from a frame or sequence model's predictions: the root's
+    angles from the predicted pelvis orientation in the camera turned upright, its vertical
+    translation at a standing height, its horizontal ones at 0."""
+    from d3ke_assets.biomech.model_builder import STANDING_PELVIS_HEIGHT_M
+    from d3ke_assets.biomech.model_files import root_joint
 
-    size = crop.size[0]
+    names = list(layer.coordinate_names)
+    q = np.asarray(pred["coordinates"], np.float64).copy()
+    upright = np.einsum("ij,njk->nik", CAMERA_TO_UPRIGHT, np.asarray(pred["pelvis_rotation"], np.float64))
+    root = root_joint(layer.spec)
+    angles = root_angles(upright, root)
+    for i, name in enumerate(root.rotations):
+        q[:, names.index(name)] = angles[:, i]
+    vertical = root.translation_along(1)
+    default_height = layer.spec.coordinates[names.index(vertical)].default_value
+    q[:, names.index(vertical)] = default_height if default_height > 0.3 else STANDING_PELVIS_HEIGHT_M
+    return q
+
+
+def draw_skeleton(frame: np.ndarray, box: np.ndarray, joints_cam_m: np.ndarray, pairs: list[tuple[int, int]]):
+    """The skeleton drawn on the original video frame (its own resolution), inside the square `box`
+    (x0, y0, size) the network saw, which is outlined.  Weak perspective: the skeleton scaled to 80%
+    of the box's height and centred in it (no camera calibration is known for a user's video)."""
+    from PIL import Image, ImageDraw
+
+    image = Image.fromarray(frame)
+    x0, y0, size = (float(v) for v in box)
     xy = joints_cam_m[:, :2]
     extent = max(float(np.ptp(xy[:, 1])), 0.5)
     scale = 0.8 * size / (extent * 1.25)  # the head is above the highest joint centre
     centre = (xy.max(axis=0) + xy.min(axis=0)) / 2
-    uv = (xy - centre) * scale + size / 2
-    draw = ImageDraw.Draw(crop)
+    uv = (xy - centre) * scale + np.array([x0 + size / 2, y0 + size / 2])
+    draw = ImageDraw.Draw(image)
+    width = max(1, int(size) // 100)
+    draw.rectangle([x0, y0, x0 + size - 1, y0 + size - 1], outline=(0, 200, 255), width=width)
     for a, b in pairs:
-        draw.line([tuple(uv[a]), tuple(uv[b])], fill=(255, 230, 0), width=max(1, size // 100))
-    return crop
+        draw.line([tuple(uv[a]), tuple(uv[b])], fill=(255, 230, 0), width=max(1, int(size) // 100 + 1))
+    return np.asarray(image)
 
 
 def predict_video(video: Path, checkpoint: Path, generic_osim: Path, out_dir: Path, box_text: str | None = None,
                   batch_size: int = 32, log: Callable[[str], None] = lambda m: None) -> PredictResult:
+    """A frame model, or a sequence model that refines its frame model's outputs over the video's
+    frames in order (`serving.load_predictor` tells the checkpoints apart)."""
     from d3ke_assets.biomech.formats import write_mot
-    from d3ke_assets.biomech.model_builder import STANDING_PELVIS_HEIGHT_M
-    from d3ke_assets.biomech.model_files import root_joint
     from d3ke_assets.biomech.opensim_tools import scale_model
     from d3ke_assets.evaluation.report import bones
+    from d3ke_assets.evaluation.serving import load_predictor
     from d3ke_assets.frames.processing import crop_square
     from d3ke_assets.media.video import decode_frames, probe_video, write_video
-    from d3ke_assets.learning.model import normalise
-    from d3ke_assets.learning.training import choose_device, load_checkpoint, load_trained_frame_model
+    from d3ke_assets.learning.training import choose_device
 
     t_start = time.perf_counter()
     video = Path(video)
@@ -148,53 +176,36 @@ def predict_video(video: Path, checkpoint: Path, generic_osim: Path, out_dir: Pa
     if info.n_frames == 0:
         raise D3keError(f"{video}: the video has no frames")
     box = parse_box(box_text, info.width_px, info.height_px, video)
-    crop_px = int(load_checkpoint(checkpoint).get("crop_px") or DEFAULT_CROP_PX)
-    model = load_trained_frame_model(checkpoint, generic_osim)
     device = choose_device()
-    model.to(device).eval()
-    layer = model.layer
-    pairs = bones(layer)
+    predictor = load_predictor(checkpoint, generic_osim).to(device)
+    log(f"{video.name}: {predictor.kind} at {predictor.crop_px} px")
+    layer = predictor.layer
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = video.stem
-    predictions: dict[str, list] = {}
-    overlay_frames: list[np.ndarray] = []
+    heads: list[np.ndarray] = []
     t_network = 0.0
 
     def run(crops):
         nonlocal t_network
-        images = torch.from_numpy(np.stack([np.asarray(c) for c in crops])).permute(0, 3, 1, 2)
         t0 = time.perf_counter()
-        with torch.no_grad():
-            pred = model(normalise(images.to(device)))
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        heads.append(predictor.head_outputs(np.stack(crops)))  # on the CPU when it returns
         t_network += time.perf_counter() - t0
-        for k, v in pred.items():
-            predictions.setdefault(k, []).append(v.cpu().numpy())
-        for crop, joints in zip(crops, pred["joint_centres_m"].cpu().numpy()):
-            overlay_frames.append(np.asarray(_draw_skeleton(crop, joints, pairs)))
 
     crops = []
     for k, rgb in enumerate(decode_frames(video)):
-        crops.append(crop_square(rgb, box, crop_px))
+        crops.append(np.asarray(crop_square(rgb, box, predictor.crop_px)))
         if len(crops) == batch_size:
             run(crops)
             crops = []
             log(f"{stem}: {k + 1}/{info.n_frames} frames")
     if crops:
         run(crops)
-    pred = {k: np.concatenate(v) for k, v in predictions.items()}
+    t0 = time.perf_counter()
+    pred = predictor.decode(np.concatenate(heads))  # the sequence model refines over the whole video
+    t_network += time.perf_counter() - t0
     n = len(pred["coordinates"])
     names = list(layer.coordinate_names)
-    q = pred["coordinates"].astype(np.float64).copy()
-    upright = np.einsum("ij,njk->nik", CAMERA_TO_UPRIGHT, pred["pelvis_rotation"].astype(np.float64))
-    root = root_joint(layer.spec)
-    angles = root_angles(upright, root)
-    for i, name in enumerate(root.rotations):
-        q[:, names.index(name)] = angles[:, i]
-    vertical = root.translation_along(1)
-    default_height = layer.spec.coordinates[names.index(vertical)].default_value
-    q[:, names.index(vertical)] = default_height if default_height > 0.3 else STANDING_PELVIS_HEIGHT_M
+    q = mot_coordinates(pred, layer)
     mot = out_dir / f"{stem}.mot"
     write_mot(mot, np.arange(n) / info.fps, names, q, list(layer.rotational), title=stem)
     osim = out_dir / f"{stem}.osim"
@@ -202,6 +213,11 @@ def predict_video(video: Path, checkpoint: Path, generic_osim: Path, out_dir: Pa
     scale_model(generic_osim, {b: tuple(mean_scales[i]) for i, b in enumerate(layer.body_names)}, 75.0, osim,
                 name=stem)
     overlay = out_dir / f"{stem}_overlay.mp4"
-    fps = max(1, int(round(info.fps)))
-    write_video(overlay, overlay_frames, fps, crop_px, crop_px)
+    pairs = bones(layer)
+    # the original frames at their own size (even, as the encoder's 4:2:0 chroma needs): a second pass,
+    # so a long video is never held in memory
+    width, height = info.width_px - info.width_px % 2, info.height_px - info.height_px % 2
+    drawn = (draw_skeleton(rgb, box, joints, pairs)[:height, :width]
+             for rgb, joints in zip(decode_frames(video), pred["joint_centres_m"]))
+    write_video(overlay, drawn, max(1, int(round(info.fps))), width, height)
     return PredictResult(mot, osim, overlay, n, info.fps, time.perf_counter() - t_start, t_network)

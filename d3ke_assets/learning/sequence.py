@@ -253,11 +253,42 @@ def predict_sequence(model: SequenceModel, head_outputs: np.ndarray, frames: Fra
     return {k: np.concatenate(v) for k, v in parts.items()}
 
 
-def load_trained_sequence_model(checkpoint: Path, osim_path: Path) -> SequenceModel:
-    bundle = load_checkpoint(checkpoint)
+def load_trained_sequence_model(checkpoint: Path, osim_path: Path, bundle: dict | None = None) -> SequenceModel:
+    """`bundle`: the checkpoint's contents when already loaded."""
+    bundle = bundle if bundle is not None else load_checkpoint(checkpoint)
     settings = {k: v for k, v in bundle.get("config", {}).items() if k != "loss_weights"}
     if "variant" not in settings:
         raise D3keError(f"{checkpoint}: not a sequence-model checkpoint (no variant in its configuration)")
     model = SequenceModel(SkeletalModel.from_osim(osim_path), SequenceConfig(**settings))
     model.load_state_dict(bundle["model"])
     return model.eval()
+
+
+@torch.no_grad()
+def refine_video(model: SequenceModel, head_outputs: np.ndarray, batch_size: int = 512) -> dict[str, np.ndarray]:
+    """The sequence model over one video's frames in order (a user's video: one trial, one camera),
+    the edge frames repeated past its ends as in training; predictions per frame, as numpy arrays."""
+    device = next(model.parameters()).device
+    n, half = len(head_outputs), model.receptive_field // 2
+    rows = np.clip(np.arange(n)[:, None] + np.arange(-half, half + 1)[None, :], 0, max(n - 1, 0))
+    outputs = torch.from_numpy(np.ascontiguousarray(head_outputs, np.float32))
+    parts: dict[str, list] = {}
+    for start in range(0, n, batch_size):
+        windows = outputs[torch.from_numpy(rows[start:start + batch_size])].to(device)
+        for k, v in model(windows).items():
+            parts.setdefault(k, []).append(v.cpu().numpy())
+    return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+FRAME_MODEL_KEY = "frame_model"  # in a sequence checkpoint: the frame model it refines, so it runs on its own
+
+
+def attach_frame_model(checkpoint: Path, frame_checkpoint: Path) -> None:
+    """Put the frame model a sequence model was trained on (its predicting weights, configuration and
+    input size) into the sequence checkpoint, so `d3ke predict` and a served model need that file alone."""
+    from d3ke_assets.learning.training import save_checkpoint
+
+    bundle = load_checkpoint(checkpoint)
+    frame = load_checkpoint(frame_checkpoint)
+    bundle[FRAME_MODEL_KEY] = {k: frame[k] for k in ("model", "config", "crop_px") if k in frame}
+    save_checkpoint(checkpoint, bundle)

@@ -2,7 +2,11 @@
 and the store's layout under the data root (`MlflowStore`), defined here once.
 
 Nothing is pickled: the checkpoint is a state_dict bundle (`torch.save`, loaded with
-`weights_only=True`) logged as an artifact, and the registered model version points at it.
+`weights_only=True`) logged as an artifact.  The registered model version is an MLflow pyfunc model
+saved from code (`evaluation/serving.py`, which the caller saves and hands to `finish`), so
+`mlflow.pyfunc.load_model("models:/NAME/VERSION")` and `mlflow models serve` take it.  A run's
+inputs' data versions are its MLflow dataset inputs (the UI's Dataset column), and the project's
+experiments are typed as model development, so the UI opens them on their runs.
 """
 
 from __future__ import annotations
@@ -16,6 +20,11 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # only for annotations: the store below is used where torch is not loaded (`d3ke ui mlflow`)
     from d3ke_assets.learning.training import EpochRecord
+
+
+# MLflow 3's UI opens an experiment without this tag on the GenAI traces overview; with it, on its runs
+EXPERIMENT_KIND_TAG, MODEL_DEVELOPMENT = "mlflow.experimentKind", "custom_model_development"
+MODEL_ARTIFACT = "model"  # the pyfunc model in a training run's artifacts; registered versions point at it
 
 
 @dataclass(frozen=True)
@@ -49,9 +58,12 @@ class MlflowStore:
         mlflow.set_tracking_uri(self.tracking_uri)
         client = mlflow.MlflowClient(self.tracking_uri)
         exp = client.get_experiment_by_name(name)
-        if exp is not None:
-            return exp.experiment_id
-        return client.create_experiment(name, artifact_location=self.artifacts_for(name).as_uri())
+        if exp is None:
+            return client.create_experiment(name, artifact_location=self.artifacts_for(name).as_uri(),
+                                            tags={EXPERIMENT_KIND_TAG: MODEL_DEVELOPMENT})
+        if exp.tags.get(EXPERIMENT_KIND_TAG) != MODEL_DEVELOPMENT:  # created before the tag was set
+            client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, MODEL_DEVELOPMENT)
+        return exp.experiment_id
 
 
 @dataclass
@@ -69,6 +81,15 @@ class TrackedRun:
     def from_file(cls, path: Path) -> "TrackedRun":
         """The run an asset recorded (`mlflow_run.json`)."""
         return cls(**json.loads(Path(path).read_text()))
+
+
+REGISTERED_MODEL_DESCRIPTION = (
+    "D3KE models as MLflow pyfunc models saved from code (nothing pickled): mlflow.pyfunc.load_model("
+    "'models:/NAME/VERSION') or `mlflow models serve -m models:/NAME/VERSION --env-manager local` (POST "
+    "/invocations {\"inputs\": crops}). Input: uint8 (batch, S, S, 3) RGB crops at the size in the signature "
+    "(a sequence model reads the batch as one video's consecutive frames); output per crop: every coordinate "
+    "(<name>_deg, <name>_m, as the .mot of `d3ke predict`) and per-body scale factors (<body>_scale_x/_y/_z). "
+    "The checkpoint inside loads with torch.load(weights_only=True).")
 
 
 class TrainingTracker:
@@ -111,8 +132,22 @@ class TrainingTracker:
         for key, value in metrics.items():
             self.client.log_metric(self.run.run_id, key, float(value), step=record.epoch)
 
+    def log_data_versions(self, inputs: dict[str, str], contexts: dict[str, str], folders: dict[str, Path]) -> None:
+        """Each input (name -> data version) as an MLflow dataset input: the version's first 32 hex
+        digits as its digest, its folder as its source, `contexts` (name -> "training", "validation",
+        ...) as MLflow's context tag."""
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        datasets = [DatasetInput(Dataset(name=name, digest=version[:32], source_type="local",
+                                         source=json.dumps({"uri": str(folders.get(name, name))})),
+                                 tags=[InputTag("mlflow.data.context", contexts.get(name, "input"))])
+                    for name, version in sorted(inputs.items())]
+        self.client.log_inputs(self.run.run_id, datasets=datasets)
+
     def finish(self, checkpoint: Path, config: dict, history: list[EpochRecord], model_name: str,
-               status: str = "FINISHED") -> TrackedRun:
+               status: str = "FINISHED", model_dir: Path | None = None) -> TrackedRun:
+        """Log the artifacts and register a model version: `model_dir`, a saved pyfunc model, logged
+        as `model` (the version's source), beside the bare checkpoint."""
         import mlflow
 
         with tempfile.TemporaryDirectory() as tmp:
@@ -123,13 +158,14 @@ class TrainingTracker:
             self.client.log_artifact(self.run.run_id, str(tmp / "config.json"))
             self.client.log_artifact(self.run.run_id, str(curve))
         self.client.log_artifact(self.run.run_id, str(checkpoint), artifact_path="checkpoint")
-        # a model version pointing at the state_dict checkpoint (MLflow's logged-model flavours pickle)
+        if model_dir is not None:
+            self.client.log_artifacts(self.run.run_id, str(model_dir), artifact_path=MODEL_ARTIFACT)
         try:
             self.client.get_registered_model(model_name)
         except mlflow.exceptions.MlflowException:
-            self.client.create_registered_model(model_name, description="D3KE models; load the checkpoint's "
-                                                "state_dict with torch.load(weights_only=True)")
-        source = f"{self.client.get_run(self.run.run_id).info.artifact_uri}/checkpoint"
+            self.client.create_registered_model(model_name, description=REGISTERED_MODEL_DESCRIPTION)
+        where = MODEL_ARTIFACT if model_dir is not None else "checkpoint"
+        source = f"{self.client.get_run(self.run.run_id).info.artifact_uri}/{where}"
         version = self.client.create_model_version(model_name, source, run_id=self.run.run_id)
         self.run.model_name, self.run.model_version = model_name, str(version.version)
         self.client.set_terminated(self.run.run_id, status)

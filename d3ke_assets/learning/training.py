@@ -152,11 +152,12 @@ def load_checkpoint(path: Path) -> dict:
 Prepare = Callable[[dict, "torch.Generator | None", torch.device], tuple[torch.Tensor, dict]]
 
 
-def load_trained_frame_model(checkpoint: Path, osim_path: Path) -> FrameModel:
-    """A trained frame model from its checkpoint (the backbone is read from the checkpoint's config)."""
+def load_trained_frame_model(checkpoint: Path, osim_path: Path, bundle: dict | None = None) -> FrameModel:
+    """A trained frame model from its checkpoint (the backbone is read from the checkpoint's config);
+    `bundle`: the checkpoint's contents when already loaded (or a sequence checkpoint's frame model)."""
     from d3ke_assets.biomech.skeletal_layer import SkeletalModel
 
-    bundle = load_checkpoint(checkpoint)
+    bundle = bundle if bundle is not None else load_checkpoint(checkpoint)
     if "config" not in bundle:
         raise D3keError(f"{checkpoint}: written by an older d3ke without its configuration: train the model again")
     model = FrameModel(SkeletalModel.from_osim(osim_path), bundle["config"]["backbone"])

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -90,5 +91,38 @@ def mlflow_server(data_root: Path, port: int | None = None, log: Path | None = N
                 pass
             if process.poll() is not None or time.monotonic() - start > timeout_s:
                 raise D3keError(f"mlflow server on port {port} did not answer /health{log_tail(log)}")
+            time.sleep(0.3)
+        yield server
+
+
+@contextmanager
+def mlflow_model_server(data_root: Path, model_uri: str, log: Path, timeout_s: float = 180.0
+                        ) -> Iterator[servers.Server]:
+    """`mlflow models serve -m MODEL_URI --env-manager local -h 127.0.0.1` on a free port, the project's
+    store as its tracking URI (so `models:/` URIs resolve); ready once /ping answers."""
+    from d3ke_assets.learning.tracking import MlflowStore
+
+    port = free_port()
+    argv = [servers._bin("mlflow"), "models", "serve", "-m", model_uri, "--env-manager", "local",
+            "-h", servers.LOOPBACK, "-p", str(port), "-w", "1"]
+    # the scoring server is `uvicorn`, which MLflow starts by name: the environment's bin folder on PATH, as
+    # the README's command has it (an activated venv)
+    bin_dir = str(Path(sys.executable).parent)
+    environment = servers.server_environment(data_root, env={
+        "MLFLOW_TRACKING_URI": MlflowStore(data_root).tracking_uri,
+        "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")})
+    with servers.start_in_group(argv, environment, log, Path(data_root)) as process:
+        server = servers.Server("mlflow models serve", process, log, port)
+        start = time.monotonic()
+        wait_for_port(port, "mlflow models serve", timeout_s, process=process, log=log)
+        while True:
+            try:
+                with urllib.request.urlopen(f"{server.url}/ping", timeout=5) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if process.poll() is not None or time.monotonic() - start > timeout_s:
+                raise D3keError(f"mlflow models serve on port {port} did not answer /ping{log_tail(log)}")
             time.sleep(0.3)
         yield server
