@@ -34,3 +34,16 @@ def test_the_store_layout_is_defined_once_and_the_ui_server_uses_it(tmp_path, mo
     assert argv[argv.index("--artifacts-destination") + 1] == (tmp_path.resolve() / "mlflow" / "artifacts").as_uri()
     monkeypatch.chdir(tmp_path)  # a relative root still gives absolute URIs
     assert MlflowStore("data").tracking_uri == f"sqlite:///{tmp_path.resolve()}/data/mlflow/mlflow.db"
+
+
+def test_experiments_are_typed_so_the_ui_opens_them_on_their_runs(tmp_path):
+    """MLflow 3's UI opens an experiment without `mlflow.experimentKind` on the GenAI traces overview:
+    a new experiment gets the model-development kind, and one created before (untyped) gets it too."""
+    tracking = MlflowTrackingResource(data_root=str(tmp_path))
+    client = mlflow.MlflowClient(tracking.tracking_uri)
+    new = tracking.experiment_id("synthetic")
+    assert client.get_experiment(new).tags["mlflow.experimentKind"] == "custom_model_development"
+    old = client.create_experiment("movi")  # as the project created them before
+    assert "mlflow.experimentKind" not in client.get_experiment(old).tags
+    assert tracking.experiment_id("movi") == old
+    assert client.get_experiment(old).tags["mlflow.experimentKind"] == "custom_model_development"
