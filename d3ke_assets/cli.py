@@ -123,9 +123,12 @@ def _print_demo_summary(term, summary, wall: float, log_path: Path, signum: int 
             term.say(f"Not launched: {'; '.join(summary.not_launched)}.")
         term.say("Outputs are complete or absent; `d3ke demo` again goes on from here.")
         return 128 + (signum or signal.SIGINT)
+    from d3ke_assets.learning.tracking import WORKFLOW_QUERY
+
     term.say("\nOpen the UIs (each on 127.0.0.1):")
     term.say("  .venv/bin/d3ke ui dagster    # Dagster at http://127.0.0.1:3000: assets, runs, partitions")
-    term.say("  .venv/bin/d3ke ui mlflow     # MLflow at http://127.0.0.1:5000: experiments and runs")
+    term.say("  .venv/bin/d3ke ui mlflow     # MLflow at http://127.0.0.1:5000: experiments and runs "
+             f"(choose 'Model training' at the top of its sidebar, or open ...:5000/#/experiments?{WORKFLOW_QUERY})")
     return 1 if summary.failed else 0
 
 

@@ -229,6 +229,19 @@ def test_mlflow_run_page_renders_in_headless_chromium(mlflow_ui):
     assert "val_coordinate_mae_deg" in text or "Metrics" in text
 
 
+def test_mlflow_experiment_page_opens_on_its_training_runs(mlflow_ui):
+    """The experiment link the project gives (asset metadata `mlflow_experiment`) opens MLflow 3's UI on
+    the experiment's runs table, not on the GenAI traces overview it shows by default; the experiment
+    also carries the kind tag earlier MLflow 3 UIs read."""
+    chromium = require_program("chromium")
+    server, (_, experiment, training, _, _) = mlflow_ui
+    url = training.experiment_url(server.url)
+    text = browser.visible_text(browser.chromium_dom(url, chromium=chromium))
+    assert "frame_model mobilenet_v3_small" in text and "evaluation" in text, text[:2000]
+    tags = rest(f"{server.url}/api/2.0/mlflow/experiments/get?experiment_id={experiment}")["experiment"]["tags"]
+    assert {"key": "mlflow.experimentKind", "value": "custom_model_development"} in tags
+
+
 # --- the DAGSTER_HOME `d3ke demo` / `d3ke ui` / the servers above use ---------------------------
 
 def _with_users_concurrency(home, text: str):

@@ -103,6 +103,7 @@ def _training_result(out: VersionedOutput, extra: dict) -> dg.MaterializeResult:
         "train_loss": round(last.train_loss, 4), "val_loss": round(last.val_loss, 4),
         "data_wait_share": round(last.data_wait_share, 3),
         "mlflow_run": dg.MetadataValue.url(run.ui_url()),
+        "mlflow_experiment": dg.MetadataValue.url(run.experiment_url()),
         "registered_model": f"{run.model_name} v{run.model_version}",
         "learning_curve": dg.MetadataValue.md(f"![learning curve](data:image/png;base64,{encoded})"),
         "checkpoint": dg.MetadataValue.path(str(folder / training.CHECKPOINT)),

@@ -22,8 +22,11 @@ if TYPE_CHECKING:  # only for annotations: the store below is used where torch i
     from d3ke_assets.learning.training import EpochRecord
 
 
-# MLflow 3's UI opens an experiment without this tag on the GenAI traces overview; with it, on its runs
+# MLflow 3's UI opens an experiment without this tag on the GenAI traces overview; with it, on its runs.
+# MLflow 3.17's UI instead follows a global GenAI / model-training switch (default GenAI), which a link
+# sets with WORKFLOW_QUERY: the project's links carry it (`TrackedRun.experiment_url`)
 EXPERIMENT_KIND_TAG, MODEL_DEVELOPMENT = "mlflow.experimentKind", "custom_model_development"
+WORKFLOW_QUERY = "workflowType=machine_learning"
 MODEL_ARTIFACT = "model"  # the pyfunc model in a training run's artifacts; registered versions point at it
 
 
@@ -76,6 +79,10 @@ class TrackedRun:
 
     def ui_url(self, host: str = "http://127.0.0.1:5000") -> str:
         return f"{host}/#/experiments/{self.experiment_id}/runs/{self.run_id}"
+
+    def experiment_url(self, host: str = "http://127.0.0.1:5000") -> str:
+        """The experiment's page, on its runs table (MLflow 3.17's UI needs WORKFLOW_QUERY for that)."""
+        return f"{host}/#/experiments/{self.experiment_id}?{WORKFLOW_QUERY}"
 
     @classmethod
     def from_file(cls, path: Path) -> "TrackedRun":

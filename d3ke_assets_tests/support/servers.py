@@ -69,6 +69,22 @@ def rest(url: str, body: dict | None = None, timeout_s: float = 30.0) -> dict:
         raise D3keError(f"{url} answered HTTP {exc.code}: {detail}") from None
 
 
+def _answering(server: servers.Server, path: str, timeout_s: float) -> servers.Server:
+    """`server` once its port is open and `path` answers HTTP 200; a clear error with its log's tail if not."""
+    start = time.monotonic()
+    wait_for_port(server.port, server.name, timeout_s, process=server.process, log=server.log)
+    while True:
+        try:
+            with urllib.request.urlopen(f"{server.url}{path}", timeout=5) as response:
+                if response.status == 200:
+                    return server
+        except OSError:
+            pass
+        if server.process.poll() is not None or time.monotonic() - start > timeout_s:
+            raise D3keError(f"{server.name} on port {server.port} did not answer {path}{log_tail(server.log)}")
+        time.sleep(0.3)
+
+
 @contextmanager
 def mlflow_server(data_root: Path, port: int | None = None, log: Path | None = None,
                   env: dict[str, str | None] | None = None, timeout_s: float = 120.0) -> Iterator[servers.Server]:
@@ -79,20 +95,7 @@ def mlflow_server(data_root: Path, port: int | None = None, log: Path | None = N
     log = Path(log or folder / "server.log")
     environment = servers.server_environment(data_root, env={**servers.MLFLOW_SERVER_ENV, **(env or {})})
     with servers.start_in_group(servers.mlflow_server_command(data_root, port), environment, log, folder) as process:
-        server = servers.Server("mlflow server", process, log, port)
-        start = time.monotonic()
-        wait_for_port(port, "mlflow server", timeout_s, process=process, log=log)
-        while True:
-            try:
-                with urllib.request.urlopen(f"{server.url}/health", timeout=5) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if process.poll() is not None or time.monotonic() - start > timeout_s:
-                raise D3keError(f"mlflow server on port {port} did not answer /health{log_tail(log)}")
-            time.sleep(0.3)
-        yield server
+        yield _answering(servers.Server("mlflow server", process, log, port), "/health", timeout_s)
 
 
 @contextmanager
@@ -112,17 +115,4 @@ def mlflow_model_server(data_root: Path, model_uri: str, log: Path, timeout_s: f
         "MLFLOW_TRACKING_URI": MlflowStore(data_root).tracking_uri,
         "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")})
     with servers.start_in_group(argv, environment, log, Path(data_root)) as process:
-        server = servers.Server("mlflow models serve", process, log, port)
-        start = time.monotonic()
-        wait_for_port(port, "mlflow models serve", timeout_s, process=process, log=log)
-        while True:
-            try:
-                with urllib.request.urlopen(f"{server.url}/ping", timeout=5) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if process.poll() is not None or time.monotonic() - start > timeout_s:
-                raise D3keError(f"mlflow models serve on port {port} did not answer /ping{log_tail(log)}")
-            time.sleep(0.3)
-        yield server
+        yield _answering(servers.Server("mlflow models serve", process, log, port), "/ping", timeout_s)
