@@ -81,6 +81,13 @@ def _stages(defs: dg.Definitions) -> list[tuple[list[dg.AssetKey], bool]]:
 
 
 def _failure_message(result: dg.ExecuteInProcessResult) -> str:
+    # a blocking check that failed (a quality gate): its asset, check and description, not Dagster's
+    # multi-line "N blocking asset checks failed" summary
+    blocked = [e for e in result.get_asset_check_evaluations()
+               if not e.passed and e.blocking and e.severity == dg.AssetCheckSeverity.ERROR]
+    if blocked:
+        return "; ".join(f"{e.asset_key.to_user_string()} failed its blocking check {e.check_name}"
+                         + (f": {e.description}" if e.description else "") for e in blocked)
     for event in result.all_events:
         if event.is_step_failure and event.step_failure_data and event.step_failure_data.user_failure_data:
             return event.step_failure_data.user_failure_data.description or "step failed"

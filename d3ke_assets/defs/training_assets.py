@@ -129,9 +129,19 @@ def _quality_gate(data_root: DataRootResource, dataset: DatasetResource, folder,
     gate_ratio = dataset.preset_settings().gate_ratio
     gate = quality.validation_gate(folder / training.CHECKPOINT, model_path, FrameDataset(train_dirs),
                                    FrameDataset(val_dirs), gate_ratio)
+    figures = (f"validation coordinate MAE {gate['validation_frame_model_coordinate_mae_deg']:.2f} deg, "
+               f"{gate['validation_ratio_model_to_baseline']:.3f} of the mean-pose baseline's "
+               f"{gate['validation_mean_baseline_coordinate_mae_deg']:.2f} deg")
+    if gate_ratio is None:
+        description = f"{figures}; no gate in preset {dataset.preset}"
+    elif gate["gate_passed"]:
+        description = f"{figures}, within the gate {gate_ratio:g}"
+    else:
+        description = (f"{figures}, above the gate {gate_ratio:g}: the training did not learn enough to be "
+                       f"evaluated (d3ke quality shows the figures)")
     return dg.AssetCheckResult(
         check_name=QUALITY_GATE, passed=bool(gate["gate_passed"]), severity=dg.AssetCheckSeverity.ERROR,
-        description=None if gate_ratio is not None else f"no gate in preset {dataset.preset} (figures only)",
+        description=description,
         metadata={k: (round(v, 4) if isinstance(v, float) else ("off" if v is None else v))
                   for k, v in gate.items()})
 

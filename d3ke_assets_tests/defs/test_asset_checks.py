@@ -76,6 +76,9 @@ def _blocked_frames(result) -> None:
     assert "frames" not in {e.step_key for e in result.all_events if e.is_step_start}
     failure = [e for e in result.all_events if e.is_step_failure][0]
     assert "blocking asset check" in failure.event_specific_data.error.message
+    from d3ke_assets.defs.runner import _failure_message
+
+    assert _failure_message(result).startswith("opensim_gt failed its blocking check ")  # d3ke demo's line
 
 
 def test_ik_error_above_the_threshold_fails_its_check(root):

@@ -96,6 +96,13 @@ def test_an_untrained_frame_model_fails_the_gate_and_blocks_the_sequence_model(f
     assert meta["validation_mean_baseline_coordinate_mae_deg"] == pytest.approx(baseline, abs=1e-4)
     assert meta["validation_ratio_model_to_baseline"] == pytest.approx(model_mae / baseline, abs=1e-4)
     assert meta["gate_ratio"] == 0.7 and model_mae / baseline > 0.7 and meta["gate_passed"] is False
+    # d3ke demo's line for the failed run names the asset, the check and the figures
+    from d3ke_assets.defs.runner import _failure_message
+
+    line = _failure_message(result)
+    assert line.startswith("frame_model failed its blocking check validation_error_below_gate: validation "
+                           f"coordinate MAE {model_mae:.2f} deg, {model_mae / baseline:.3f} of the mean-pose "
+                           f"baseline's {baseline:.2f} deg, above the gate 0.7") and "\n" not in line, line
 
     # `d3ke quality` shows the same validation figures beside the test figures
     from d3ke_assets.biomech import model_builder
