@@ -13,7 +13,7 @@ from d3ke_assets.defs.pools import GPU_OP_TAGS, GPU_POOL
 from d3ke_assets.defs.resources import DataRootResource, DatasetResource, MlflowTrackingResource
 from d3ke_assets.defs.constants import (CODE_VERSIONS, EVALUATION, FRAME_MODEL, FRAMES, OPENSIM_MODEL,
                                         ROBUSTNESS_REPORT, SEQUENCE_MODEL, folder_name)
-from d3ke_assets.defs.training_assets import _subject_frames
+from d3ke_assets.defs.training_assets import _subject_frames, require_gate_passed
 from d3ke_assets.defs.versioned import versioned_output
 from d3ke_assets.errors import D3keError
 from d3ke_assets.evaluation import report
@@ -79,6 +79,7 @@ def evaluation(context: dg.AssetExecutionContext, data_root: DataRootResource, d
     import pandas as pd
 
     with user_errors_as_failures():
+        require_gate_passed(data_root, dataset, context.log.warning)  # also when frame_model ran in another run
         test_dirs = _test_dirs(data_root, dataset, context.log.warning)
         config = {"augmentations": {k: list(v) for k, v in AUGMENTATIONS.items()}}
         out = versioned_output(context, data_root, config, {FRAMES: [d.name for d in test_dirs]})

@@ -123,12 +123,30 @@ QUALITY_GATE = "validation_error_below_gate"
 SEQUENCE_NOT_WORSE = "sequence_model_not_worse_than_frame_model"
 
 
+def _gate(dataset: DatasetResource, folder, model_path, train_dirs, val_dirs) -> dict:
+    return quality.validation_gate(folder / training.CHECKPOINT, model_path, FrameDataset(train_dirs),
+                                   FrameDataset(val_dirs), dataset.preset_settings().gate_ratio)
+
+
+def require_gate_passed(data_root: DataRootResource, dataset: DatasetResource, log) -> None:
+    """For a stage launched in a later run than frame_model's (Dagster's blocking holds within a run):
+    a D3keError when the trained frame model fails the preset's gate."""
+    if dataset.preset_settings().gate_ratio is None:
+        return
+    train_dirs, val_dirs = _train_and_val_dirs(data_root, dataset, log)
+    model_path = model_files.ModelFiles.in_folder(data_root.asset_dir(folder_name(OPENSIM_MODEL))).osim
+    gate = _gate(dataset, data_root.asset_dir(folder_name(FRAME_MODEL)), model_path, train_dirs, val_dirs)
+    if not gate["gate_passed"]:
+        raise D3keError(f"the trained frame model fails its quality gate (validation MAE "
+                        f"{gate['validation_ratio_model_to_baseline']:.3f} of the mean-pose baseline's, gate "
+                        f"{gate['gate_ratio']:g}): it is not evaluated; train it again (materialize frame_model)")
+
+
 def _quality_gate(data_root: DataRootResource, dataset: DatasetResource, folder, model_path, train_dirs,
                   val_dirs) -> dg.AssetCheckResult:
     """frame_model's blocking check: `quality.validation_gate` at the preset's `gate_ratio`."""
     gate_ratio = dataset.preset_settings().gate_ratio
-    gate = quality.validation_gate(folder / training.CHECKPOINT, model_path, FrameDataset(train_dirs),
-                                   FrameDataset(val_dirs), gate_ratio)
+    gate = _gate(dataset, folder, model_path, train_dirs, val_dirs)
     figures = (f"validation coordinate MAE {gate['validation_frame_model_coordinate_mae_deg']:.2f} deg, "
                f"{gate['validation_ratio_model_to_baseline']:.3f} of the mean-pose baseline's "
                f"{gate['validation_mean_baseline_coordinate_mae_deg']:.2f} deg")

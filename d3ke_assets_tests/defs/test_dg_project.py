@@ -39,6 +39,7 @@ def test_dg_list_defs_lists_the_nine_assets_and_their_checks(tmp_path):
     deps = {a["asset_key"]: sorted(a["dependency_keys"]) for a in listed["assets"]}
     assert deps["opensim_gt"] == ["mocap_markers", "opensim_model"]
     assert sorted(c["key"] for c in listed["asset_checks"]) == [
-        "frames:labelled_frames_stored", "opensim_gt:ik_marker_error_below_threshold",
-        "opensim_gt:label_frames_match_video", "opensim_gt:labels_have_no_nan"]
+        "frame_model:validation_error_below_gate", "frames:labelled_frames_stored",
+        "opensim_gt:ik_marker_error_below_threshold", "opensim_gt:label_frames_match_video",
+        "opensim_gt:labels_have_no_nan", "sequence_model:sequence_model_not_worse_than_frame_model"]
     assert not (tmp_path / "data").exists() or not any((tmp_path / "data").iterdir())  # listing writes no data

@@ -104,6 +104,14 @@ def test_an_untrained_frame_model_fails_the_gate_and_blocks_the_sequence_model(f
                            f"coordinate MAE {model_mae:.2f} deg, {model_mae / baseline:.3f} of the mean-pose "
                            f"baseline's {baseline:.2f} deg, above the gate 0.7") and "\n" not in line, line
 
+    # an evaluation launched in a later run (the UI's Materialize on evaluation alone) refuses it too
+    evaluated = _materialize(["evaluation"], framed_root)
+    assert not evaluated.success
+    from d3ke_assets.defs.runner import _failure_message
+
+    assert _failure_message(evaluated).startswith("the trained frame model fails its quality gate")
+    assert not (framed_root / "evaluation").exists()
+
     # `d3ke quality` shows the same validation figures beside the test figures
     from d3ke_assets.biomech import model_builder
     from d3ke_assets.learning.quality import quality_report
