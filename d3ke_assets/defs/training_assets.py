@@ -142,8 +142,7 @@ def require_gate_passed(data_root: DataRootResource, dataset: DatasetResource, l
                         f"{gate['gate_ratio']:g}): it is not evaluated; train it again (materialize frame_model)")
 
 
-def _quality_gate(data_root: DataRootResource, dataset: DatasetResource, folder, model_path, train_dirs,
-                  val_dirs) -> dg.AssetCheckResult:
+def _quality_gate(dataset: DatasetResource, folder, model_path, train_dirs, val_dirs) -> dg.AssetCheckResult:
     """frame_model's blocking check: `quality.validation_gate` at the preset's `gate_ratio`."""
     gate_ratio = dataset.preset_settings().gate_ratio
     gate = _gate(dataset, folder, model_path, train_dirs, val_dirs)
@@ -199,7 +198,7 @@ def frame_model(context: dg.AssetExecutionContext, data_root: DataRootResource, 
         # in place: the per-epoch checkpoint must survive a killed run so the next one resumes
         out.build(build, in_place=True, log=context.log.info)
         yield _training_result(out, {"backbone": config.backbone})
-        yield _quality_gate(data_root, dataset, out.folder, model_path, train_dirs, val_dirs)
+        yield _quality_gate(dataset, out.folder, model_path, train_dirs, val_dirs)
 
 
 class SequenceModelConfig(dg.Config):
