@@ -15,12 +15,14 @@ from d3ke_assets.defs.ground_truth_assets import mocap_markers, opensim_gt
 from d3ke_assets.defs.model_assets import opensim_model
 from d3ke_assets.defs.partitions import partitioned_by_subject, subject_partitions
 from d3ke_assets.defs.raw_assets import raw_subject
+from d3ke_assets.defs.study_assets import current_policy_evaluation
+from d3ke_assets.defs.constants import STUDY_ASSETS
 from d3ke_assets.defs.resources import resources_for
 from d3ke_assets.defs.training_assets import frame_model, sequence_model
 from d3ke_assets.settings import Settings
 
 ASSETS = [opensim_model, raw_subject, mocap_markers, opensim_gt, frames, frame_model, sequence_model,
-          evaluation, robustness_report]
+          evaluation, robustness_report, current_policy_evaluation]
 
 
 # A named job over every asset: what a client launches a selection of assets through (GraphQL,
@@ -35,7 +37,8 @@ def build_definitions(run: Settings, from_environment: Mapping[str, str] | None 
     `dg.EnvVar` in the UI)."""
     partitions = subject_partitions(run)
     assets = partitioned_by_subject(ASSETS, partitions)
-    sensor, schedule = build_automation(assets, partitions, run.rerun_cron)
+    # the studies (constants.STUDY_ASSETS) run on request, never on the schedule
+    sensor, schedule = build_automation([a for a in assets if a.key not in STUDY_ASSETS], partitions, run.rerun_cron)
     return dg.Definitions(assets=assets, jobs=[dg.define_asset_job(ASSETS_JOB_NAME, selection=assets)],
                           sensors=[sensor], schedules=[schedule], resources=resources_for(run, from_environment))
 

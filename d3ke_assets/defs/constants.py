@@ -17,6 +17,11 @@ FRAME_MODEL = dg.AssetKey("frame_model")
 SEQUENCE_MODEL = dg.AssetKey("sequence_model")
 EVALUATION = dg.AssetKey("evaluation")
 ROBUSTNESS_REPORT = dg.AssetKey("robustness_report")
+# the robustness study's control: both models trained with the `current` augmentation policy, scored
+CURRENT_POLICY_EVALUATION = dg.AssetKey("current_policy_evaluation")
+
+# Not part of the main job (`d3ke demo`, the stale-subjects schedule): materialized on request.
+STUDY_ASSETS = (CURRENT_POLICY_EVALUATION,)
 
 # Partitioned by subject: one output folder per subject partition.
 SUBJECT_ASSETS = (RAW_SUBJECT, MOCAP_MARKERS, OPENSIM_GT, FRAMES)
@@ -27,10 +32,11 @@ CODE_VERSIONS: dict[dg.AssetKey, str] = {
     MOCAP_MARKERS: "1",
     OPENSIM_GT: "1",  # scaling, IK and labels; also part of the scale and trial stamps
     FRAMES: "2",
-    FRAME_MODEL: "2",  # bump when training changes what it learns
-    SEQUENCE_MODEL: "2",  # 2: the checkpoint carries the frame model it refines (it runs on its own)
-    EVALUATION: "1",
-    ROBUSTNESS_REPORT: "1",
+    FRAME_MODEL: "3",  # bump when training changes what it learns; 3: augmentation policies
+    SEQUENCE_MODEL: "3",  # 2: the checkpoint carries the frame model it refines; 3: augmented passes
+    EVALUATION: "2",  # 2: the claim reuses the clean frames' outputs (same figures, one network pass less)
+    ROBUSTNESS_REPORT: "2",  # 2: both augmentation policies side by side when the control is materialized
+    CURRENT_POLICY_EVALUATION: "1",
 }
 
 

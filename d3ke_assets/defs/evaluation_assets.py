@@ -11,10 +11,10 @@ from d3ke_assets.biomech import model_files
 from d3ke_assets.defs.common import user_errors_as_failures
 from d3ke_assets.defs.pools import GPU_OP_TAGS, GPU_POOL
 from d3ke_assets.defs.resources import DataRootResource, DatasetResource, MlflowTrackingResource
-from d3ke_assets.defs.constants import (CODE_VERSIONS, EVALUATION, FRAME_MODEL, FRAMES, OPENSIM_MODEL,
-                                        ROBUSTNESS_REPORT, SEQUENCE_MODEL, folder_name)
+from d3ke_assets.defs.constants import (CODE_VERSIONS, CURRENT_POLICY_EVALUATION, EVALUATION, FRAME_MODEL, FRAMES,
+                                        OPENSIM_MODEL, ROBUSTNESS_REPORT, SEQUENCE_MODEL, folder_name)
 from d3ke_assets.defs.training_assets import _subject_frames, require_gate_passed
-from d3ke_assets.defs.versioned import versioned_output
+from d3ke_assets.defs.versioned import version_on_disk, versioned_output
 from d3ke_assets.errors import D3keError
 from d3ke_assets.evaluation import report
 from d3ke_assets.frames.augmentations import AUGMENTATIONS
@@ -87,10 +87,12 @@ def evaluation(context: dg.AssetExecutionContext, data_root: DataRootResource, d
 
         def build(folder):
             frame, seq = _trained_models(data_root, osim)
-            table = evaluate_test_subjects(frame, test_dirs, seq, log=context.log.info)
+            clean_outputs: dict = {}  # the network runs once per frame and condition: the claim reuses the clean ones
+            table = evaluate_test_subjects(frame, test_dirs, seq, log=context.log.info, clean_outputs=clean_outputs)
             table.to_parquet(folder / RESULTS, index=False)
             with tempfile.TemporaryDirectory() as work:  # OpenSim's IK files are not kept
-                claim = direct_versus_multistep(frame, test_dirs, osim, Path(work), log=context.log.info)
+                claim = direct_versus_multistep(frame, test_dirs, osim, Path(work), log=context.log.info,
+                                                clean_outputs=clean_outputs)
             claim.to_parquet(folder / MULTISTEP, index=False)
             run = log_evaluation_run(mlflow.tracking_uri, mlflow.experiment_id(dataset.checked_name()), folder_name(EVALUATION),
                                      {"input_data_versions": {k: v[:16] for k, v in out.inputs.items()},
@@ -115,19 +117,24 @@ def evaluation(context: dg.AssetExecutionContext, data_root: DataRootResource, d
 
 
 @dg.asset(key=ROBUSTNESS_REPORT,
-          deps=[EVALUATION, FRAME_MODEL, SEQUENCE_MODEL, dg.AssetDep(FRAMES, partition_mapping=dg.AllPartitionMapping())],
+          deps=[EVALUATION, FRAME_MODEL, SEQUENCE_MODEL, dg.AssetDep(FRAMES, partition_mapping=dg.AllPartitionMapping()),
+                CURRENT_POLICY_EVALUATION],
           code_version=CODE_VERSIONS[ROBUSTNESS_REPORT], group_name="evaluation", kinds={"mlflow", "markdown"},
           pool=GPU_POOL, op_tags=GPU_OP_TAGS)
 def robustness_report(context: dg.AssetExecutionContext, data_root: DataRootResource, dataset: DatasetResource,
                       mlflow: MlflowTrackingResource) -> dg.MaterializeResult:
     """Plots of the evaluation (error against severity per augmentation, predicted and true curves of
-    a test subject's trials, predicted skeletons over test frames) and `report.md` linking them."""
+    a test subject's trials, predicted skeletons over test frames) and `report.md` linking them; with
+    both augmentation policies side by side once current_policy_evaluation is materialized."""
     import pandas as pd
 
     with user_errors_as_failures():
         test_dirs = _test_dirs(data_root, dataset, context.log.warning)
+        # the control of the augmentation study is an input only once it exists (it is not in the main job)
+        control = version_on_disk(data_root, CURRENT_POLICY_EVALUATION, None)
         # the pictures of one test subject's trials: its frames are an input, the others' are not
-        out = versioned_output(context, data_root, {}, {FRAMES: [test_dirs[0].name]})
+        out = versioned_output(context, data_root, {}, {FRAMES: [test_dirs[0].name]},
+                               unread=() if control else (CURRENT_POLICY_EVALUATION,))
         osim = model_files.ModelFiles.in_folder(data_root.asset_dir(folder_name(OPENSIM_MODEL))).osim
         evaluated = data_root.asset_dir(folder_name(EVALUATION))
 
@@ -135,19 +142,28 @@ def robustness_report(context: dg.AssetExecutionContext, data_root: DataRootReso
             frame, seq = _trained_models(data_root, osim)
             first = FrameDataset([test_dirs[0]], used_only=False)
             view = FrameDataset([test_dirs[0]], used_only=False, cameras=(sorted(set(first.camera.tolist()))[0],))
+            current = pd.read_parquet(data_root.asset_dir(folder_name(CURRENT_POLICY_EVALUATION)) / RESULTS) \
+                if control else None
+            if current is None:
+                context.log.info("current_policy_evaluation is not materialized: the report shows the preset's "
+                                 "policy alone (materialize it to compare both)")
             path = report.write_report(pd.read_parquet(evaluated / RESULTS), pd.read_parquet(evaluated / MULTISTEP),
-                                       folder, view, frame, seq, test_subjects=[d.name for d in test_dirs])
+                                       folder, view, frame, seq, test_subjects=[d.name for d in test_dirs],
+                                       current_policy_table=current)
             run = log_evaluation_run(mlflow.tracking_uri, mlflow.experiment_id(dataset.checked_name()),
                                      folder_name(ROBUSTNESS_REPORT),
                                      {"input_data_versions": {k: v[:16] for k, v in out.inputs.items()},
                                       "dagster_run_id": context.run.run_id}, {},
-                                     [path, *(folder / p for p in report.PNGS)], tags={"asset": folder_name(ROBUSTNESS_REPORT)})
+                                     [path, *(p for p in folder.iterdir() if p.suffix in (".png", ".csv"))],
+                                     tags={"asset": folder_name(ROBUSTNESS_REPORT)})
             (folder / RUN_INFO).write_text(json.dumps(run.__dict__))
 
         folder = out.build(build, log=context.log.info).folder
         run = TrackedRun.from_file(folder / RUN_INFO)
     embedded = (folder / report.REPORT_MD).read_text()
-    for png in report.PNGS:  # the UI shows the report with its pictures inline
+    for png in [*report.PNGS, report.POLICY_PNG]:  # the UI shows the report with its pictures inline
+        if not (folder / png).is_file():  # the policy plot exists only with the control
+            continue
         data = base64.b64encode((folder / png).read_bytes()).decode()
         embedded = embedded.replace(f"]({png})", f"](data:image/png;base64,{data})")
     return out.result({

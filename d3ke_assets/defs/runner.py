@@ -15,6 +15,7 @@ from typing import Callable
 
 import dagster as dg
 
+from d3ke_assets.defs.constants import STUDY_ASSETS
 from d3ke_assets.interrupts import signal_name, stop_requested
 
 INTERRUPTED_ERRORS = ("DagsterExecutionInterruptedError", "KeyboardInterrupt", "Interrupted")
@@ -68,10 +69,13 @@ class GraphRunSummary:
 
 
 def _stages(defs: dg.Definitions) -> list[tuple[list[dg.AssetKey], bool]]:
-    """Consecutive topological levels grouped by whether they are partitioned."""
+    """Consecutive topological levels grouped by whether they are partitioned; the main job's assets
+    only (the studies, `constants.STUDY_ASSETS`, run on request)."""
     graph = defs.resolve_asset_graph()
     stages: list[tuple[list[dg.AssetKey], bool]] = []
     for key in graph.toposorted_asset_keys:
+        if key in STUDY_ASSETS:
+            continue
         partitioned = graph.get(key).partitions_def is not None
         if stages and stages[-1][1] == partitioned:
             stages[-1][0].append(key)

@@ -119,6 +119,43 @@ def _params(out: VersionedOutput, config, train_dirs, val_dirs) -> dict:
             "validation_subjects": ",".join(d.name for d in val_dirs)}
 
 
+def train_frame_model_in(folder: Path, config: training.TrainConfig, train_dirs, val_dirs, model_path: Path,
+                         log, on_epoch, resume_key: str) -> list:
+    """Train (or resume) the frame model of `config` into `folder` on the train subjects' frames."""
+    training.seed_everything(config.seed)  # the initial weights too: a rerun is bit-identical on CPU
+    model = FrameModel(SkeletalModel.from_osim(model_path), config.backbone, config.weights_file)
+    return training.train_frame_model(model, FrameDataset(train_dirs), FrameDataset(val_dirs), config, folder,
+                                      log=log, on_epoch=on_epoch, resume_key=resume_key)
+
+
+def train_sequence_model_in(folder: Path, settings: sequence.SequenceConfig, frame_checkpoint: Path, train_dirs,
+                            val_dirs, model_path: Path, log, on_epoch, resume_key: str) -> list:
+    """Train (or resume) the sequence model of `settings` into `folder` on the outputs of the frame model
+    at `frame_checkpoint`: under `settings.augment_policy` for the train subjects (augmented passes
+    unless `current`), as they are for the validation subjects."""
+    bundle = training.load_checkpoint(frame_checkpoint)
+    frame = training.load_trained_frame_model(frame_checkpoint, model_path, bundle)
+    sets = []
+    for role, dirs in (("train", train_dirs), ("validation", val_dirs)):
+        frames_all = FrameDataset(dirs, used_only=False)  # windows need every frame of a trial
+        role_log = lambda m, role=role: log(f"{role}: {m}")  # noqa: E731
+        if role == "train" and settings.augment_policy != "current":
+            passes = sequence.augmented_passes(
+                frame, frames_all, sequence.frame_draw_config(bundle["config"], settings.augment_policy),
+                settings.augmented_copies, settings.seed, log=role_log)
+            sets.append(sequence.SequenceDataset(None, frames_all, settings.receptive_field, passes=passes))
+        else:
+            outputs = sequence.predict_head_outputs(frame, frames_all, log=role_log)
+            sets.append(sequence.SequenceDataset(outputs, frames_all, settings.receptive_field))
+    training.seed_everything(settings.seed)
+    model = sequence.SequenceModel(SkeletalModel.from_osim(model_path), settings)
+    history = sequence.train_sequence_model(model, *sets, settings, folder, log=log, on_epoch=on_epoch,
+                                            resume_key=resume_key)
+    # the checkpoint then runs on its own (d3ke predict, the served model)
+    sequence.attach_frame_model(folder / training.CHECKPOINT, frame_checkpoint)
+    return history
+
+
 QUALITY_GATE = "validation_error_below_gate"
 SEQUENCE_NOT_WORSE = "sequence_model_not_worse_than_frame_model"
 
@@ -183,11 +220,8 @@ def frame_model(context: dg.AssetExecutionContext, data_root: DataRootResource, 
 
         def build(folder):
             def train(on_epoch):
-                training.seed_everything(config.seed)  # the initial weights too: a rerun is bit-identical on CPU
-                model = FrameModel(SkeletalModel.from_osim(model_path), config.backbone, config.weights_file)
-                history = training.train_frame_model(
-                    model, FrameDataset(train_dirs), FrameDataset(val_dirs), config, folder, log=context.log.info,
-                    on_epoch=on_epoch, resume_key=stamp)
+                history = train_frame_model_in(folder, config, train_dirs, val_dirs, model_path, context.log.info,
+                                               on_epoch, stamp)
                 return history, config.as_dict()
 
             _tracked_training(context, mlflow, dataset, folder, stamp, folder_name(FRAME_MODEL),
@@ -230,19 +264,8 @@ def sequence_model(context: dg.AssetExecutionContext, config: SequenceModelConfi
 
         def build(folder):
             def train(on_epoch):
-                frame = training.load_trained_frame_model(frame_dir / training.CHECKPOINT, model_path)
-                sets = []
-                for role, dirs in (("train", train_dirs), ("validation", val_dirs)):
-                    frames_all = FrameDataset(dirs, used_only=False)  # windows need every frame of a trial
-                    log = lambda m, role=role: context.log.info(f"{role}: {m}")  # noqa: E731
-                    outputs = sequence.predict_head_outputs(frame, frames_all, log=log)
-                    sets.append(sequence.SequenceDataset(outputs, frames_all, settings.receptive_field))
-                training.seed_everything(settings.seed)
-                model = sequence.SequenceModel(SkeletalModel.from_osim(model_path), settings)
-                history = sequence.train_sequence_model(model, *sets, settings, folder, log=context.log.info,
-                                                        on_epoch=on_epoch, resume_key=stamp)
-                # the checkpoint then runs on its own (d3ke predict, the served model)
-                sequence.attach_frame_model(folder / training.CHECKPOINT, frame_dir / training.CHECKPOINT)
+                history = train_sequence_model_in(folder, settings, frame_dir / training.CHECKPOINT, train_dirs,
+                                                  val_dirs, model_path, context.log.info, on_epoch, stamp)
                 return history, settings.as_dict()
 
             _tracked_training(context, mlflow, dataset, folder, stamp, folder_name(SEQUENCE_MODEL),

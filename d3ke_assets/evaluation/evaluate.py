@@ -18,7 +18,7 @@ import torch
 from d3ke_assets.evaluation import metrics as M
 from d3ke_assets.frames.augmentations import augment_images, conditions
 from d3ke_assets.errors import D3keError
-from d3ke_assets.evaluation.mirror import Mirror
+from d3ke_assets.learning.mirror import Mirror
 from d3ke_assets.frames.reader import FrameDataset
 from d3ke_assets.learning.model import FrameModel, camera_frame_targets, decode_to_numpy, normalise
 from d3ke_assets.learning.training import choose_device
@@ -78,8 +78,9 @@ def head_outputs_by_condition(model: FrameModel, frames: FrameDataset, chunk: in
 
 
 def evaluate_view(frame_model: FrameModel, frames: FrameDataset, sequence_model=None,
-                  log: Callable[[str], None] = lambda m: None) -> list[dict]:
-    """Rows for the frame model (and the sequence model) on `frames` (one view of the test subjects)."""
+                  log: Callable[[str], None] = lambda m: None, clean_outputs: dict | None = None) -> list[dict]:
+    """Rows for the frame model (and the sequence model) on `frames` (one view of the test subjects).
+    `clean_outputs`: a dict that gets the frame model's head outputs on the clean frames under "clean"."""
     from d3ke_assets.learning.sequence import predict_sequence
 
     layer = frame_model.layer
@@ -94,6 +95,8 @@ def evaluate_view(frame_model: FrameModel, frames: FrameDataset, sequence_model=
     names = list(layer.coordinate_names)
     all_markers = np.ones(len(layer.marker_names), bool)
     outputs, seconds = head_outputs_by_condition(frame_model, frames, log=log)
+    if clean_outputs is not None:
+        clean_outputs["clean"] = outputs[("clean", 0.0)]
     rows = []
     for (name, severity), out in outputs.items():
         if name == "flip" and mirror is None:
@@ -113,8 +116,11 @@ def evaluate_view(frame_model: FrameModel, frames: FrameDataset, sequence_model=
 
 
 def evaluate_test_subjects(frame_model: FrameModel, test_dirs: list, sequence_model=None,
-                           log: Callable[[str], None] = lambda m: None):
-    """A DataFrame with one row per model x view x augmentation x severity over the test subjects."""
+                           log: Callable[[str], None] = lambda m: None, clean_outputs: dict | None = None):
+    """A DataFrame with one row per model x view x augmentation x severity over the test subjects.
+    `clean_outputs`: a dict that gets, per view, the frame model's head outputs on the clean frames
+    (in the order of `FrameDataset(test_dirs, used_only=False, cameras=(view,))`), which
+    `direct_versus_multistep` then reuses rather than running the network again."""
     import pandas as pd
 
     views = sorted(set(FrameDataset(test_dirs, used_only=False).camera.tolist()))
@@ -122,8 +128,11 @@ def evaluate_test_subjects(frame_model: FrameModel, test_dirs: list, sequence_mo
     for view in views:
         frames = FrameDataset(test_dirs, used_only=False, cameras=(view,))
         log(f"view {view}: {len(frames)} frames")
+        kept: dict = {}
         rows += [{"view": view, **r} for r in evaluate_view(frame_model, frames, sequence_model,
-                                                            log=lambda m, v=view: log(f"{v}: {m}"))]
+                                                            log=lambda m, v=view: log(f"{v}: {m}"), clean_outputs=kept)]
+        if clean_outputs is not None:
+            clean_outputs[view] = kept["clean"]
     first = ["model", "view", "augmentation", "severity", "n_frames"]
     table = pd.DataFrame(rows)
     return table[first + [c for c in table.columns if c not in first]]
@@ -143,10 +152,11 @@ def layer_dtype(layer) -> torch.dtype:
 
 
 def direct_versus_multistep(frame_model: FrameModel, test_dirs: list, osim_path, workdir,
-                            log: Callable[[str], None] = lambda m: None):
+                            log: Callable[[str], None] = lambda m: None, clean_outputs: dict | None = None):
     """D3KE's claim on this data: the frame model's coordinates against OpenSim IK on its own predicted
     markers (model scaled by its predicted scale factors), on the same clean frames, per subject and view.
-    One row per method x view with the metrics of `score` and IK's time per frame."""
+    One row per method x view with the metrics of `score` and IK's time per frame.  `clean_outputs`:
+    per view, the frame model's head outputs that `evaluate_test_subjects` kept (else they are computed)."""
     import pandas as pd
 
     from d3ke_assets.evaluation.multistep import inverse_kinematics_on_predictions
@@ -157,24 +167,30 @@ def direct_versus_multistep(frame_model: FrameModel, test_dirs: list, osim_path,
     names = list(layer.coordinate_names)
     all_markers = np.ones(len(layer.marker_names), bool)
     rows = []
-    for folder in test_dirs:
-        all_frames = FrameDataset([folder], used_only=False)
-        subject = str(all_frames.subject[0]) if len(all_frames) else Path(folder).name
-        for view in sorted(set(all_frames.camera.tolist())):
-            frames = FrameDataset([folder], used_only=False, cameras=(view,))
-            true = camera_labels(frames, layer)
-            direct = decode_to_numpy(frame_model, predict_head_outputs(frame_model, frames))
-            log(f"{subject} {view}: OpenSim IK on {len(frames)} frames of predicted markers")
+    views = sorted(set(FrameDataset(test_dirs, used_only=False).camera.tolist()))
+    for view in views:
+        frames = FrameDataset(test_dirs, used_only=False, cameras=(view,))
+        outputs = (clean_outputs or {}).get(view)
+        if outputs is None or len(outputs) != len(frames):
+            outputs = predict_head_outputs(frame_model, frames)
+        true_all = camera_labels(frames, layer)
+        direct_all = decode_to_numpy(frame_model, outputs)
+        for subject in dict.fromkeys(frames.subject.tolist()):  # in the order of test_dirs
+            rows_of = np.flatnonzero(frames.subject == subject)
+            true = {k: v[rows_of] for k, v in true_all.items()}
+            direct = {k: v[rows_of] for k, v in direct_all.items()}
+            camera_R = frames.camera_R[rows_of]
+            log(f"{subject} {view}: OpenSim IK on {len(rows_of)} frames of predicted markers")
             ik = inverse_kinematics_on_predictions(
-                Path(osim_path), list(layer.marker_names), direct["markers_m"], frames.camera_R,
-                direct["scale_factors"], list(layer.body_names), names, Path(workdir) / subject / view)
-            mean_scales = np.repeat(direct["scale_factors"].mean(axis=0, keepdims=True), len(frames), axis=0)
+                Path(osim_path), list(layer.marker_names), direct["markers_m"], camera_R,
+                direct["scale_factors"], list(layer.body_names), names, Path(workdir) / str(subject) / view)
+            mean_scales = np.repeat(direct["scale_factors"].mean(axis=0, keepdims=True), len(rows_of), axis=0)
             multi = {"coordinates": ik.coordinates, "scale_factors": mean_scales,
-                     **_camera_pose(layer, ik.coordinates, mean_scales, frames.camera_R)}
-            base = {"subject": subject, "view": view, "n_frames": len(frames)}
+                     **_camera_pose(layer, ik.coordinates, mean_scales, camera_R)}
+            base = {"subject": subject, "view": view, "n_frames": len(rows_of)}
             rows.append({"method": "direct", **base, **score(direct, true, scored, all_markers, names)})
             rows.append({"method": "multi_step", **base, **score(multi, true, scored, all_markers, names),
-                         "ik_ms_per_frame": 1000 * ik.ik_seconds / max(len(frames), 1)})
+                         "ik_ms_per_frame": 1000 * ik.ik_seconds / max(len(rows_of), 1)})
     per_subject = pd.DataFrame(rows)
     metric_cols = [c for c in per_subject.columns if c not in ("method", "subject", "view", "n_frames")]
     # frame-weighted means over the subjects, per method and view

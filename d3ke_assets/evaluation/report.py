@@ -15,7 +15,14 @@ from d3ke_assets.frames.reader import FrameDataset
 CURVE_COORDINATES = ("hip_flexion_r", "knee_angle_r", "arm_add_r", "elbow_flex_r")
 SEVERITY_PNG, CURVES_PNG, OVERLAY_PNG, REPORT_MD = "error_vs_severity.png", "trial_curves.png", "overlays.png", \
     "report.md"
+POLICY_PNG, POLICY_CSV = "augmentation_policies.png", "augmentation_policies.csv"
 PNGS = (SEVERITY_PNG, CURVES_PNG, OVERLAY_PNG)
+
+# targets of the training-time augmentation (the robust policy against the current one, same data and seed)
+FLIP_TO_CLEAN_MAX = 1.2  # mirrored frames: MAE at most this times the clean MAE
+RISE_SHARE_MAX = 0.5  # other conditions: rise over clean at most this share of the current policy's ...
+RISE_NEGLIGIBLE_DEG = 0.1  # ... or within this of clean
+CLEAN_TO_CURRENT_MAX = 1.03  # clean frames: at most this times the current policy's MAE
 
 
 def _pyplot():
@@ -46,6 +53,73 @@ def severity_png(table, path: Path, metric: str = "coordinate_mae_deg") -> Path:
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
+
+
+def policy_comparison(robust, current, metric: str = "coordinate_mae_deg"):
+    """Per model, view, augmentation and severity: `metric` under both training policies, the rise over
+    each policy's clean value, the target that applies and whether the robust policy meets it."""
+    import pandas as pd
+
+    keys = ["model", "view", "augmentation", "severity"]
+    both = robust[keys + [metric]].merge(current[keys + [metric]], on=keys, suffixes=("_robust", "_current"))
+    clean = both[both.augmentation == "clean"].set_index(["model", "view"])
+    rows = []
+    for r in both.itertuples(index=False):
+        base = clean.loc[(r.model, r.view)]
+        rob, cur = getattr(r, f"{metric}_robust"), getattr(r, f"{metric}_current")
+        rob_clean, cur_clean = base[f"{metric}_robust"], base[f"{metric}_current"]
+        rise_rob, rise_cur = rob - rob_clean, cur - cur_clean
+        if r.augmentation == "clean":
+            target, met = f"<= {CLEAN_TO_CURRENT_MAX:g} x current", rob <= CLEAN_TO_CURRENT_MAX * cur
+        elif r.augmentation == "flip":
+            target, met = f"<= {FLIP_TO_CLEAN_MAX:g} x clean", rob <= FLIP_TO_CLEAN_MAX * rob_clean
+        else:
+            target = f"rise <= {RISE_SHARE_MAX:g} x current's or <= {RISE_NEGLIGIBLE_DEG:g}"
+            met = rise_rob <= RISE_SHARE_MAX * rise_cur or abs(rise_rob) <= RISE_NEGLIGIBLE_DEG
+        rows.append({"model": r.model, "view": r.view, "augmentation": r.augmentation, "severity": r.severity,
+                     f"current_{metric}": cur, f"robust_{metric}": rob, "current_rise": rise_cur,
+                     "robust_rise": rise_rob, "current_to_clean": cur / cur_clean, "robust_to_clean": rob / rob_clean,
+                     "target": target, "met": bool(met)})
+    return pd.DataFrame(rows)
+
+
+def policy_png(comparison, path: Path, metric: str = "coordinate_mae_deg") -> Path:
+    """One panel per augmentation: the frame model's `metric` against severity under each training
+    policy, per view (current dashed, robust solid), each policy's clean value as a dotted line."""
+    plt = _pyplot()
+    names = [n for n in AUGMENTATIONS if n != "clean"]
+    fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3.2), sharey=True)
+    frame = comparison[comparison.model == "frame_model"]
+    for ax, name in zip(np.atleast_1d(axes), names):
+        for k, (view, group) in enumerate(frame.groupby("view")):
+            rows = group[group.augmentation == name].sort_values("severity")
+            clean = group[group.augmentation == "clean"]
+            for policy, style in (("current", "--"), ("robust", "-")):
+                colour = f"C{2 * k + (policy == 'robust')}"
+                ax.plot(rows.severity, rows[f"{policy}_{metric}"], "o" + style, color=colour, label=f"{policy} {view}")
+                ax.axhline(float(clean[f"{policy}_{metric}"].iloc[0]), color=colour, ls=":", lw=0.8)
+        ax.set_title(name)
+        ax.set_xlabel("severity")
+    np.atleast_1d(axes)[0].set_ylabel(f"frame model {metric.replace('_', ' ')}")
+    np.atleast_1d(axes)[-1].legend(fontsize=7)
+    fig.suptitle("training-time augmentation: current (dashed) against robust (solid); clean dotted", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def policy_markdown(comparison) -> list[str]:
+    """The comparison as a Markdown table, with how many conditions meet their target."""
+    met = comparison[comparison.augmentation != "clean"]
+    lines = [f"Conditions meeting their target: {int(comparison.met.sum())} of {len(comparison)} "
+             f"(flip and the other augmentations: {int(met.met.sum())} of {len(met)}).", "",
+             "| model | view | augmentation | severity | current MAE (deg) | robust MAE (deg) | current rise | "
+             "robust rise | target | met |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines += [f"| {r.model} | {r.view} | {r.augmentation} | {r.severity:g} | {r.current_coordinate_mae_deg:.2f} | "
+              f"{r.robust_coordinate_mae_deg:.2f} | {r.current_rise:+.2f} | {r.robust_rise:+.2f} | {r.target} | "
+              f"{'yes' if r.met else 'no'} |" for r in comparison.itertuples()]
+    return lines
 
 
 def curves_png(frames: FrameDataset, coordinate_names: list[str], frame_q: np.ndarray, sequence_q: np.ndarray | None,
@@ -118,8 +192,10 @@ def overlay_png(frames: FrameDataset, layer, joints_cam_m: np.ndarray, path: Pat
 
 
 def write_report(table, claim, out: Path, frames: FrameDataset, frame_model, sequence_model=None,
-                 test_subjects: list[str] = ()) -> Path:
-    """All plots and `report.md` into `out`; `frames`: one test subject and view for curves and overlays."""
+                 test_subjects: list[str] = (), current_policy_table=None) -> Path:
+    """All plots and `report.md` into `out`; `frames`: one test subject and view for curves and overlays;
+    `current_policy_table`: the same evaluation of models trained with the `current` augmentation
+    policy (`table`'s were trained with the preset's), compared side by side when given."""
     from d3ke_assets.learning.model import decode_to_numpy
     from d3ke_assets.learning.sequence import predict_head_outputs, predict_sequence
 
@@ -138,6 +214,14 @@ def write_report(table, claim, out: Path, frames: FrameDataset, frame_model, seq
     lines += ["| model | augmentation | severity | coordinate MAE (deg) |", "| --- | --- | --- | --- |"]
     lines += [f"| {r.model} | {r.augmentation} | {r.severity:g} | {r.coordinate_mae_deg:.2f} |"
               for r in summary.itertuples()]
+    if current_policy_table is not None:
+        comparison = policy_comparison(table, current_policy_table)
+        comparison.to_csv(out / POLICY_CSV, index=False)
+        policy_png(comparison, out / POLICY_PNG)
+        lines += ["", "## Training-time augmentation: current against robust", "",
+                  "The same evaluation of models trained on the same data with the same seed, with the `current` "
+                  "policy (small shifts, scales, rotations, colour) and with the preset's `robust` one.", "",
+                  f"![augmentation policies]({POLICY_PNG})", ""] + policy_markdown(comparison)
     lines += ["", "## Direct estimation against markers + OpenSim IK", "",
               "| method | view | coordinate MAE (deg) | MPJPE (mm) | PA-MPJPE (mm) |", "| --- | --- | --- | --- | --- |"]
     lines += [f"| {r.method} | {r.view} | {r.coordinate_mae_deg:.2f} | {r.mpjpe_mm:.1f} | {r.pa_mpjpe_mm:.1f} |"

@@ -5,8 +5,13 @@ here: an image operation below, then a draw in `train_augment` or an entry in `A
 
 Every augmentation works on the network's input crops (uint8, (B, 3, S, S) or (3, S, S)).
 
-Train-time: shift, scale, in-plane rotation and colour (no flip); the rotation turns the
-camera-frame labels with the picture.
+Train-time, by policy (`POLICIES`): `current` draws small shifts, scales, in-plane rotations and
+colour changes; `robust` adds what the test-time augmentations show (mirroring, resolution loss, a
+large box offset with zoom, strong brightness and contrast), each drawn with a probability per
+sample.  The rotation turns the camera-frame labels with the picture; a mirrored sample is flagged
+so that its labels are mirrored too (`learning.mirror.Mirror.camera_targets`).  Draws
+(`draw_train_augmentation`) are kept apart from applying them (`apply_train_augmentation`), so the
+sequence model's training can apply one draw to every frame of a video.
 
 Test-time: only `flip` changes what the picture shows (a mirrored person, scored against mirrored
 labels); the others keep the labels: resizing loses detail, cropping moves and enlarges the person
@@ -16,7 +21,11 @@ has no degree, so it has a single severity.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
+
+from d3ke_assets.errors import D3keError
 
 
 def _tf():
@@ -57,31 +66,117 @@ def flip(images: torch.Tensor) -> torch.Tensor:
 # ---------------------------------------------------------------- train-time
 
 
-def train_augment(images: torch.Tensor, camera_R: torch.Tensor, config,
-                  generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random shift, scale, in-plane rotation and colour of a batch, and the camera rotations turned
-    with it.  `config` has max_rotation_deg, max_scale, max_shift (of the crop size) and colour
-    (a TrainConfig).  The in-plane rotation turns the camera about its viewing axis, so the
-    camera-frame labels turn with it.  The draws come from `generator` in a fixed order, so a
-    training is reproducible."""
-    b = images.shape[0]
-    size = images.shape[-1]
+@dataclass(frozen=True)
+class AugmentPolicy:
+    """What a training policy adds to the small shift, scale, rotation and colour changes every
+    sample gets (their ranges are the training configuration's max_shift, max_scale,
+    max_rotation_deg and colour).  Each addition is drawn per sample with its probability."""
+
+    name: str
+    flip_probability: float = 0.0  # mirrored picture, mirrored labels
+    resize_probability: float = 0.0
+    resize_range: tuple[float, float] = (1.0, 1.0)  # down to this share of the side and back up
+    offset_probability: float = 0.0
+    offset_range: float = 0.0  # box offset per axis, as a share of the side, in place of the small shift
+    zoom_range: tuple[float, float] = (1.0, 1.0)  # with the offset, in place of the small scale
+    colour_probability: float = 0.0
+    colour_range: tuple[float, float] = (1.0, 1.0)  # brightness and contrast factors, each drawn
+
+
+POLICIES: dict[str, AugmentPolicy] = {
+    "current": AugmentPolicy("current"),
+    # covers the test-time severities (resize down to 0.25, crop offsets up to 0.2 with zoom 1.3,
+    # brightness and contrast up to 2.0) with some room, and leaves a share of samples near-clean
+    "robust": AugmentPolicy("robust", flip_probability=0.5, resize_probability=0.3, resize_range=(0.2, 0.9),
+                            offset_probability=0.3, offset_range=0.25, zoom_range=(1.0, 1.4),
+                            colour_probability=0.3, colour_range=(0.6, 2.2)),
+}
+
+
+def augment_policy(name: str) -> AugmentPolicy:
+    if name not in POLICIES:
+        raise D3keError(f"augmentation policy {name!r} does not exist: use one of {', '.join(POLICIES)} "
+                        f"(augment_policy)")
+    return POLICIES[name]
+
+
+@dataclass
+class TrainDraws:
+    """One draw per sample (tensors of length B): what `apply_train_augmentation` does to it."""
+
+    angle_deg: torch.Tensor
+    zoom: torch.Tensor
+    shift_x: torch.Tensor  # share of the side
+    shift_y: torch.Tensor
+    brightness: torch.Tensor
+    contrast: torch.Tensor
+    flip: torch.Tensor  # bool
+    resize: torch.Tensor  # 1.0: not resized
+
+    def take(self, rows: torch.Tensor) -> "TrainDraws":
+        """The draws of `rows` (e.g. one draw per video repeated over its frames)."""
+        return TrainDraws(**{k: v[rows] for k, v in self.__dict__.items()})
+
+
+def draw_train_augmentation(b: int, config, generator: torch.Generator) -> TrainDraws:
+    """`b` draws of `config`'s policy (`config.augment_policy`, default `current`).  The `current`
+    draws come first and in today's order, so a `current` training is the one it always was."""
     u = lambda lo, hi: lo + (hi - lo) * torch.rand(b, generator=generator)  # noqa: E731
     angles = u(-config.max_rotation_deg, config.max_rotation_deg)
-    scales = u(1 - config.max_scale, 1 + config.max_scale)
-    shifts = u(-config.max_shift, config.max_shift) * size, u(-config.max_shift, config.max_shift) * size
+    zoom = u(1 - config.max_scale, 1 + config.max_scale)
+    shift_x, shift_y = u(-config.max_shift, config.max_shift), u(-config.max_shift, config.max_shift)
     bright, contr = u(1 - config.colour, 1 + config.colour), u(1 - config.colour, 1 + config.colour)
+    draws = TrainDraws(angles, zoom, shift_x, shift_y, bright, contr, torch.zeros(b, dtype=torch.bool),
+                       torch.ones(b))
+    policy = augment_policy(getattr(config, "augment_policy", "current"))
+    if policy.name == "current":
+        return draws
+    chance = lambda p: torch.rand(b, generator=generator) < p  # noqa: E731
+    draws.flip = chance(policy.flip_probability)
+    resized, factor = chance(policy.resize_probability), u(*policy.resize_range)
+    draws.resize = torch.where(resized, factor, draws.resize)
+    offset = chance(policy.offset_probability)
+    r = policy.offset_range
+    draws.shift_x = torch.where(offset, u(-r, r), draws.shift_x)
+    draws.shift_y = torch.where(offset, u(-r, r), draws.shift_y)
+    draws.zoom = torch.where(offset, u(*policy.zoom_range), draws.zoom)
+    strong = chance(policy.colour_probability)
+    draws.brightness = torch.where(strong, u(*policy.colour_range), draws.brightness)
+    draws.contrast = torch.where(strong, u(*policy.colour_range), draws.contrast)
+    return draws
+
+
+def apply_train_augmentation(images: torch.Tensor, camera_R: torch.Tensor, draws: TrainDraws
+                             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(augmented images, camera rotations turned with them, which samples are mirrored).
+
+    Order: rotation, offset and zoom about the crop centre, then the mirror, resolution loss and
+    colour.  The in-plane rotation turns the camera about its viewing axis, so the camera-frame
+    labels turn with it; a mirrored sample's labels are those of the rotated camera, mirrored."""
+    b, size = images.shape[0], images.shape[-1]
     out = []
     for k in range(b):
-        img = affine(images[k], float(angles[k]), (float(shifts[0][k]), float(shifts[1][k])), float(scales[k]))
-        out.append(contrast(brightness(img, float(bright[k])), float(contr[k])))
+        img = affine(images[k], float(draws.angle_deg[k]),
+                     (float(draws.shift_x[k]) * size, float(draws.shift_y[k]) * size), float(draws.zoom[k]))
+        if draws.flip[k]:
+            img = flip(img)
+        if draws.resize[k] < 1.0:
+            img = resize_through(img, float(draws.resize[k]))
+        out.append(contrast(brightness(img, float(draws.brightness[k])), float(draws.contrast[k])))
     # torchvision turns a positive angle clockwise on screen (x right, y down): (x, y) -> (x c - y s, x s + y c)
     # about the crop centre; the camera-frame labels turn the same way about the viewing axis z
-    theta = torch.deg2rad(angles)
+    theta = torch.deg2rad(draws.angle_deg)
     c, s = torch.cos(theta), torch.sin(theta)
     rz = torch.zeros(b, 3, 3)
     rz[:, 0, 0], rz[:, 0, 1], rz[:, 1, 0], rz[:, 1, 1], rz[:, 2, 2] = c, -s, s, c, 1.0
-    return torch.stack(out), rz @ camera_R
+    return torch.stack(out), rz @ camera_R.float(), draws.flip.clone()
+
+
+def train_augment(images: torch.Tensor, camera_R: torch.Tensor, config,
+                  generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A batch drawn and augmented by `config`'s policy: (images, camera rotations, mirrored).  The
+    draws come from `generator` in a fixed order, so a training is reproducible."""
+    return apply_train_augmentation(images, camera_R, draw_train_augmentation(images.shape[0], config, generator))
 
 
 # ---------------------------------------------------------------- test-time

@@ -3,7 +3,8 @@
     L = w_joint * L_joint + w_marker * L_marker + w_body * L_body + w_angle * L_angle
 
 - L_joint: L1 between pelvis-relative joint centres (metres), mean over joints and axes;
-- L_marker: the same on markers, each marker weighted (weights normalised to mean 1);
+- L_marker: the same on markers, each marker weighted (weights normalised to mean 1), over the
+  markers `marker_mask` keeps (all but a mirrored sample's markers without a partner);
 - L_body: SmoothL1 (beta 0.05) on per-body scale factors;
 - L_angle: SmoothL1 (beta 5 degrees) on coordinates in degrees (rotational) or centimetres
   (translational), masked by the coordinate mask: masked entries contribute nothing, and the
@@ -45,12 +46,16 @@ def joint_loss(pred: torch.Tensor, true: torch.Tensor, pred_pelvis: torch.Tensor
 
 
 def marker_loss(pred: torch.Tensor, true: torch.Tensor, pred_pelvis: torch.Tensor, true_pelvis: torch.Tensor,
-                marker_weights: torch.Tensor | None = None) -> torch.Tensor:
+                marker_weights: torch.Tensor | None = None, marker_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """`marker_mask` (B, M): 0 leaves a marker of a sample out (a mirrored sample's marker without a
+    partner); the mean is then over the markers kept."""
     err = (pelvis_relative(pred, pred_pelvis) - pelvis_relative(true, true_pelvis)).abs().mean(dim=-1)  # (B, M)
-    if marker_weights is None:
+    if marker_weights is not None:
+        err = err * (marker_weights / marker_weights.mean())
+    if marker_mask is None:
         return err.mean()
-    w = marker_weights / marker_weights.mean()
-    return (err * w).mean()
+    mask = marker_mask.to(err.dtype)
+    return (err * mask).sum() / mask.sum().clamp(min=1.0)
 
 
 def body_loss(pred_scales: torch.Tensor, true_scales: torch.Tensor) -> torch.Tensor:
@@ -75,7 +80,7 @@ def d3ke_loss(pred: dict, true: dict, weights: LossWeights, rotational: torch.Te
         "joint": joint_loss(pred["joint_centres_m"], true["joint_centres_m"], pred["pelvis_origin_m"],
                             true["pelvis_origin_m"]),
         "marker": marker_loss(pred["markers_m"], true["markers_m"], pred["pelvis_origin_m"],
-                              true["pelvis_origin_m"], marker_weights),
+                              true["pelvis_origin_m"], marker_weights, true.get("marker_mask")),
         "body": body_loss(pred["scale_factors"], true["scale_factors"]),
         "angle": angle_loss(pred["coordinates"], true["coordinates"], true["coordinate_mask"], rotational),
     }

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from d3ke_assets.errors import D3keError
+from d3ke_assets.frames.augmentations import augment_policy
 from d3ke_assets.learning.sequence import SequenceConfig
 from d3ke_assets.learning.training import TrainConfig
 from d3ke_assets.settings import Settings
@@ -25,6 +26,7 @@ def train_config(settings: Settings, **overrides) -> TrainConfig:
                         f"file (or to 'none' to train from scratch)")
     if values.get("weights_file") and not Path(values["weights_file"]).is_file():
         raise D3keError(f"D3KE_BACKBONE_WEIGHTS={values['weights_file']}: no such file")
+    augment_policy(values.get("augment_policy", "current"))  # a policy that exists, said before training
     return TrainConfig(**values)
 
 
@@ -33,4 +35,5 @@ def sequence_config(settings: Settings, **overrides) -> SequenceConfig:
     preset = settings.preset_settings()
     config = SequenceConfig(**{**preset.sequence, **{k: v for k, v in overrides.items() if v is not None}})
     config.check()
+    augment_policy(config.augment_policy)
     return config

@@ -17,7 +17,7 @@ at a trial's ends the edge frame is repeated.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -26,11 +26,13 @@ import torch
 
 from d3ke_assets.biomech.skeletal_layer import SkeletalModel
 from d3ke_assets.errors import D3keError
+from d3ke_assets.frames.augmentations import apply_train_augmentation, draw_train_augmentation
 from d3ke_assets.frames.reader import FrameDataset
 from d3ke_assets.learning.losses import LossWeights
 from d3ke_assets.learning.model import (FrameModel, camera_frame_targets, decode_head_outputs,
                                         head_output_size, normalise, predicted_coordinates)
-from d3ke_assets.learning.training import EpochRecord, _Config, choose_device, fit, load_checkpoint
+from d3ke_assets.learning.training import (EpochRecord, _Config, choose_device, fit, load_checkpoint, mirrored_targets,
+                                           training_mirror)
 
 VARIANTS = ("tcn", "lstm", "transformer")
 FILTER_GAIN = 10.0
@@ -44,6 +46,12 @@ class SequenceConfig(_Config):
     layers: int = 2  # of the LSTM or the transformer encoder
     dropout: float = 0.1
     input_noise: float = 0.0  # std of noise on the inputs while training: train-set outputs are better than test's
+    # the frame model's training policy (`frames.augmentations.POLICIES`), drawn once per video of the
+    # train subjects for each of `augmented_copies` passes of the frame model over them; each window
+    # is read from one pass, drawn at random.  `current`: the frame model's outputs on the frames as
+    # they are (one pass)
+    augment_policy: str = "current"
+    augmented_copies: int = 2
     epochs: int = 30
     batch_size: int = 256
     lr_start: float = 1e-3
@@ -63,6 +71,8 @@ class SequenceConfig(_Config):
         if rf < 1 or rf % 2 == 0:
             raise D3keError(f"receptive_field {rf} must be a positive odd number of frames (the centre frame is "
                             f"the one refined)")
+        if self.augmented_copies < 1:
+            raise D3keError(f"augmented_copies {self.augmented_copies}: give at least 1 pass of the frame model")
         if self.variant == "tcn" and 3 ** round(math.log(rf, 3)) != rf:
             raise D3keError(f"receptive_field {rf} is not a power of 3, as the tcn variant needs (27, 81, 243, ...): "
                             f"change it or use the lstm or transformer variant")
@@ -195,27 +205,93 @@ def window_rows(frames: FrameDataset, receptive_field: int) -> np.ndarray:
     return windows
 
 
+@dataclass
+class OutputPass:
+    """The frame model's head outputs for every frame of a FrameDataset, in its order, with the camera
+    rotations their labels are turned by and which frames it saw mirrored."""
+
+    head_outputs: np.ndarray  # (N, F) float32
+    camera_R: np.ndarray  # (N, 3, 3)
+    mirrored: np.ndarray  # (N,) bool
+
+
+def video_groups(frames: FrameDataset) -> np.ndarray:
+    """(N,) the index of each frame's video: subject, trial and camera."""
+    key = [f"{f}|{t}|{c}" for f, t, c in zip(frames.folder_index.tolist(), frames.trial.tolist(),
+                                              frames.camera.tolist())]
+    return np.unique(np.array(key, dtype=object), return_inverse=True)[1].reshape(-1).astype(np.int64)
+
+
+def frame_draw_config(frame_config: dict, policy: str):
+    """What the draws read (the frame model's shift, scale, rotation and colour ranges) under `policy`."""
+    from d3ke_assets.learning.training import TrainConfig
+
+    known = {k: v for k, v in frame_config.items() if k in TrainConfig.__dataclass_fields__ and k != "loss_weights"}
+    return replace(TrainConfig(**known), augment_policy=policy, augment=True)
+
+
+@torch.no_grad()
+def augmented_passes(model: FrameModel, frames: FrameDataset, draw_config, copies: int, seed: int,
+                     batch_size: int = 64, log: Callable[[str], None] = lambda m: None) -> list[OutputPass]:
+    """`copies` passes of the frame model over `frames`, each video (`video_groups`) augmented by one
+    draw of `draw_config`'s policy for all its frames, as a whole video would be flipped or resized."""
+    device = choose_device()
+    model.to(device).eval()
+    mirror = training_mirror(model.layer, draw_config, log)
+    groups = torch.from_numpy(video_groups(frames))
+    passes = []
+    for copy in range(copies):
+        draws = draw_train_augmentation(int(groups.max()) + 1 if len(groups) else 0, draw_config,
+                                        torch.Generator().manual_seed(seed * 1000 + 700 + copy))
+        if mirror is None:
+            draws.flip[:] = False
+        per_frame = draws.take(groups)
+        outputs, rotations, mirrored = [], [], []
+        loader = torch.utils.data.DataLoader(frames, batch_size=batch_size, num_workers=0)
+        for batch in loader:
+            images, camera_R, flipped = apply_train_augmentation(batch["image"], batch["camera_R"],
+                                                                 per_frame.take(batch["index"]))
+            outputs.append(model.head_outputs(normalise(images.to(device))).cpu().numpy())
+            rotations.append(camera_R.numpy())
+            mirrored.append(flipped.numpy())
+        log(f"augmented pass {copy + 1}/{copies}: {len(frames)} frames, {int(draws.flip.sum())} of "
+            f"{len(draws.flip)} videos mirrored")
+        passes.append(OutputPass(np.concatenate(outputs).astype(np.float32), np.concatenate(rotations),
+                                 np.concatenate(mirrored)))
+    return passes
+
+
 class SequenceDataset(torch.utils.data.Dataset):
     """Windows of head outputs centred on the frames of `frames` (only D3KE's moving ones when
-    `used_only`), with the centre frames' labels."""
+    `used_only`), with the centre frames' labels.  Given several `passes` (`augmented_passes`), each
+    window is read from one of them, drawn at random, with that pass's camera rotation and mirroring."""
 
-    def __init__(self, head_outputs: np.ndarray, frames: FrameDataset, receptive_field: int, used_only: bool = True):
-        if len(head_outputs) != len(frames):
-            raise D3keError(f"{len(head_outputs)} frame-model outputs for {len(frames)} frames: compute them again")
-        self.outputs = torch.from_numpy(np.ascontiguousarray(head_outputs, np.float32))
+    def __init__(self, head_outputs: np.ndarray | None, frames: FrameDataset, receptive_field: int,
+                 used_only: bool = True, passes: list[OutputPass] | None = None):
+        if passes is None:
+            passes = [OutputPass(head_outputs, frames.camera_R, np.zeros(len(frames), bool))]
+        for p in passes:
+            if len(p.head_outputs) != len(frames):
+                raise D3keError(f"{len(p.head_outputs)} frame-model outputs for {len(frames)} frames: compute them "
+                                f"again")
+        self.outputs = [torch.from_numpy(np.ascontiguousarray(p.head_outputs, np.float32)) for p in passes]
+        self.camera_R = [torch.from_numpy(np.ascontiguousarray(p.camera_R, np.float32)) for p in passes]
+        self.mirrored = [torch.from_numpy(p.mirrored.astype(bool)) for p in passes]
         self.windows = torch.from_numpy(window_rows(frames, receptive_field))
         self.centres = np.flatnonzero(frames.used) if used_only else np.arange(len(frames))
         self.labels = {k: torch.from_numpy(v) for k, v in frames.labels.items()}
-        self.camera_R = torch.from_numpy(frames.camera_R)
 
     def __len__(self) -> int:
         return len(self.centres)
 
     def __getitem__(self, i: int) -> dict:
         row = int(self.centres[i])
-        item = {k: v[row] for k, v in self.labels.items()}
-        item["window"] = self.outputs[self.windows[row]]
-        item["camera_R"] = self.camera_R[row]
+        # the pass: drawn from torch's global generator, which the training seeds
+        k = int(torch.randint(len(self.outputs), ())) if len(self.outputs) > 1 else 0
+        item = {key: v[row] for key, v in self.labels.items()}
+        item["window"] = self.outputs[k][self.windows[row]]
+        item["camera_R"] = self.camera_R[k][row]
+        item["mirrored"] = self.mirrored[k][row]
         item["index"] = row
         return item
 
@@ -228,13 +304,15 @@ def train_sequence_model(model: SequenceModel, train_set: SequenceDataset, val_s
     if len(train_set) == 0:
         raise D3keError("no training windows: the train subjects have no frames with labels")
 
+    mirror = training_mirror(model.layer, config, log) if any(m.any() for m in train_set.mirrored) else None
+
     def prepare(batch, generator, device):
         windows = batch["window"].to(device)
         if generator is not None and config.input_noise > 0:
             windows = windows + config.input_noise * torch.randn(windows.shape, generator=generator).to(device)
         targets = camera_frame_targets({k: v.to(device) for k, v in batch.items() if k != "window"},
                                        batch["camera_R"].to(device), model.layer)
-        return windows, targets
+        return windows, mirrored_targets(targets, batch["mirrored"].to(device), mirror)
 
     return fit(model, train_set, val_set, config, checkpoint_dir, prepare, log, on_epoch, resume_key)
 

@@ -22,9 +22,10 @@ import numpy as np
 import torch
 
 from d3ke_assets.errors import D3keError
-from d3ke_assets.frames.augmentations import train_augment
+from d3ke_assets.frames.augmentations import apply_train_augmentation, draw_train_augmentation
 from d3ke_assets.learning.losses import LossWeights, d3ke_loss
 from d3ke_assets.learning.metrics import coordinate_mae_deg, scored_coordinates
+from d3ke_assets.learning.mirror import Mirror
 from d3ke_assets.learning.model import FrameModel, camera_frame_targets, normalise  # noqa: F401 (re-exported)
 from d3ke_assets.storage import atomic_path
 from d3ke_assets.versioning import canonical_hash
@@ -60,6 +61,10 @@ class TrainConfig(_Config):
     weight_decay: float = 1e-3
     loss_weights: LossWeights = field(default_factory=LossWeights)
     augment: bool = True
+    # `current`: small shifts, scales, rotations and colour; `robust`: also mirroring (with mirrored
+    # labels), resolution loss, box offset and zoom, strong brightness and contrast
+    # (`frames.augmentations.POLICIES`)
+    augment_policy: str = "current"
     max_shift: float = 0.1  # of the crop size
     max_scale: float = 0.1
     max_rotation_deg: float = 15.0
@@ -195,20 +200,47 @@ def evaluate(model, loader, config, device: torch.device, rotational: torch.Tens
     return total / n, mae, marker_mm / n
 
 
-def frame_prepare(model: FrameModel, config: TrainConfig) -> Prepare:
-    """The frame model's `prepare`: train-time augmentation (when a generator is given and
-    `config.augment`), normalised images (channels-last on CUDA) and camera-frame targets."""
+def training_mirror(layer, config, log: Callable[[str], None] = print) -> Mirror | None:
+    """The mirror a policy that flips pictures needs, or None (no flips) for a model without
+    left/right pairs, which is said once."""
+    from d3ke_assets.frames.augmentations import augment_policy
+
+    if not getattr(config, "augment", True) or augment_policy(config.augment_policy).flip_probability == 0:
+        return None
+    try:
+        return Mirror.for_layer(layer)
+    except D3keError as exc:
+        log(f"augmentation policy {config.augment_policy}: no mirrored pictures ({exc})")
+        return None
+
+
+def mirrored_targets(targets: dict, mirrored: torch.Tensor, mirror: Mirror | None) -> dict:
+    """`targets` with the mirrored samples' labels mirrored (the picture shows a mirrored person)."""
+    if mirror is None or not bool(mirrored.any()):
+        return targets
+    return mirror.camera_targets(targets, mirrored)
+
+
+def frame_prepare(model: FrameModel, config: TrainConfig, log: Callable[[str], None] = print) -> Prepare:
+    """The frame model's `prepare`: train-time augmentation by `config.augment_policy` (when a
+    generator is given and `config.augment`), normalised images (channels-last on CUDA) and
+    camera-frame targets, mirrored for the mirrored samples."""
+    mirror = training_mirror(model.layer, config, log)
 
     def prepare(batch, generator, device):
         images, camera_R = batch["image"], batch["camera_R"]
+        mirrored = torch.zeros(images.shape[0], dtype=torch.bool)
         if generator is not None and config.augment:
-            images, camera_R = train_augment(images, camera_R, config, generator)
+            draws = draw_train_augmentation(images.shape[0], config, generator)
+            if mirror is None:
+                draws.flip[:] = False
+            images, camera_R, mirrored = apply_train_augmentation(images, camera_R, draws)
         images = normalise(images.to(device, non_blocking=True))
         if device.type == "cuda":
             images = images.contiguous(memory_format=torch.channels_last)
         targets = camera_frame_targets({k: v.to(device) for k, v in batch.items() if k != "image"},
                                        camera_R.to(device), model.layer)
-        return images, targets
+        return images, mirrored_targets(targets, mirrored.to(device), mirror)
 
     return prepare
 
@@ -272,7 +304,7 @@ def train_frame_model(model: FrameModel, train_set, val_set, config: TrainConfig
     if len(train_set) == 0:
         raise D3keError("no training frames: materialize frames for the train subjects (or use a preset with more "
                         "subjects)")
-    return fit(model, train_set, val_set, config, checkpoint_dir, frame_prepare(model, config), log, on_epoch,
+    return fit(model, train_set, val_set, config, checkpoint_dir, frame_prepare(model, config, log), log, on_epoch,
                resume_key, channels_last=True)
 
 

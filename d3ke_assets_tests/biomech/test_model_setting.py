@@ -28,7 +28,7 @@ from d3ke_assets.defs.resources import DataRootResource, DatasetResource, Mlflow
 from d3ke_assets.defs.runner import materialize_graph
 from d3ke_assets.definitions import ALL_ASSETS
 from d3ke_assets.errors import D3keError
-from d3ke_assets.evaluation.mirror import Mirror
+from d3ke_assets.learning.mirror import Mirror
 from d3ke_assets.learning import training
 from d3ke_assets.learning.model import predicted_coordinates
 from d3ke_assets.settings import Settings

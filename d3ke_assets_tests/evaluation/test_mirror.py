@@ -9,7 +9,7 @@ import torch
 
 from d3ke_assets.biomech.skeletal_layer import SkeletalModel
 from d3ke_assets.evaluation.metrics import mpjpe_mm
-from d3ke_assets.evaluation.mirror import LATERAL_Z, Mirror
+from d3ke_assets.learning.mirror import LATERAL_Z, Mirror
 
 
 @pytest.fixture(scope="module")

@@ -163,7 +163,8 @@ def test_augmentation_turns_labels_with_the_image():
     image[0, :, int(round(v.item())), int(round(u.item()))] = 255
     config = T.TrainConfig(max_shift=0.0, max_scale=0.0, max_rotation_deg=40.0, colour=0.0)
     for seed in range(4):
-        out, R = train_augment(image, torch.eye(3).unsqueeze(0), config, torch.Generator().manual_seed(seed))
+        out, R, mirrored = train_augment(image, torch.eye(3).unsqueeze(0), config, torch.Generator().manual_seed(seed))
+        assert not mirrored.any()  # the current policy never mirrors
         moved = R[0] @ point
         expected = centre + f * moved[0] / moved[2], centre + f * moved[1] / moved[2]
         ys, xs = torch.nonzero(out[0, 0] > 40, as_tuple=True)

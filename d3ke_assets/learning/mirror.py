@@ -168,3 +168,34 @@ class Mirror:
         out["joint_centres_m"] = self.joint_centres(labels["joint_centres_m"])
         out["pelvis_rotation"] = self.pelvis_rotation(labels["pelvis_rotation"])
         return out
+
+    def camera_targets(self, targets: dict, mirrored):
+        """Training targets (torch tensors, camera frame, pelvis-relative: `learning.model.camera_frame_targets`)
+        with the rows where `mirrored` (B,) is true mirrored as `camera_labels` mirrors labels.  A marker
+        without a partner has no mirror image: `marker_mask` (B, M) leaves it out of those rows' loss."""
+        import torch
+
+        q = targets["coordinates"]
+        device, dtype = q.device, q.dtype
+        rows = torch.as_tensor(mirrored, device=device, dtype=torch.bool)
+        index = lambda perm: torch.as_tensor(perm, device=device, dtype=torch.long)  # noqa: E731
+        x_reflect = torch.tensor([-1.0, 1.0, 1.0], device=device, dtype=dtype)
+        z_reflect = torch.tensor([1.0, 1.0, -1.0], device=device, dtype=dtype)
+        mirrored_values = {
+            "coordinates": q[:, index(self.coordinate_perm)]
+            * torch.as_tensor(self.coordinate_sign, device=device, dtype=dtype),
+            "coordinate_mask": targets["coordinate_mask"][:, index(self.coordinate_perm)],
+            "scale_factors": targets["scale_factors"][:, index(self.body_perm)],
+            "markers_m": targets["markers_m"][:, index(self.marker_perm)] * x_reflect,
+            "joint_centres_m": targets["joint_centres_m"][:, index(self.joint_perm)] * x_reflect,
+            "pelvis_rotation": targets["pelvis_rotation"] * (x_reflect[:, None] * z_reflect[None, :]),
+        }
+        out = dict(targets)
+        for key, value in mirrored_values.items():
+            pick = rows.view(-1, *([1] * (value.dim() - 1)))
+            out[key] = torch.where(pick, value, targets[key])
+        paired = torch.as_tensor(self.marker_paired, device=device)
+        mask = targets.get("marker_mask", torch.ones(q.shape[0], len(self.marker_perm), device=device, dtype=dtype))
+        out["marker_mask"] = torch.where(rows[:, None] & ~paired[None, :], torch.zeros_like(mask), mask)
+        return out
+
