@@ -7,6 +7,7 @@ from typing import Callable
 import dagster as dg
 
 from d3ke_assets import settings
+from d3ke_assets.defs.constants import STUDY_ASSETS
 from d3ke_assets.defs.resources import DataRootResource, DatasetResource
 from d3ke_assets.defs.versioned import INPUT_VERSIONS_KEY
 from d3ke_assets.sources import raw
@@ -61,6 +62,8 @@ def stale_assets_by_partition(instance: dg.DagsterInstance, assets: list[dg.Asse
         bad: set[dg.AssetKey] = set()
         for a in assets:
             key = a.key
+            if key in STUDY_ASSETS:  # run on request only; still an input of what read it (its recorded version)
+                continue
             partitioned = a.partitions_def is not None
             if partitioned != (partition is not None):
                 if not partitioned and key in out.get(None, []):
@@ -73,6 +76,10 @@ def stale_assets_by_partition(instance: dg.DagsterInstance, assets: list[dg.Asse
             for dep in a.dependency_keys:
                 dep_def = next((d for d in assets if d.key == dep), None)
                 recorded = _recorded_inputs(mat).get(dep.to_user_string()) if mat else None
+                if dep in STUDY_ASSETS:  # an input once it exists: stale when it appeared or changed since
+                    study = _latest(instance, dep, None)
+                    stale = stale or (study is not None and study.tags.get(DATA_VERSION_TAG) != recorded)
+                    continue
                 if dep_def is None or (mat is not None and recorded is None):
                     continue  # not an input of this output (e.g. the model for real raw data)
                 if dep in bad:
@@ -95,7 +102,7 @@ def _unpartitioned_reading_partitions(instance: dg.DagsterInstance, assets: list
     another data version since; and so is whatever is built on them."""
     bad = {dg.AssetKey.from_user_string(k) for k in out.get(None, [])}
     for a in assets:  # topological order: a stale model makes its evaluation stale in the same pass
-        if a.partitions_def is not None or a.key in bad:
+        if a.partitions_def is not None or a.key in bad or a.key in STUDY_ASSETS:
             continue
         mat = _latest(instance, a.key, None)
         if mat is None:

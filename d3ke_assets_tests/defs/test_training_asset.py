@@ -263,3 +263,43 @@ def test_nothing_persisted_is_a_pickle(trained_smoke_root):
                 assert not [n for n in archive.namelist() if n.endswith((".pkl", ".pickle"))], path
         else:
             assert not path.read_bytes()[:2] in PICKLE_OPCODES, path
+
+
+def test_the_current_policy_control_runs_on_request_and_the_report_compares_both_policies(trained_smoke_root):
+    """The main job leaves current_policy_evaluation alone; materialized on request it trains both
+    models with the `current` policy (the preset's is `robust`) and scores them; robustness_report is
+    then stale and, rebuilt, puts both policies' figures side by side, each taken from its table."""
+    import pandas as pd
+
+    from d3ke_assets.defs.automation import stale_assets_by_partition
+    from d3ke_assets.evaluation import report
+
+    tmp_path, resources, _, instance = trained_smoke_root
+    subjects = ["Subject_1", "Subject_2", "Subject_3"]
+    assert not instance.fetch_materializations(dg.AssetKey("current_policy_evaluation"), limit=1).records
+    assert "current_policy_evaluation" not in stale_assets_by_partition(instance, ALL_ASSETS, subjects).get(None, [])
+    result = dg.materialize(ALL_ASSETS, instance=instance, resources=resources,
+                            selection=[dg.AssetKey("current_policy_evaluation")])
+    assert result.success
+    control = tmp_path / "current_policy_evaluation"
+    for model in ("frame_model", "sequence_model"):
+        bundle = torch.load(control / model / training.CHECKPOINT, weights_only=True)
+        assert bundle["config"]["augment_policy"] == "current"
+    assert torch.load(tmp_path / "frame_model" / training.CHECKPOINT,
+                      weights_only=True)["config"]["augment_policy"] == "robust"
+    stale = stale_assets_by_partition(instance, ALL_ASSETS, subjects).get(None, [])
+    assert "robustness_report" in stale and "current_policy_evaluation" not in stale
+    assert dg.materialize(ALL_ASSETS, instance=instance, resources=resources,
+                          selection=[dg.AssetKey("robustness_report")]).success
+    comparison = pd.read_csv(tmp_path / "robustness_report" / report.POLICY_CSV)
+    robust = pd.read_parquet(tmp_path / "evaluation" / "results.parquet")
+    current = pd.read_parquet(control / "results.parquet")
+    assert len(comparison) == len(robust) == len(current)
+    keys = ["model", "view", "augmentation", "severity"]
+    merged = comparison.merge(robust[keys + ["coordinate_mae_deg"]], on=keys).merge(
+        current[keys + ["coordinate_mae_deg"]], on=keys, suffixes=("_robust", "_current"))
+    assert np.allclose(merged.robust_coordinate_mae_deg, merged.coordinate_mae_deg_robust)
+    assert np.allclose(merged.current_coordinate_mae_deg, merged.coordinate_mae_deg_current)
+    text = (tmp_path / "robustness_report" / report.REPORT_MD).read_text()
+    assert "## Training-time augmentation: current against robust" in text and report.POLICY_PNG in text
+    assert (tmp_path / "robustness_report" / report.POLICY_PNG).stat().st_size > 10_000
