@@ -395,7 +395,7 @@ def test_k8s_examples_and_the_gpu_op_tags():
     assert set(tag) <= K8S_TAG_FIELDS
     assert tag["container_config"]["resources"]["limits"]["nvidia.com/gpu"] == "1"
     tagged = sorted(a.key.to_user_string() for a in ALL_ASSETS if "dagster-k8s/config" in a.op.tags)
-    assert tagged == ["evaluation", "frame_model", "robustness_report", "sequence_model"]
+    assert tagged == ["current_policy_evaluation", "evaluation", "frame_model", "robustness_report", "sequence_model"]
     for asset in ALL_ASSETS:
         if asset.key.to_user_string() in tagged:  # stored JSON-encoded on the op
             assert yaml.safe_load(asset.op.tags["dagster-k8s/config"]) == tag
