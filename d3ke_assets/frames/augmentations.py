@@ -118,9 +118,11 @@ class TrainDraws:
         return TrainDraws(**{k: v[rows] for k, v in self.__dict__.items()})
 
 
-def draw_train_augmentation(b: int, config, generator: torch.Generator) -> TrainDraws:
+def draw_train_augmentation(b: int, config, generator: torch.Generator, can_mirror: bool = True) -> TrainDraws:
     """`b` draws of `config`'s policy (`config.augment_policy`, default `current`).  The `current`
-    draws come first and in today's order, so a `current` training is the one it always was."""
+    draws come first and in today's order, so a `current` training is the one it always was.
+    `can_mirror` False (a model without left/right pairs): no sample is mirrored, the draws
+    otherwise the same."""
     u = lambda lo, hi: lo + (hi - lo) * torch.rand(b, generator=generator)  # noqa: E731
     angles = u(-config.max_rotation_deg, config.max_rotation_deg)
     zoom = u(1 - config.max_scale, 1 + config.max_scale)
@@ -132,7 +134,7 @@ def draw_train_augmentation(b: int, config, generator: torch.Generator) -> Train
     if policy.name == "current":
         return draws
     chance = lambda p: torch.rand(b, generator=generator) < p  # noqa: E731
-    draws.flip = chance(policy.flip_probability)
+    draws.flip = chance(policy.flip_probability) & can_mirror
     resized, factor = chance(policy.resize_probability), u(*policy.resize_range)
     draws.resize = torch.where(resized, factor, draws.resize)
     offset = chance(policy.offset_probability)

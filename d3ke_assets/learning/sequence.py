@@ -242,9 +242,8 @@ def augmented_passes(model: FrameModel, frames: FrameDataset, draw_config, copie
     passes = []
     for copy in range(copies):
         draws = draw_train_augmentation(int(groups.max()) + 1 if len(groups) else 0, draw_config,
-                                        torch.Generator().manual_seed(seed * 1000 + 700 + copy))
-        if mirror is None:
-            draws.flip[:] = False
+                                        torch.Generator().manual_seed(seed * 1000 + 700 + copy),
+                                        can_mirror=mirror is not None)
         per_frame = draws.take(groups)
         outputs, rotations, mirrored = [], [], []
         loader = torch.utils.data.DataLoader(frames, batch_size=batch_size, num_workers=0)

@@ -231,9 +231,7 @@ def frame_prepare(model: FrameModel, config: TrainConfig, log: Callable[[str], N
         images, camera_R = batch["image"], batch["camera_R"]
         mirrored = torch.zeros(images.shape[0], dtype=torch.bool)
         if generator is not None and config.augment:
-            draws = draw_train_augmentation(images.shape[0], config, generator)
-            if mirror is None:
-                draws.flip[:] = False
+            draws = draw_train_augmentation(images.shape[0], config, generator, can_mirror=mirror is not None)
             images, camera_R, mirrored = apply_train_augmentation(images, camera_R, draws)
         images = normalise(images.to(device, non_blocking=True))
         if device.type == "cuda":
