@@ -81,7 +81,7 @@ def test_demo_materializes_through_a_persistent_instance(tmp_path):
 def test_unknown_benchmark_is_one_line_naming_every_benchmark(capsys):
     assert main(["bench", "nope"]) == 2
     err = _one_line_error(capsys)
-    for name in ("verify", "ik", "fk", "frames", "rerun", "train", "predict", "scale", "load"):
+    for name in ("verify", "ik", "fk", "frames", "rerun", "train", "predict", "scale", "load", "seeds"):
         assert name in err
 
 
@@ -93,4 +93,4 @@ def test_benchmark_registry_does_not_import_the_servers_benchmarks():
             "'d3ke_assets.benchmarks.load', 'd3ke_assets.deploy.services') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}).stdout.splitlines()
-    assert out == ["['fk', 'frames', 'ik', 'load', 'predict', 'rerun', 'scale', 'train', 'verify']", "[]"]
+    assert out == ["['fk', 'frames', 'ik', 'load', 'predict', 'rerun', 'scale', 'seeds', 'train', 'verify']", "[]"]

@@ -7,6 +7,8 @@ its measurements interleaved and keeps the best of each, because this kind of ma
   no-op rerun of the graph next to a fresh run;
 - `scale`: subject partitions on 1 and 2 workers (multiprocess executor, Celery executor,
   dagster_celery's run launcher) with Redis and PostgreSQL started for it;
+- `seeds`: the frame model's test error over the mean-pose baseline's for several training seeds
+  on the main job's data;
 - `load`: the UI's GraphQL queries timed while the daemon backfills many subject partitions.
 
 `BENCHMARKS` is the one registry `d3ke bench` reads.
@@ -27,6 +29,13 @@ def bench_scale(**kwargs) -> dict:
     return scale.bench_scale(**kwargs)
 
 
+def bench_seeds(**kwargs) -> dict:
+    """See d3ke_assets.benchmarks.seeds.bench_seeds (needs the main job's frames under the data root)."""
+    from d3ke_assets.benchmarks import seeds
+
+    return seeds.bench_seeds(**kwargs)
+
+
 def bench_load(**kwargs) -> dict:
     """See d3ke_assets.benchmarks.load.bench_load (imported when run: it starts the Dagster servers)."""
     from d3ke_assets.benchmarks import load
@@ -37,4 +46,5 @@ def bench_load(**kwargs) -> dict:
 BENCHMARKS: dict[str, Callable[..., dict]] = {
     "verify": bench_verify, "ik": bench_ik, "fk": bench_fk, "frames": bench_frames, "rerun": bench_rerun,
     "train": bench_train, "predict": bench_predict, "scale": bench_scale, "load": bench_load,
+    "seeds": bench_seeds,
 }

@@ -24,6 +24,10 @@ class OsimFunction(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - interface
         raise NotImplementedError
 
+    def derivative(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - interface
+        """d f / d x at `x`, elementwise (inverse kinematics' Jacobian)."""
+        raise NotImplementedError
+
     def is_constant_zero(self) -> bool:
         return False
 
@@ -35,6 +39,9 @@ class Constant(OsimFunction):
 
     def forward(self, x):
         return torch.full_like(x, self.value)
+
+    def derivative(self, x):
+        return torch.zeros_like(x)
 
     def is_constant_zero(self):
         return self.value == 0.0
@@ -50,6 +57,9 @@ class LinearFunction(OsimFunction):
     def forward(self, x):
         return x * self.slope + self.intercept
 
+    def derivative(self, x):
+        return torch.full_like(x, self.slope)
+
 
 class PolynomialFunction(OsimFunction):
     """SimTK's polynomial: coefficients from the highest power down (as `numpy.polyval`)."""
@@ -64,6 +74,13 @@ class PolynomialFunction(OsimFunction):
             out = out * x + c
         return out
 
+    def derivative(self, x):
+        out = torch.zeros_like(x)
+        power = len(self.coefficients) - 1
+        for k, c in enumerate(self.coefficients[:-1]):
+            out = out * x + c * (power - k)
+        return out
+
     def is_constant_zero(self):
         return all(c == 0.0 for c in self.coefficients)
 
@@ -75,6 +92,9 @@ class MultiplierFunction(OsimFunction):
 
     def forward(self, x):
         return self.inner(x) * self.scale
+
+    def derivative(self, x):
+        return self.inner.derivative(x) * self.scale
 
     def is_constant_zero(self):
         return self.scale == 0.0 or self.inner.is_constant_zero()
@@ -88,17 +108,26 @@ class CubicSpline(OsimFunction):
         for name, v in (("knots", x), ("y", y), ("b", b), ("c", c), ("d", d)):
             self.register_buffer(name, torch.as_tensor(np.asarray(v, float)))
 
-    def forward(self, x):
+    def _interval(self, x):
+        """(knots, i, dx): interval i with knots[i] <= x < knots[i+1] (the last knot belongs to the last
+        interval) and x's offset in it."""
         knots = self.knots.to(x.dtype)
-        n = knots.shape[0]
-        # interval index i with knots[i] <= x < knots[i+1]; the last knot belongs to the last interval
-        i = torch.clamp(torch.searchsorted(knots, x.detach().contiguous(), right=True) - 1, 0, n - 2)
-        dx = x - knots[i]
+        i = torch.clamp(torch.searchsorted(knots, x.detach().contiguous(), right=True) - 1, 0, knots.shape[0] - 2)
+        return knots, i, x - knots[i]
+
+    def forward(self, x):
+        knots, i, dx = self._interval(x)
         y, b, c, d = (t.to(x.dtype) for t in (self.y, self.b, self.c, self.d))
         inside = y[i] + dx * (b[i] + dx * (c[i] + dx * d[i]))
         below = y[0] + (x - knots[0]) * b[0]
         above = y[-1] + (x - knots[-1]) * b[-1]
         return torch.where(x < knots[0], below, torch.where(x > knots[-1], above, inside))
+
+    def derivative(self, x):
+        knots, i, dx = self._interval(x)
+        b, c, d = (t.to(x.dtype) for t in (self.b, self.c, self.d))
+        inside = b[i] + dx * (2 * c[i] + 3 * dx * d[i])
+        return torch.where(x < knots[0], b[0].expand_as(x), torch.where(x > knots[-1], b[-1].expand_as(x), inside))
 
 
 def simm_spline_coefficients(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

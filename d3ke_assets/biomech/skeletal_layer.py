@@ -47,6 +47,7 @@ _FIXED_JOINTS = {
 }
 SUPPORTED_JOINTS = ("CustomJoint", *_FIXED_JOINTS)
 OPENSIM_4_VERSION = 40000
+CLAMPED_DEFAULT = "false"  # Coordinate's `clamped` when the file leaves it out (OpenSim 4's default)
 
 
 def euler_xyz_matrix(angles) -> np.ndarray:
@@ -91,6 +92,7 @@ class CoordinateSpec:
     locked: bool
     rotational: bool
     range: tuple[float, float]
+    clamped: bool = True  # OpenSim's IK keeps a clamped coordinate within its range
 
 
 @dataclass
@@ -220,7 +222,8 @@ def _coordinate_specs(joint: ET.Element) -> list[CoordinateSpec]:
         rng = _vec(c.find("range"), (-np.pi, np.pi))
         out.append(CoordinateSpec(c.get("name"), float(_text(c.find("default_value"), "0") or 0),
                                   _text(c.find("locked"), "false").lower() == "true",
-                                  motion != "translational", (float(rng[0]), float(rng[1]))))
+                                  motion != "translational", (float(rng[0]), float(rng[1])),
+                                  _text(c.find("clamped"), CLAMPED_DEFAULT).lower() == "true"))
     return out
 
 
@@ -319,13 +322,15 @@ def _parents_first(joints: list[JointSpec], path: Path) -> list[JointSpec]:
     return ordered
 
 
-def _axis_rotation(axis: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
-    """Rodrigues: (3,) unit axis, (B,) angles -> (B, 3, 3)."""
-    k = torch.zeros(3, 3, dtype=angle.dtype, device=angle.device)
-    k[0, 1], k[0, 2], k[1, 0], k[1, 2], k[2, 0], k[2, 1] = -axis[2], axis[1], axis[2], -axis[0], -axis[1], axis[0]
+def _cross_matrix(axis: np.ndarray) -> np.ndarray:
+    """K with K v = axis x v."""
+    return np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]], float)
+
+
+def _axis_rotation(k: torch.Tensor, k2: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
+    """Rodrigues: the axis' cross matrix K and K @ K, (B,) angles -> (B, 3, 3)."""
     s, c = torch.sin(angle)[:, None, None], torch.cos(angle)[:, None, None]
-    eye = torch.eye(3, dtype=angle.dtype, device=angle.device)
-    return eye + s * k + (1 - c) * (k @ k)
+    return torch.eye(3, dtype=angle.dtype, device=angle.device) + s * k + (1 - c) * k2
 
 
 @dataclass
@@ -337,6 +342,19 @@ class SkeletalPose:
     joint_centres_m: torch.Tensor
     body_rotations: torch.Tensor
     body_origins_m: torch.Tensor
+
+
+@dataclass
+class JointMotion:
+    """How one joint moves what hangs below it, at the current coordinates: `turns`, one per rotation
+    axis driven by a coordinate, (axis in ground (B, 3), coordinate index, d angle / d coordinate (B,));
+    each turns the subtree about `origin_m` (B, 3), the joint's child-frame origin in ground.  `shifts`,
+    one per translation axis driven by a coordinate, (direction in ground (B, 3), coordinate index,
+    d distance / d coordinate (B,)), scale included; each moves the subtree along its direction."""
+
+    origin_m: torch.Tensor
+    turns: list[tuple[torch.Tensor, int, torch.Tensor]]
+    shifts: list[tuple[torch.Tensor, int, torch.Tensor]]
 
 
 class SkeletalModel(torch.nn.Module):
@@ -374,7 +392,12 @@ class SkeletalModel(torch.nn.Module):
                         continue  # contributes nothing
                     self.functions.append(ax.function)
                     cidx = self._coord_index[ax.coordinate] if ax.coordinate else None
-                    part.append((buf(f"axis_{k}_{kind}{a_i}", ax.axis), cidx, len(self.functions) - 1))
+                    name = buf(f"axis_{k}_{kind}{a_i}", ax.axis)
+                    if kind == "r":  # Rodrigues' constant matrices, made once
+                        cross = _cross_matrix(ax.axis)
+                        buf(f"{name}_k", cross)
+                        buf(f"{name}_k2", cross @ cross)
+                    part.append((name, cidx, len(self.functions) - 1))
                 terms.append(part)
             self._joints.append(dict(
                 parent_body=body_idx(j.parent.body), child_body=body_idx(j.child.body),
@@ -408,6 +431,15 @@ class SkeletalModel(torch.nn.Module):
     def n_bodies(self) -> int:
         return len(self.body_names)
 
+    def joint_moves_body(self) -> np.ndarray:
+        """(joints, bodies) bool: joint k (in `joint_names` order) lies on body b's path to ground."""
+        moves = np.zeros((len(self._joints), self.n_bodies), bool)
+        for k, j in enumerate(self._joints):  # parents first: a parent body's row is complete
+            if j["parent_body"] >= 0:
+                moves[:, j["child_body"]] = moves[:, j["parent_body"]]
+            moves[k, j["child_body"]] = True
+        return moves
+
     def full_coordinates(self, q: torch.Tensor) -> torch.Tensor:
         """Locked coordinates at their default, coupled ones from their independent coordinate."""
         if not self._locked and not self._couplers:
@@ -419,9 +451,12 @@ class SkeletalModel(torch.nn.Module):
             q[:, dep] = self.functions[f](q[:, ind])
         return q
 
-    def forward(self, q: torch.Tensor, scale_factors: torch.Tensor | None = None) -> SkeletalPose:
+    def forward(self, q: torch.Tensor, scale_factors: torch.Tensor | None = None,
+                motion: list[JointMotion] | None = None) -> SkeletalPose:
         """`q`: (B, coordinates) in radians / metres, in `coordinate_names` order.
-        `scale_factors`: (B, bodies, 3) in `body_names` order; ones when omitted."""
+        `scale_factors`: (B, bodies, 3) in `body_names` order; ones when omitted.
+        `motion`: when a list, each joint's `JointMotion` is appended to it (inverse kinematics builds
+        its Jacobian from them)."""
         if q.ndim != 2 or q.shape[1] != len(self.coordinate_names):
             raise D3keError(f"skeletal layer of {self.spec.path.name}: expected coordinates of shape "
                             f"(batch, {len(self.coordinate_names)}), got {tuple(q.shape)}")
@@ -450,18 +485,31 @@ class SkeletalModel(torch.nn.Module):
             f_p = g_p + (g_R @ parent_p.unsqueeze(-1)).squeeze(-1)
             # joint motion X_FM
             m_R = None
+            turns, shifts = [], []
             for axis_name, ci, fi in j["rotations"]:
-                angle = self.functions[fi](q[:, ci] if ci is not None else torch.zeros(batch, dtype=dtype, device=device))
-                r = _axis_rotation(getattr(self, axis_name), angle)
+                axis = getattr(self, axis_name)
+                x = q[:, ci] if ci is not None else torch.zeros(batch, dtype=dtype, device=device)
+                angle = self.functions[fi](x)
+                if motion is not None and ci is not None:  # the axis in ground: after the earlier rotations
+                    turns.append(((f_R if m_R is None else f_R @ m_R) @ axis, ci, self.functions[fi].derivative(x)))
+                r = _axis_rotation(getattr(self, f"{axis_name}_k"), getattr(self, f"{axis_name}_k2"), angle)
                 m_R = r if m_R is None else m_R @ r
             m_p = zero
             for axis_name, ci, fi in j["translations"]:
                 axis = getattr(self, axis_name)
-                value = self.functions[fi](q[:, ci] if ci is not None else torch.zeros(batch, dtype=dtype, device=device))
+                x = q[:, ci] if ci is not None else torch.zeros(batch, dtype=dtype, device=device)
+                value = self.functions[fi](x)
+                factor = None
                 if p_scale is not None and j["custom"]:  # Model.scale multiplies CustomJoint translation functions by axis . parent factors
-                    value = value * (p_scale @ axis)
+                    factor = p_scale @ axis
+                    value = value * factor
+                if motion is not None and ci is not None:
+                    rate = self.functions[fi].derivative(x)
+                    shifts.append((f_R @ axis, ci, rate if factor is None else rate * factor))
                 m_p = m_p + value[:, None] * axis
             m_origin = f_p + (f_R @ m_p.unsqueeze(-1)).squeeze(-1)
+            if motion is not None:
+                motion.append(JointMotion(m_origin, turns, shifts))
             m_orient = f_R if m_R is None else f_R @ m_R
             centres.append(m_origin)
             # child body: X_GB = X_GM * inverse(X_BM), with X_BM's translation scaled by the child's factors

@@ -303,3 +303,35 @@ def test_the_current_policy_control_runs_on_request_and_the_report_compares_both
     text = (tmp_path / "robustness_report" / report.REPORT_MD).read_text()
     assert "## Training-time augmentation: current against robust" in text and report.POLICY_PNG in text
     assert (tmp_path / "robustness_report" / report.POLICY_PNG).stat().st_size > 10_000
+
+
+def test_bench_seeds_reads_the_main_jobs_training_and_trains_the_other_seeds(trained_smoke_root, monkeypatch):
+    """`d3ke bench seeds`: the seed the main job trained is read, not trained again, and gives
+    `d3ke quality`'s figure; another seed trains another model in a scratch folder, leaving the
+    data root as it was."""
+    import hashlib
+
+    from d3ke_assets.benchmarks.seeds import bench_seeds
+    from d3ke_assets.biomech import model_builder
+    from d3ke_assets.learning.quality import quality_report
+    from d3ke_assets.sources.subjects import split_for
+
+    root = trained_smoke_root[0]
+    for var in ("D3KE_DATASET", "D3KE_BACKBONE_WEIGHTS", "D3KE_SEED"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("D3KE_PRESET", "smoke")
+    checkpoint = root / "frame_model" / training.CHECKPOINT
+    before = hashlib.sha256(checkpoint.read_bytes()).hexdigest()
+    listing = sorted(p.relative_to(root) for p in root.rglob("*") if "mlruns" not in p.parts)
+    figures = bench_seeds(root, seeds=(0, 1))
+    split = split_for("synthetic", 3, None)
+    quality = quality_report(root, model_builder.model_file(root / "opensim_model"), list(split.train),
+                             list(split.test))
+    main_seed, other = figures["seeds"]["0"], figures["seeds"]["1"]
+    assert main_seed["source"] == "main job's frame_model" and other["source"] == "trained here"
+    assert main_seed["ratio_model_to_baseline"] == pytest.approx(quality["ratio_model_to_baseline"], abs=1e-4)
+    assert other["mean_baseline_coordinate_mae_deg"] == main_seed["mean_baseline_coordinate_mae_deg"]
+    assert other["frame_model_coordinate_mae_deg"] != main_seed["frame_model_coordinate_mae_deg"]
+    assert figures["ratio_min"] <= figures["ratio_mean"] <= figures["ratio_max"] and figures["ratio_std"] > 0
+    assert hashlib.sha256(checkpoint.read_bytes()).hexdigest() == before
+    assert sorted(p.relative_to(root) for p in root.rglob("*") if "mlruns" not in p.parts) == listing
