@@ -32,7 +32,7 @@ CODE_VERSIONS: dict[dg.AssetKey, str] = {
     MOCAP_MARKERS: "1",
     OPENSIM_GT: "1",  # scaling, IK and labels; also part of the scale and trial stamps
     FRAMES: "2",
-    FRAME_MODEL: "3",  # bump when training changes what it learns; 3: augmentation policies
+    FRAME_MODEL: "4",  # bump when training changes what it learns; 3: augmentation policies; 4: robust's odds
     SEQUENCE_MODEL: "3",  # 2: the checkpoint carries the frame model it refines; 3: augmented passes
     EVALUATION: "2",  # 2: the claim reuses the clean frames' outputs (same figures, one network pass less)
     ROBUSTNESS_REPORT: "2",  # 2: both augmentation policies side by side when the control is materialized

@@ -86,10 +86,12 @@ class AugmentPolicy:
 POLICIES: dict[str, AugmentPolicy] = {
     "current": AugmentPolicy("current"),
     # covers the test-time severities (resize down to 0.25, crop offsets up to 0.2 with zoom 1.3,
-    # brightness and contrast up to 2.0) with some room, and leaves a share of samples near-clean
-    "robust": AugmentPolicy("robust", flip_probability=0.5, resize_probability=0.3, resize_range=(0.2, 0.9),
-                            offset_probability=0.3, offset_range=0.25, zoom_range=(1.0, 1.4),
-                            colour_probability=0.3, colour_range=(0.6, 2.2)),
+    # brightness and contrast up to 2.0) with some room.  Probabilities: at 0.5 / 0.3 / 0.3 / 0.3 the
+    # demo's augmented errors stayed within 0.4 deg of clean but clean rose 17% over `current` in the
+    # same training budget; about half the samples now stay near-clean
+    "robust": AugmentPolicy("robust", flip_probability=0.25, resize_probability=0.15, resize_range=(0.2, 0.9),
+                            offset_probability=0.15, offset_range=0.25, zoom_range=(1.0, 1.4),
+                            colour_probability=0.15, colour_range=(0.6, 2.2)),
 }
 
 
