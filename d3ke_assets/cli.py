@@ -3,7 +3,7 @@
     d3ke demo [--preset demo] [--subjects Subject_1 ...]   materialize every asset through Dagster
     d3ke verify [--data-root DIR] [--write-manifest]       check raw files against their sha256 manifests
     d3ke movi-index [--movi-root DIR] [--json]             what the platform finds in your MoVi + AMASS files
-    d3ke ik --model M.osim --static S.trc --motion T.trc --out DIR   OpenSim scaling + IK
+    d3ke ik --model M.osim [--static S.trc] --motion T.trc --out DIR [--backend opensim|torch]   scaling + IK
     d3ke fk --model M.osim --motion T.mot --out MARKERS.sto         marker positions (skeletal layer)
     d3ke bench NAME [--json]                               benchmarks (see d3ke_assets.benchmarks)
     d3ke ui dagster|mlflow                                 open the UIs on 127.0.0.1
@@ -289,10 +289,10 @@ def cmd_ik(args: argparse.Namespace) -> int:
     from d3ke_assets.biomech.commands import ik_command
 
     opt = lambda v: Path(v) if v else None  # noqa: E731
-    r = ik_command(Path(args.model), Path(args.static), Path(args.motion), Path(args.out), args.mass,
-                   opt(args.scale_setup), opt(args.ik_setup))
-    print(f"scaled model:   {r.scaled_model}")
-    print(f"coordinates:    {r.mot} ({r.n_frames} frames, IK {r.ik_seconds:.1f} s, "
+    r = ik_command(Path(args.model), opt(args.static), Path(args.motion), Path(args.out), args.mass,
+                   opt(args.scale_setup), opt(args.ik_setup), args.backend)
+    print(f"{'scaled model:  ' if args.static else 'model:         '} {r.scaled_model}")
+    print(f"coordinates:    {r.mot} ({r.n_frames} frames, {args.backend} IK {r.ik_seconds:.1f} s, "
           f"{r.n_frames / max(r.ik_seconds, 1e-9):.0f} frames/s)")
     print(f"marker errors:  {r.errors} (RMS {1000 * r.rms_error_m:.1f} mm)")
     return 0
@@ -381,9 +381,13 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--data-root", default=None)
     predict.set_defaults(func=cmd_predict)
 
-    ik = sub.add_parser("ik", help="OpenSim scaling on a static trial, then inverse kinematics on a motion")
-    ik.add_argument("--model", required=True, help="generic model (.osim)")
-    ik.add_argument("--static", required=True, help="static trial (.trc)")
+    ik = sub.add_parser("ik", help="OpenSim scaling on a static trial, then inverse kinematics on a motion "
+                                   "(without --static: inverse kinematics only, on a model already scaled)")
+    ik.add_argument("--model", required=True, help="generic model (.osim); without --static, the scaled model")
+    ik.add_argument("--static", default=None, help="static trial (.trc) to scale the model on")
+    ik.add_argument("--backend", default="opensim", choices=settings.IK_BACKENDS,
+                    help="who solves the IK: OpenSim's InverseKinematicsTool (default) or the batched torch "
+                         "solver on the skeletal layer (CUDA when available); scaling is OpenSim's either way")
     ik.add_argument("--motion", required=True, help="motion trial (.trc)")
     ik.add_argument("--out", required=True, help="folder for setup files, scaled.osim and <motion>.mot")
     ik.add_argument("--mass", type=float, default=None, help="subject mass in kg (default: the setup's, or 75)")

@@ -21,6 +21,9 @@ below reads the environment.  The variables, each a field of `Settings`:
   `D3KE_MIRROR_MAP` (JSON, name -> left/right partner), each optional.
 - `D3KE_AMASS_MARKERS`: the AMASS virtual markers' vertex table (marker name -> SMPL+H vertex id,
   .json or .csv; default the project's 47 MoSh++ markers).
+- `D3KE_IK_BACKEND`: who solves inverse kinematics in the ground truth and the evaluation's
+  multi-step baseline: `opensim` (default, InverseKinematicsTool) or `torch` (the batched solver on
+  the skeletal layer, `biomech.torch_ik`); scaling stays OpenSim's.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from typing import Mapping
 from d3ke_assets.errors import D3keError
 
 DATASETS = ("synthetic", "movi", "lab")
+IK_BACKENDS = ("opensim", "torch")
 DEFAULT_DATA_ROOT = "data"
 
 
@@ -141,6 +145,12 @@ def dataset_name(value: str) -> str:
     return value
 
 
+def ik_backend_name(value: str) -> str:
+    if value not in IK_BACKENDS:
+        raise D3keError(f"ik_backend {value!r}: choose one of {', '.join(IK_BACKENDS)} (D3KE_IK_BACKEND, --backend)")
+    return value
+
+
 def data_root(value: str | Path) -> Path:
     """The data root, checked to exist and be writable."""
     root = Path(value).expanduser().resolve()
@@ -211,6 +221,7 @@ class Settings:
     model_ik_tasks: str | None = None
     mirror_map: str | None = None
     amass_markers: str | None = None  # vertex table; None: the project's MoSh++ markers
+    ik_backend: str = "opensim"  # IK_BACKENDS
 
     # the environment variable of each field
     ENVIRONMENT = {"data_root": "D3KE_DATA_ROOT", "dataset": "D3KE_DATASET", "preset": "D3KE_PRESET",
@@ -219,10 +230,12 @@ class Settings:
                    "synthetic_subjects": "D3KE_SYNTHETIC_SUBJECTS", "backbone_weights": "D3KE_BACKBONE_WEIGHTS",
                    "rerun_cron": "D3KE_RERUN_CRON", "model": "D3KE_MODEL",
                    "model_scale_setup": "D3KE_MODEL_SCALE_SETUP", "model_ik_tasks": "D3KE_MODEL_IK_TASKS",
-                   "mirror_map": "D3KE_MIRROR_MAP", "amass_markers": "D3KE_AMASS_MARKERS"}
+                   "mirror_map": "D3KE_MIRROR_MAP", "amass_markers": "D3KE_AMASS_MARKERS",
+                   "ik_backend": "D3KE_IK_BACKEND"}
 
     def __post_init__(self):
         dataset_name(self.dataset)
+        ik_backend_name(self.ik_backend)
         model_companions(self.model, self.model_scale_setup, self.model_ik_tasks, self.mirror_map)
         self.preset_settings()  # a preset that exists, a subject count that makes sense
 

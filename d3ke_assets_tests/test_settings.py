@@ -42,6 +42,9 @@ def test_settings_from_the_environment_then_arguments():
         settings.Settings.from_environment({"D3KE_DATASET": "kinetics"})
     with pytest.raises(D3keError, match="preset 'huge'"):
         settings.Settings(preset="huge")
+    assert settings.Settings.from_environment({"D3KE_IK_BACKEND": "torch"}).ik_backend == "torch"
+    with pytest.raises(D3keError, match="ik_backend 'ceres': choose one of opensim, torch"):
+        settings.Settings.from_environment({"D3KE_IK_BACKEND": "ceres"})
 
 
 def test_one_preset_table_holds_data_training_and_sequence_settings():
@@ -59,7 +62,7 @@ def test_one_preset_table_holds_data_training_and_sequence_settings():
 def test_partitions_and_resources_come_from_the_same_settings(tmp_path):
     from d3ke_assets.definitions import build_definitions
 
-    run = settings.Settings(data_root=str(tmp_path), preset="smoke", synthetic_subjects=5)
+    run = settings.Settings(data_root=str(tmp_path), preset="smoke", synthetic_subjects=5, ik_backend="torch")
     defs = build_definitions(run)
     graph = defs.resolve_asset_graph()
     keys = graph.get(dg.AssetKey("raw_subject")).partitions_def.get_partition_keys()

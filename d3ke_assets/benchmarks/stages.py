@@ -111,9 +111,76 @@ def _ground_truth_job(args: tuple[str, str, str]) -> float:
     return ground_truth.compute_subject(mocap_dir, model, out).seconds
 
 
+HAMNER = Path(__file__).resolve().parents[2].parent / "shared" / "reference" / "opensim-hamner-running"
+
+
+def _backend_copy(setup: Path, backend: str) -> Path:
+    """`setup` beside itself, writing `<backend>_<motion>.mot`: each backend's output kept apart."""
+    import xml.etree.ElementTree as ET
+
+    tree = ET.parse(setup)
+    tool = tree.getroot().find("InverseKinematicsTool")
+    mot = tool.find("output_motion_file")
+    mot.text = f"{backend}_{Path(mot.text.strip()).name}"
+    for tag, value in (("results_directory", "."), ("report_errors", "false"), ("report_marker_locations", "false")):
+        if tool.find(tag) is not None:  # the same outputs from both: the .mot, beside the setup
+            tool.find(tag).text = value
+    out = setup.with_name(f"{backend}_{setup.name}")
+    tree.write(out, encoding="UTF-8", xml_declaration=True)
+    return out
+
+
+def _backends_side_by_side(setups: list[Path], rounds: int) -> dict:
+    """Both IK backends on the same setups, interleaved, best of `rounds` per trial: each timed over
+    the whole `run_ik` call (model loading plus solving plus writing the .mot; imports excluded)."""
+    import numpy as np
+
+    from d3ke_assets.biomech.opensim_pipeline import run_ik
+    from d3ke_assets.biomech.opensim_tools import load_model
+
+    best: dict[str, list[float]] = {"opensim": [np.inf] * len(setups), "torch": [np.inf] * len(setups)}
+    results: dict = {}
+    for _ in range(rounds):
+        for backend in ("opensim", "torch"):
+            for i, setup in enumerate(setups):
+                copy = _backend_copy(setup, backend)
+                start = time.perf_counter()
+                results[backend, i] = run_ik(copy, backend)
+                best[backend][i] = min(best[backend][i], time.perf_counter() - start)
+    frames = sum(len(results["opensim", i].time_s) for i in range(len(setups)))
+    rms_deg, worst = [], {}
+    for i, setup in enumerate(setups):
+        ours, theirs = results["torch", i], results["opensim", i]
+        model = load_model(setup.parent / _setup_text(setup, "model_file"))
+        state, coordinates = model.initSystem(), model.getCoordinateSet()
+        for name in theirs.coordinate_names:
+            c = coordinates.get(name)
+            if c.getMotionType() != 1 or c.getLocked(state):  # rotational, free
+                continue
+            diff = ours.values[:, ours.coordinate_names.index(name)] - theirs.values[:, theirs.coordinate_names.index(name)]
+            rms = float(np.degrees(np.sqrt(np.mean(diff ** 2))))
+            rms_deg.append(rms)
+            worst[name] = max(worst.get(name, 0.0), rms)
+    opensim_s, torch_s = sum(best["opensim"]), sum(best["torch"])
+    return {"trials": len(setups), "frames": frames,
+            "opensim_frames_per_s": round(frames / opensim_s, 1), "torch_frames_per_s": round(frames / torch_s, 1),
+            "torch_to_opensim_speedup": round(opensim_s / torch_s, 3),
+            "torch_vs_opensim_mean_rms_deg": round(float(np.mean(rms_deg)), 3),
+            "torch_vs_opensim_worst_coordinates_rms_deg": {k: round(v, 2) for k, v in
+                                                           sorted(worst.items(), key=lambda kv: -kv[1])[:5]}}
+
+
+def _setup_text(setup: Path, tag: str) -> str:
+    import xml.etree.ElementTree as ET
+
+    return (ET.parse(setup).getroot().find(f"InverseKinematicsTool/{tag}").text or "").strip()
+
+
 def bench_ik(data_root: Path | None = None, n_subjects: int = 4, trial_seconds: float = 10.0,
-             rounds: int = 2) -> dict:
-    """OpenSim IK speed, the ground-truth stage's overhead around it, and 1 vs 2 parallel workers.
+             rounds: int = 2, hamner: Path | None = None) -> dict:
+    """OpenSim IK speed, the ground-truth stage's overhead around it, and 1 vs 2 parallel workers;
+    then both IK backends (`settings.IK_BACKENDS`) side by side on one subject's trials, and on the
+    Hamner running trial with its shipped setup and registered model where the shared reference is.
 
     Subjects have the `paper` preset's trial length (10 s of each motion) with a small video,
     since IK does not look at the video and rendering 800x600 would dominate set-up time.
@@ -155,10 +222,26 @@ def bench_ik(data_root: Path | None = None, n_subjects: int = 4, trial_seconds: 
             "wall_s_1_worker": round(walls[1], 2),
             "wall_s_2_workers": round(walls[2], 2),
             "speedup_2_workers": round(walls[1] / walls[2], 3),
+            "backends_synthetic": _backends_side_by_side(sorted((root / "gt_one" / "ik").glob("*/Setup_IK.xml")),
+                                                         rounds),
+            "backends_hamner": _hamner_backends(root, hamner or HAMNER, rounds),
             "cpu_count": os.cpu_count(),
         }
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def _hamner_backends(root: Path, hamner: Path, rounds: int) -> dict | str:
+    """The shipped running trial (about 600 frames) on its registered model with the shipped setup."""
+    if not (hamner / "Setup_IK.xml").is_file():
+        return f"not run: {hamner} is missing (the shared reference data)"
+    folder = root / "hamner"
+    folder.mkdir()
+    for name in ("Setup_IK.xml", "subject02_running.trc"):
+        shutil.copy(hamner / name, folder / name)
+    shutil.copy(hamner / "outputReference" / "subject02_registered.osim", folder / _setup_text(folder / "Setup_IK.xml",
+                                                                                         "model_file"))
+    return _backends_side_by_side([folder / "Setup_IK.xml"], rounds)
 
 
 def bench_fk(data_root: Path | None = None, batch: int = 4096, rounds: int = 5) -> dict:

@@ -14,7 +14,9 @@ from d3ke_assets.biomech import ground_truth as gt
 from d3ke_assets.biomech import opensim_pipeline as op
 from d3ke_assets.biomech.formats import read_mot, read_trc, write_sto
 from d3ke_assets.biomech.skeletal_layer import SkeletalModel
+from d3ke_assets.biomech.torch_ik import read_ik_task_set
 from d3ke_assets.errors import D3keError
+from d3ke_assets.settings import ik_backend_name
 
 DEFAULT_MASS_KG = 75.0
 
@@ -48,20 +50,12 @@ def _copy_into(src: Path, workdir: Path) -> str:
     return src.name
 
 
-def ik_command(model: Path, static: Path, motion: Path, out: Path, mass_kg: float | None = None,
-               scale_setup: Path | None = None, ik_setup: Path | None = None) -> IkCommandResult:
-    """Scale `model` on `static`, then IK on `motion`; all setup and result files land in `out`.
-
-    Relative paths are taken from the current folder, as typed; they are made absolute here
-    because OpenSim's tools resolve a setup's file names from the setup's own folder."""
-    model, static, motion, out = (Path(p).resolve() for p in (model, static, motion, out))
-    scale_setup, ik_setup = (Path(p).resolve() if p is not None else None for p in (scale_setup, ik_setup))
-    layer = SkeletalModel.from_osim(model, torch.float64)  # also a clear error for a model that does not load
-    out.mkdir(parents=True, exist_ok=True)
-    static_name, motion_name = _copy_into(Path(static), out), _copy_into(Path(motion), out)
-    static_trc, motion_trc = read_trc(out / static_name), read_trc(out / motion_name)
+def _scale(model: Path, static: Path, out: Path, mass_kg: float | None, scale_setup: Path | None,
+           layer: SkeletalModel) -> tuple[Path, list[str]]:
+    """OpenSim's ScaleTool on `static` in `out`: (the scaled model, its markers)."""
+    static_name = _copy_into(static, out)
+    static_trc = read_trc(out / static_name)
     model_markers = layer.marker_names
-
     if scale_setup is not None:
         setup = op.adapt_scale_setup(scale_setup, out, str(model), static_name, mass_kg)
         # markers of a separate marker set file join the model's before scaling, as in OpenSim's GenericModelMaker
@@ -80,22 +74,51 @@ def ik_command(model: Path, static: Path, motion: Path, out: Path, mass_kg: floa
         setup = op.write_scale_setup(out / op.SCALE_SETUP, str(model), static_name, time_range,
                                      mass_kg or DEFAULT_MASS_KG, measurements, weights, name=model.stem)
     op.check_markers(static_trc, out / static_name, model_markers, weights, time_range)
-    scale = op.run_scale(setup)
+    return op.run_scale(setup).model_path, model_markers
+
+
+def ik_command(model: Path, static: Path | None, motion: Path, out: Path, mass_kg: float | None = None,
+               scale_setup: Path | None = None, ik_setup: Path | None = None,
+               backend: str = "opensim") -> IkCommandResult:
+    """Scale `model` on `static`, then IK on `motion`; all setup and result files land in `out`.
+    Without `static`, `model` is taken as already scaled: IK only.  `backend` solves the IK
+    (`settings.IK_BACKENDS`); the scaling is OpenSim's ScaleTool either way.
+
+    Relative paths are taken from the current folder, as typed; they are made absolute here
+    because OpenSim's tools resolve a setup's file names from the setup's own folder."""
+    ik_backend_name(backend)
+    if static is None and (scale_setup is not None or mass_kg is not None):
+        raise D3keError("--scale-setup and --mass scale the model on a static trial: give --static too "
+                        "(without it the model is taken as already scaled)")
+    model, motion, out = (Path(p).resolve() for p in (model, motion, out))
+    static = Path(static).resolve() if static is not None else None
+    scale_setup, ik_setup = (Path(p).resolve() if p is not None else None for p in (scale_setup, ik_setup))
+    layer = SkeletalModel.from_osim(model, torch.float64)  # also a clear error for a model that does not load
+    out.mkdir(parents=True, exist_ok=True)
+    motion_name = _copy_into(Path(motion), out)
+    motion_trc = read_trc(out / motion_name)
+    model_markers = layer.marker_names
+    if static is None:
+        ik_model = out / _copy_into(model, out)
+    else:
+        ik_model, model_markers = _scale(model, static, out, mass_kg, scale_setup, layer)
 
     mot_name = f"{Path(motion_name).stem}.mot"
     if ik_setup is not None:
         ik_time = op.setup_time_range(ik_setup, "InverseKinematicsTool")
-        setup = op.adapt_ik_setup(ik_setup, out, op.SCALED_MODEL, motion_name, mot_name, ik_time)
-        ik_weights = _task_weights(setup, None) or gt.project_marker_weights(model_markers)
+        setup = op.adapt_ik_setup(ik_setup, out, ik_model.name, motion_name, mot_name, ik_time)
+        # OpenSim 4 tracks only the markers of applied tasks; the task set may be a file of its own
+        ik_weights = read_ik_task_set(setup, markers_only=True).marker_weights or \
+            gt.project_marker_weights(model_markers)
     else:
         ik_time = (float(motion_trc.time_s[0]), float(motion_trc.time_s[-1]))
         ik_weights = gt.project_marker_weights([m for m in model_markers if m in motion_trc.marker_names])
-        setup = op.write_ik_setup(out / op.IK_SETUP, op.SCALED_MODEL, motion_name, ik_time, mot_name, ik_weights)
+        setup = op.write_ik_setup(out / op.IK_SETUP, ik_model.name, motion_name, ik_time, mot_name, ik_weights)
     op.check_markers(motion_trc, out / motion_name, model_markers, ik_weights, ik_time)
-    ik = op.run_ik(setup)
+    ik = op.run_ik(setup, backend)
 
     # Marker errors at each IK frame, from the scaled model's kinematics.
-    scaled = SkeletalModel.from_osim(scale.model_path, torch.float64)
+    scaled = SkeletalModel.from_osim(ik_model, torch.float64)
     q = np.stack([ik.values[:, ik.coordinate_names.index(n)] if n in ik.coordinate_names
                   else np.full(len(ik.time_s), c.default_value)
                   for n, c in zip(scaled.coordinate_names, scaled.spec.coordinates)], 1)
@@ -109,7 +132,7 @@ def ik_command(model: Path, static: Path, motion: Path, out: Path, mass_kg: floa
     errors = out / f"{Path(motion_name).stem}_ik_marker_errors.sto"
     write_sto(errors, ik.time_s, [*used, "marker_error_RMS", "marker_error_max"],
               np.column_stack([err, rms, err.max(axis=1)]), title="IK marker errors (m)")
-    return IkCommandResult(scale.model_path, ik.mot_path, errors, len(ik.time_s), float(np.sqrt(np.mean(err ** 2))),
+    return IkCommandResult(ik_model, ik.mot_path, errors, len(ik.time_s), float(np.sqrt(np.mean(err ** 2))),
                            ik.seconds)
 
 

@@ -143,9 +143,13 @@ class GroundTruthConfig:
     ik_rate: str = "video"  # "video" (one IK frame per video frame) or a rate in Hz, e.g. "120"
     accuracy: float = 1e-5
     workers: int = 1  # trials solved in parallel processes
+    ik_backend: str = "opensim"  # settings.IK_BACKENDS; the scaling is OpenSim's either way
 
     def as_dict(self) -> dict:
-        return {"ik_rate": self.ik_rate, "accuracy": self.accuracy}  # workers do not change results
+        values = {"ik_rate": self.ik_rate, "accuracy": self.accuracy}  # workers do not change results
+        if self.ik_backend != "opensim":  # named only when not the default: existing stamps stay valid
+            values["ik_backend"] = self.ik_backend
+        return values
 
 
 @dataclass
@@ -280,9 +284,9 @@ def _tracked(weights: dict[str, float], markers: MarkerTrajectories, path: Path)
     return weights, missing
 
 
-def _solve_trial(setup: str) -> tuple[float, int]:
+def _solve_trial(setup: str, backend: str = "opensim") -> tuple[float, int]:
     """Worker entry (also used in-process): run one trial's IK from its setup file."""
-    res = op.run_ik(Path(setup))
+    res = op.run_ik(Path(setup), backend)
     return res.seconds, len(res.time_s)
 
 
@@ -377,14 +381,14 @@ def compute_subject(mocap_dir: str | Path, generic_model: str | Path, out_dir: s
         trial, tmp, swap, stamp = item
         swap.close()
         outcomes[trial.name] = TrialOutcome(trial.name, n, seconds, False)
-        log(f"{mocap.key}: IK {trial.name}: {n} frames in {seconds:.1f} s ({n / max(seconds, 1e-9):.0f} frames/s)")
+        log(f"{mocap.key}: IK ({config.ik_backend}) {trial.name}: {n} frames in {seconds:.1f} s ({n / max(seconds, 1e-9):.0f} frames/s)")
 
     try:
         if config.workers > 1 and len(todo) > 1:
             ctx = multiprocessing.get_context("spawn")
             with ProcessPoolExecutor(min(config.workers, len(todo)), mp_context=ctx) as pool:
                 try:
-                    futures = [(item, pool.submit(_solve_trial, str(item[1] / op.IK_SETUP))) for item in todo]
+                    futures = [(item, pool.submit(_solve_trial, str(item[1] / op.IK_SETUP), config.ik_backend)) for item in todo]
                     for item, fut in futures:
                         finish(item, *fut.result())
                 except BaseException:
@@ -392,7 +396,7 @@ def compute_subject(mocap_dir: str | Path, generic_model: str | Path, out_dir: s
                     raise
         else:
             for item in todo:
-                finish(item, *_solve_trial(str(item[1] / op.IK_SETUP)))
+                finish(item, *_solve_trial(str(item[1] / op.IK_SETUP), config.ik_backend))
     except BaseException as exc:
         for item in todo:  # unfinished trial folders: drop their temporaries, keep what was there
             if item[0].name not in outcomes:

@@ -21,6 +21,7 @@ import numpy as np
 from d3ke_assets.biomech.formats import MarkerTrajectories, read_mot, write_trc
 from d3ke_assets.biomech.opensim_tools import load_model, native_stdout_to_stderr, opensim_module
 from d3ke_assets.errors import D3keError
+from d3ke_assets.settings import ik_backend_name
 
 SCALE_SETUP = "Setup_Scale.xml"
 IK_SETUP = "Setup_IK.xml"
@@ -338,7 +339,14 @@ def read_scale_factors(path: Path) -> dict[str, tuple[float, float, float]]:
     return out
 
 
-def run_ik(setup: Path) -> IkResult:
+def run_ik(setup: Path, backend: str = "opensim", log=lambda m: None) -> IkResult:
+    """Solve an InverseKinematicsTool setup with `backend` (`settings.IK_BACKENDS`): OpenSim's tool, or
+    the batched solver on the skeletal layer (`torch_ik.solve_ik_setup`: the same setup, task set and
+    .mot)."""
+    if ik_backend_name(backend) == "torch":
+        from d3ke_assets.biomech.torch_ik import solve_ik_setup
+
+        return solve_ik_setup(Path(setup), log=log)
     osim = opensim_module()
     tree = _parse_setup(setup)
     tool_el = _tool_element(tree.getroot(), "InverseKinematicsTool", setup)

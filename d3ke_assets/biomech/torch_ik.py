@@ -18,6 +18,7 @@ the coarse solutions interpolated.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -282,6 +283,18 @@ class BatchedIk:
     def solve(self, measured_m: np.ndarray, log=lambda m: None) -> IkSolution:
         """`measured_m`: (frames, task markers, 3) in `self.marker_names` order, metres in ground, NaN
         where a marker is missing in a frame."""
+        if self.device.type != "cpu":
+            return self._solve(measured_m, log)
+        # one CPU thread: the solve is many small sequential operations, which several threads only
+        # slow down (31 Hamner frames: 1.1 s on one thread, 15 s on two beside a training)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return self._solve(measured_m, log)
+        finally:
+            torch.set_num_threads(threads)
+
+    def _solve(self, measured_m: np.ndarray, log) -> IkSolution:
         s = self.settings
         dtype, device = s.dtype, self.device
         measured = torch.as_tensor(np.asarray(measured_m, float), dtype=dtype, device=device)
@@ -334,3 +347,80 @@ class BatchedIk:
         padded = torch.nn.functional.pad(cost[None, None], (half, half), mode="replicate")[0, 0]
         local = padded.unfold(0, 2 * half + 1, 1).median(-1).values
         return cost > s.repair_ratio * local + 1e-12
+
+
+# -- the `ik_backend: torch` route: an OpenSim InverseKinematicsTool setup, solved here ----------------
+
+def read_ik_task_set(setup: Path, markers_only: bool = False) -> IkTasks:
+    """The setup's IKTaskSet as OpenSim 4 reads it: applied marker tasks with their weights (a marker
+    without an applied task is not tracked), applied coordinate tasks with `default_value` or
+    `manual_value`; an `<IKTaskSet file="...">` is read from that file, beside the setup.  No task
+    set: no tasks."""
+    from d3ke_assets.biomech.opensim_pipeline import _parse_setup, _tool_element
+
+    tool = _tool_element(_parse_setup(setup).getroot(), "InverseKinematicsTool", setup)
+    task_set = tool.find("IKTaskSet")
+    if task_set is not None and task_set.get("file"):
+        task_set = _parse_setup(setup.parent / task_set.get("file").strip()).getroot()
+        task_set = task_set if task_set.tag == "IKTaskSet" else task_set.find("IKTaskSet")
+    if task_set is None:
+        return IkTasks({})
+    markers: dict[str, float] = {}
+    coordinates: dict[str, tuple[float, float | None]] = {}
+    for task in task_set.iter():
+        if task.tag not in ("IKMarkerTask", "IKCoordinateTask"):
+            continue
+        if (task.findtext("apply") or "true").strip().lower() != "true":
+            continue
+        weight = float((task.findtext("weight") or "1").strip())
+        if task.tag == "IKMarkerTask":
+            markers[task.get("name")] = weight
+            continue
+        if markers_only:
+            continue
+        kind = (task.findtext("value_type") or "default_value").strip()
+        if kind == "manual_value":
+            coordinates[task.get("name")] = (weight, float((task.findtext("value") or "0").strip()))
+        elif kind == "default_value":
+            coordinates[task.get("name")] = (weight, None)
+        else:
+            raise D3keError(f"{setup}: coordinate task {task.get('name')} takes its value {kind!r}: the torch IK "
+                            f"backend follows default_value and manual_value only; use --backend opensim")
+    return IkTasks(markers, coordinates)
+
+
+def solve_ik_setup(setup: Path, settings: IkSettings | None = None, log=lambda m: None):
+    """What `InverseKinematicsTool(setup).run()` does, with `BatchedIk`: the setup's model, marker file,
+    time range and task set; the `.mot` (degrees) written to its `output_motion_file`.  Returns
+    `opensim_pipeline.IkResult`, its `seconds` the model's loading plus the solve."""
+    import time
+
+    from d3ke_assets.biomech.formats import read_trc, write_mot
+    from d3ke_assets.biomech.opensim_pipeline import IkResult, _parse_setup, _tool_element, setup_time_range
+
+    setup = Path(setup)
+    tool = _tool_element(_parse_setup(setup).getroot(), "InverseKinematicsTool", setup)
+    files = {tag: (tool.findtext(tag) or "").strip() for tag in ("model_file", "marker_file", "output_motion_file")}
+    empty = [tag for tag, name in files.items() if name in ("", "Unassigned")]
+    if empty:
+        raise D3keError(f"{setup}: {empty} not set: the torch IK backend needs the model, the marker file and "
+                        f"the output motion file named in the setup")
+    tasks = read_ik_task_set(setup)
+    trc = read_trc(setup.parent / files["marker_file"])
+    start = time.perf_counter()
+    layer = SkeletalModel.from_osim(setup.parent / files["model_file"], torch.float64)
+    ik = BatchedIk(layer, IkTasks({m: w for m, w in tasks.marker_weights.items() if m in trc.marker_names},
+                                  tasks.coordinate_tasks), settings)
+    time_range = setup_time_range(setup, "InverseKinematicsTool")
+    rows = np.ones(len(trc.time_s), bool) if time_range is None else \
+        (trc.time_s >= time_range[0] - 1e-9) & (trc.time_s <= time_range[1] + 1e-9)
+    if not rows.any():
+        raise D3keError(f"{setup}: no frame of {files['marker_file']} in the time range {time_range}")
+    measured = trc.positions_m[rows][:, [trc.marker_names.index(m) for m in ik.marker_names]]
+    solution = ik.solve(measured, log)
+    seconds = time.perf_counter() - start
+    mot = setup.parent / files["output_motion_file"]
+    mot.parent.mkdir(parents=True, exist_ok=True)
+    write_mot(mot, trc.time_s[rows], solution.coordinate_names, solution.coordinates, list(layer.rotational))
+    log(f"torch IK: {int(rows.sum())} frames in {seconds:.2f} s on {ik.device} ({solution.iterations} iterations)")
+    return IkResult(mot, trc.time_s[rows], solution.coordinate_names, solution.coordinates, seconds)

@@ -82,6 +82,8 @@ def evaluation(context: dg.AssetExecutionContext, data_root: DataRootResource, d
         require_gate_passed(data_root, dataset, context.log.warning)  # also when frame_model ran in another run
         test_dirs = _test_dirs(data_root, dataset, context.log.warning)
         config = {"augmentations": {k: list(v) for k, v in AUGMENTATIONS.items()}}
+        if dataset.ik_backend != "opensim":  # the multi-step baseline's IK; named only when not the default
+            config["ik_backend"] = dataset.ik_backend
         out = versioned_output(context, data_root, config, {FRAMES: [d.name for d in test_dirs]})
         osim = model_files.ModelFiles.in_folder(data_root.asset_dir(folder_name(OPENSIM_MODEL))).osim
 
@@ -92,7 +94,7 @@ def evaluation(context: dg.AssetExecutionContext, data_root: DataRootResource, d
             table.to_parquet(folder / RESULTS, index=False)
             with tempfile.TemporaryDirectory() as work:  # OpenSim's IK files are not kept
                 claim = direct_versus_multistep(frame, test_dirs, osim, Path(work), log=context.log.info,
-                                                clean_outputs=clean_outputs)
+                                                clean_outputs=clean_outputs, ik_backend=dataset.ik_backend)
             claim.to_parquet(folder / MULTISTEP, index=False)
             run = log_evaluation_run(mlflow.tracking_uri, mlflow.experiment_id(dataset.checked_name()), folder_name(EVALUATION),
                                      {"input_data_versions": {k: v[:16] for k, v in out.inputs.items()},

@@ -71,11 +71,14 @@ class OpenSimGtConfig(dg.Config):
           check_specs=[dg.AssetCheckSpec("ik_marker_error_below_threshold", asset=OPENSIM_GT, blocking=True),
                        dg.AssetCheckSpec("labels_have_no_nan", asset=OPENSIM_GT, blocking=True),
                        dg.AssetCheckSpec("label_frames_match_video", asset=OPENSIM_GT)])
-def opensim_gt(context: dg.AssetExecutionContext, config: OpenSimGtConfig, data_root: DataRootResource):
-    """OpenSim ScaleTool on the static trial, InverseKinematicsTool per trial (at video frames by
-    default), and per video frame the labels the network learns from."""
+def opensim_gt(context: dg.AssetExecutionContext, config: OpenSimGtConfig, data_root: DataRootResource,
+               dataset: DatasetResource):
+    """OpenSim ScaleTool on the static trial, inverse kinematics per trial (at video frames by
+    default; OpenSim's InverseKinematicsTool, or the torch solver with D3KE_IK_BACKEND=torch), and per
+    video frame the labels the network learns from."""
     key = context.partition_key
-    gt_config = ground_truth.GroundTruthConfig(config.ik_rate, config.accuracy, config.trial_workers)
+    gt_config = ground_truth.GroundTruthConfig(config.ik_rate, config.accuracy, config.trial_workers,
+                                               settings.ik_backend_name(dataset.ik_backend))
     with user_errors_as_failures():
         mocap_dir = data_root.asset_dir(folder_name(MOCAP_MARKERS), key)
         model_path = model_files.ModelFiles.in_folder(data_root.asset_dir(folder_name(OPENSIM_MODEL))).osim

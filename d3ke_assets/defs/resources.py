@@ -47,6 +47,7 @@ class DatasetResource(dg.ConfigurableResource):
     model_ik_tasks: Optional[str] = None
     mirror_map: Optional[str] = None
     amass_markers: Optional[str] = None
+    ik_backend: str = "opensim"  # settings.IK_BACKENDS: ground truth's and the multi-step baseline's IK
 
     def run_settings(self, data_root: str = settings.DEFAULT_DATA_ROOT) -> settings.Settings:
         """The whole typed settings object these values give."""
@@ -55,7 +56,7 @@ class DatasetResource(dg.ConfigurableResource):
                                  synthetic_subjects=self.synthetic_subjects, backbone_weights=self.backbone_weights,
                                  model=self.model, model_scale_setup=self.model_scale_setup,
                                  model_ik_tasks=self.model_ik_tasks, mirror_map=self.mirror_map,
-                                 amass_markers=self.amass_markers)
+                                 amass_markers=self.amass_markers, ik_backend=self.ik_backend)
 
     def checked_name(self) -> str:
         return settings.dataset_name(self.name)
@@ -115,6 +116,6 @@ def resources_for(run: settings.Settings, from_environment: Mapping[str, str] | 
                                    backbone_weights=value("backbone_weights"), model=value("model"),
                                    model_scale_setup=value("model_scale_setup"),
                                    model_ik_tasks=value("model_ik_tasks"), mirror_map=value("mirror_map"),
-                                   amass_markers=value("amass_markers")),
+                                   amass_markers=value("amass_markers"), ik_backend=value("ik_backend")),
         "mlflow": MlflowTrackingResource(data_root=root),
     }

@@ -152,11 +152,13 @@ def layer_dtype(layer) -> torch.dtype:
 
 
 def direct_versus_multistep(frame_model: FrameModel, test_dirs: list, osim_path, workdir,
-                            log: Callable[[str], None] = lambda m: None, clean_outputs: dict | None = None):
+                            log: Callable[[str], None] = lambda m: None, clean_outputs: dict | None = None,
+                            ik_backend: str = "opensim"):
     """D3KE's claim on this data: the frame model's coordinates against OpenSim IK on its own predicted
     markers (model scaled by its predicted scale factors), on the same clean frames, per subject and view.
     One row per method x view with the metrics of `score` and IK's time per frame.  `clean_outputs`:
-    per view, the frame model's head outputs that `evaluate_test_subjects` kept (else they are computed)."""
+    per view, the frame model's head outputs that `evaluate_test_subjects` kept (else they are computed).
+    `ik_backend`: who solves the IK (`settings.IK_BACKENDS`)."""
     import pandas as pd
 
     from d3ke_assets.evaluation.multistep import inverse_kinematics_on_predictions
@@ -180,10 +182,11 @@ def direct_versus_multistep(frame_model: FrameModel, test_dirs: list, osim_path,
             true = {k: v[rows_of] for k, v in true_all.items()}
             direct = {k: v[rows_of] for k, v in direct_all.items()}
             camera_R = frames.camera_R[rows_of]
-            log(f"{subject} {view}: OpenSim IK on {len(rows_of)} frames of predicted markers")
+            log(f"{subject} {view}: IK ({ik_backend}) on {len(rows_of)} frames of predicted markers")
             ik = inverse_kinematics_on_predictions(
                 Path(osim_path), list(layer.marker_names), direct["markers_m"], camera_R,
-                direct["scale_factors"], list(layer.body_names), names, Path(workdir) / str(subject) / view)
+                direct["scale_factors"], list(layer.body_names), names, Path(workdir) / str(subject) / view,
+                ik_backend=ik_backend)
             mean_scales = np.repeat(direct["scale_factors"].mean(axis=0, keepdims=True), len(rows_of), axis=0)
             multi = {"coordinates": ik.coordinates, "scale_factors": mean_scales,
                      **_camera_pose(layer, ik.coordinates, mean_scales, camera_R)}

@@ -3,8 +3,8 @@
 The generic model is scaled by the network's predicted scale factors (their mean over the frames
 of a subject and view) with OpenSim's `Model.scale`; the predicted markers, pelvis-relative in the
 camera frame, are turned back into the ground frame with the camera's rotation (the calibration
-is known) and lifted to a standing pelvis height; OpenSim's InverseKinematicsTool then solves
-every frame with the project's marker weights.
+is known) and lifted to a standing pelvis height; OpenSim's InverseKinematicsTool (or the torch
+solver, `ik_backend="torch"`) then solves every frame with the project's marker weights.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def markers_to_ground(markers_cam_m: np.ndarray, camera_R: np.ndarray) -> np.nda
 def inverse_kinematics_on_predictions(generic_osim: Path, marker_names: list[str], markers_cam_m: np.ndarray,
                                       camera_R: np.ndarray, scale_factors: np.ndarray, body_names: list[str],
                                       coordinate_names: list[str], workdir: Path,
-                                      mass_kg: float = 75.0) -> MultiStepResult:
+                                      mass_kg: float = 75.0, ik_backend: str = "opensim") -> MultiStepResult:
     """OpenSim IK on predicted markers (N, M, 3) with the model scaled by the mean of the predicted
     per-body scale factors (N, B, 3).  Frames are solved in the order given."""
     if len(markers_cam_m) == 0:
@@ -53,7 +53,7 @@ def inverse_kinematics_on_predictions(generic_osim: Path, marker_names: list[str
     write_trc(workdir / "predicted.trc", MarkerTrajectories(list(marker_names), time_s, ground, VIDEO_RATE_HZ))
     setup = write_ik_setup(workdir / "Setup_IK.xml", scaled.name, "predicted.trc", (time_s[0], time_s[-1]),
                            "predicted.mot", project_marker_weights(list(marker_names)))
-    ik = run_ik(setup)
+    ik = run_ik(setup, ik_backend)
     column = {n: i for i, n in enumerate(ik.coordinate_names)}
     missing = [n for n in coordinate_names if n not in column]
     if missing:
