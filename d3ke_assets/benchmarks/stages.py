@@ -139,11 +139,11 @@ def _backends_side_by_side(setups: list[Path], rounds: int) -> dict:
     from d3ke_assets.biomech.opensim_tools import load_model
 
     best: dict[str, list[float]] = {"opensim": [np.inf] * len(setups), "torch": [np.inf] * len(setups)}
+    copies = {backend: [_backend_copy(setup, backend) for setup in setups] for backend in best}
     results: dict = {}
     for _ in range(rounds):
         for backend in ("opensim", "torch"):
-            for i, setup in enumerate(setups):
-                copy = _backend_copy(setup, backend)
+            for i, copy in enumerate(copies[backend]):
                 start = time.perf_counter()
                 results[backend, i] = run_ik(copy, backend)
                 best[backend][i] = min(best[backend][i], time.perf_counter() - start)
@@ -171,9 +171,9 @@ def _backends_side_by_side(setups: list[Path], rounds: int) -> dict:
 
 
 def _setup_text(setup: Path, tag: str) -> str:
-    import xml.etree.ElementTree as ET
+    from d3ke_assets.biomech.opensim_pipeline import _parse_setup, _tool_element
 
-    return (ET.parse(setup).getroot().find(f"InverseKinematicsTool/{tag}").text or "").strip()
+    return (_tool_element(_parse_setup(setup).getroot(), "InverseKinematicsTool", setup).findtext(tag) or "").strip()
 
 
 def bench_ik(data_root: Path | None = None, n_subjects: int = 4, trial_seconds: float = 10.0,
