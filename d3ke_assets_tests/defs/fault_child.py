@@ -54,11 +54,11 @@ def install_pause(point: str, seconds: float | str | None) -> None:
     if point == "second_trial":
         solve, calls = ground_truth._solve_trial, []
 
-        def paused_solve(setup):
+        def paused_solve(setup, *backend):
             calls.append(setup)
             if len(calls) == 2:
                 _pause(seconds)
-            return solve(setup)
+            return solve(setup, *backend)
         ground_truth._solve_trial = paused_solve
     elif point == "third_shard_frame":
         add, calls = processing.ShardWriter.add, []
