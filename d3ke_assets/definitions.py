@@ -9,11 +9,11 @@ from typing import Mapping
 import dagster as dg
 
 from d3ke_assets.defs.automation import build_automation
-from d3ke_assets.defs.evaluation_assets import evaluation, robustness_report
+from d3ke_assets.defs.evaluation_assets import evaluation, robustness_report, subject_evaluation
 from d3ke_assets.defs.frames_assets import frames
 from d3ke_assets.defs.ground_truth_assets import mocap_markers, opensim_gt
 from d3ke_assets.defs.model_assets import opensim_model
-from d3ke_assets.defs.partitions import partitioned_by_subject, subject_partitions
+from d3ke_assets.defs.partitions import partitioned_by_subject, subject_partitions, subject_split
 from d3ke_assets.defs.raw_assets import raw_subject
 from d3ke_assets.defs.study_assets import current_policy_evaluation
 from d3ke_assets.defs.constants import STUDY_ASSETS
@@ -22,7 +22,7 @@ from d3ke_assets.defs.training_assets import frame_model, sequence_model
 from d3ke_assets.settings import Settings
 
 ASSETS = [opensim_model, raw_subject, mocap_markers, opensim_gt, frames, frame_model, sequence_model,
-          evaluation, robustness_report, current_policy_evaluation]
+          subject_evaluation, evaluation, robustness_report, current_policy_evaluation]
 
 
 # A named job over every asset: what a client launches a selection of assets through (GraphQL,
@@ -38,7 +38,8 @@ def build_definitions(run: Settings, from_environment: Mapping[str, str] | None 
     partitions = subject_partitions(run)
     assets = partitioned_by_subject(ASSETS, partitions)
     # the studies (constants.STUDY_ASSETS) run on request, never on the schedule
-    sensor, schedule = build_automation([a for a in assets if a.key not in STUDY_ASSETS], partitions, run.rerun_cron)
+    sensor, schedule = build_automation([a for a in assets if a.key not in STUDY_ASSETS], partitions, run.rerun_cron,
+                                        test_subjects=subject_split(run).test)
     return dg.Definitions(assets=assets, jobs=[dg.define_asset_job(ASSETS_JOB_NAME, selection=assets)],
                           sensors=[sensor], schedules=[schedule], resources=resources_for(run, from_environment))
 

@@ -9,7 +9,9 @@ its measurements interleaved and keeps the best of each, because this kind of ma
   dagster_celery's run launcher) with Redis and PostgreSQL started for it;
 - `seeds`: the frame model's test error over the mean-pose baseline's for several training seeds
   on the main job's data;
-- `load`: the UI's GraphQL queries timed while the daemon backfills many subject partitions.
+- `load`: the UI's GraphQL queries timed while the daemon backfills many subject partitions;
+- `rescore`: the evaluation's cost after one test subject changed (its scoring and the aggregation)
+  next to scoring every test subject, on the main job's models.
 
 `BENCHMARKS` is the one registry `d3ke bench` reads.
 """
@@ -43,8 +45,15 @@ def bench_load(**kwargs) -> dict:
     return load.bench_load(**kwargs)
 
 
+def bench_rescore(**kwargs) -> dict:
+    """See d3ke_assets.benchmarks.rescore.bench_rescore (needs the main job's models and test frames)."""
+    from d3ke_assets.benchmarks import rescore
+
+    return rescore.bench_rescore(**kwargs)
+
+
 BENCHMARKS: dict[str, Callable[..., dict]] = {
     "verify": bench_verify, "ik": bench_ik, "fk": bench_fk, "frames": bench_frames, "rerun": bench_rerun,
     "train": bench_train, "predict": bench_predict, "scale": bench_scale, "load": bench_load,
-    "seeds": bench_seeds,
+    "seeds": bench_seeds, "rescore": bench_rescore,
 }

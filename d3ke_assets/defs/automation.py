@@ -2,12 +2,12 @@
 automation condition the derived assets use."""
 
 import json
-from typing import Callable
+from typing import Callable, Collection
 
 import dagster as dg
 
 from d3ke_assets import settings
-from d3ke_assets.defs.constants import STUDY_ASSETS
+from d3ke_assets.defs.constants import STUDY_ASSETS, SUBJECT_ASSETS, TEST_SUBJECT_ASSETS
 from d3ke_assets.defs.resources import DataRootResource, DatasetResource
 from d3ke_assets.defs.versioned import INPUT_VERSIONS_KEY
 from d3ke_assets.sources import raw
@@ -45,8 +45,8 @@ def _recorded_inputs(mat) -> dict[str, str]:
 
 def stale_assets_by_partition(instance: dg.DagsterInstance, assets: list[dg.AssetsDefinition],
                               partitions: list[str],
-                              on_disk: Callable[[dg.AssetKey, str | None], str | None] | None = None
-                              ) -> dict[str | None, list[str]]:
+                              on_disk: Callable[[dg.AssetKey, str | None], str | None] | None = None,
+                              test_subjects: Collection[str] | None = None) -> dict[str | None, list[str]]:
     """Which assets of which subject partition are missing or stale, from materialization tags.
 
     Stale: the code version changed, an input's data version differs from the one the output
@@ -56,6 +56,8 @@ def stale_assets_by_partition(instance: dg.DagsterInstance, assets: list[dg.Asse
     `assets` must be in topological order; the key None holds unpartitioned assets.
     `on_disk(asset, partition)`, when given, is the data version of the output on disk now (None
     when it is gone): an output deleted, or raw files recorded anew, also makes an asset stale.
+    `test_subjects`: the only partitions of `constants.TEST_SUBJECT_ASSETS` that exist in practice
+    (None: every partition).
     """
     out: dict[str | None, list[str]] = {}
     for partition in [None, *partitions]:
@@ -65,6 +67,8 @@ def stale_assets_by_partition(instance: dg.DagsterInstance, assets: list[dg.Asse
             if key in STUDY_ASSETS:  # run on request only; still an input of what read it (its recorded version)
                 continue
             partitioned = a.partitions_def is not None
+            if key in TEST_SUBJECT_ASSETS and test_subjects is not None and partition not in test_subjects:
+                continue  # not a test subject: never materialized, never stale
             if partitioned != (partition is not None):
                 if not partitioned and key in out.get(None, []):
                     bad.add(key)
@@ -91,8 +95,37 @@ def stale_assets_by_partition(instance: dg.DagsterInstance, assets: list[dg.Asse
             if stale:
                 bad.add(key)
                 out.setdefault(partition, []).append(key.to_user_string())
-    _unpartitioned_reading_partitions(instance, assets, out)
-    return out
+    # staleness crosses between the two kinds until nothing changes: frames -> frame_model (unpartitioned)
+    # -> subject_evaluation (test subject partitions) -> evaluation (unpartitioned)
+    while True:
+        before = {p: list(v) for p, v in out.items()}
+        _unpartitioned_reading_partitions(instance, assets, out)
+        _partitions_reading_stale_unpartitioned(assets, partitions, out, test_subjects)
+        if out == before:
+            return out
+
+
+def _partitions_reading_stale_unpartitioned(assets: list[dg.AssetsDefinition], partitions: list[str],
+                                           out: dict[str | None, list[str]],
+                                           test_subjects: Collection[str] | None) -> None:
+    """Partitioned assets that read a stale unpartitioned one (subject_evaluation reads the models) are
+    stale in each of their partitions, and so is what is built on them there."""
+    unpartitioned_bad = set(out.get(None, []))
+    if not unpartitioned_bad:
+        return
+    order = [a.key.to_user_string() for a in assets]
+    for partition in partitions:
+        stale = set(out.get(partition, []))
+        for a in assets:
+            name = a.key.to_user_string()
+            if a.partitions_def is None or a.key in STUDY_ASSETS or name in stale:
+                continue
+            if a.key in TEST_SUBJECT_ASSETS and test_subjects is not None and partition not in test_subjects:
+                continue
+            if any(d.to_user_string() in unpartitioned_bad | stale for d in a.dependency_keys):
+                stale.add(name)
+        if stale:
+            out[partition] = sorted(stale, key=order.index)
 
 
 def _unpartitioned_reading_partitions(instance: dg.DagsterInstance, assets: list[dg.AssetsDefinition],
@@ -120,10 +153,12 @@ def _unpartitioned_reading_partitions(instance: dg.DagsterInstance, assets: list
             out.setdefault(None, []).append(a.key.to_user_string())
 
 
-def build_automation(assets: list[dg.AssetsDefinition], subjects: dg.PartitionsDefinition, rerun_cron: str):
+def build_automation(assets: list[dg.AssetsDefinition], subjects: dg.PartitionsDefinition, rerun_cron: str,
+                     test_subjects: Collection[str] | None = None):
     """The sensor and the schedule, for the project's assets (in topological order) and subject partitions;
-    the schedule runs on `rerun_cron` (`D3KE_RERUN_CRON`)."""
-    subject_assets = [a for a in assets if a.partitions_def is not None]
+    the schedule runs on `rerun_cron` (`D3KE_RERUN_CRON`).  `test_subjects`: the partitions
+    `constants.TEST_SUBJECT_ASSETS` are materialized for (None: all)."""
+    subject_assets = [a for a in assets if a.key in SUBJECT_ASSETS]  # the subject's data; its scoring follows
 
     @dg.sensor(name="raw_subject_sensor", target=subject_assets, minimum_interval_seconds=60,
                description="Requests runs for the partitions of subjects whose raw files are new or changed "
@@ -145,7 +180,8 @@ def build_automation(assets: list[dg.AssetsDefinition], subjects: dg.PartitionsD
     @dg.schedule(name="stale_subjects_schedule", cron_schedule=rerun_cron, target=assets,
                  description="Reruns only the stale assets of stale subject partitions (cron: D3KE_RERUN_CRON).")
     def stale_subjects_schedule(context: dg.ScheduleEvaluationContext):
-        stale = stale_assets_by_partition(context.instance, assets, subjects.get_partition_keys())
+        stale = stale_assets_by_partition(context.instance, assets, subjects.get_partition_keys(),
+                                          test_subjects=test_subjects)
         if not stale:
             return dg.SkipReason("no stale or missing asset partitions")
         return [dg.RunRequest(run_key=f"{context.scheduled_execution_time}:{p or 'unpartitioned'}",

@@ -15,6 +15,8 @@ OPENSIM_GT = dg.AssetKey("opensim_gt")
 FRAMES = dg.AssetKey("frames")
 FRAME_MODEL = dg.AssetKey("frame_model")
 SEQUENCE_MODEL = dg.AssetKey("sequence_model")
+# one test subject's scores (sums over its frames), per view and condition: what evaluation adds up
+SUBJECT_EVALUATION = dg.AssetKey("subject_evaluation")
 EVALUATION = dg.AssetKey("evaluation")
 ROBUSTNESS_REPORT = dg.AssetKey("robustness_report")
 # the robustness study's control: both models trained with the `current` augmentation policy, scored
@@ -25,6 +27,10 @@ STUDY_ASSETS = (CURRENT_POLICY_EVALUATION,)
 
 # Partitioned by subject: one output folder per subject partition.
 SUBJECT_ASSETS = (RAW_SUBJECT, MOCAP_MARKERS, OPENSIM_GT, FRAMES)
+# Partitioned by subject too, but materialized for the test subjects only (the runner, the schedule
+# and the sensor leave the other partitions alone; the asset refuses them).
+TEST_SUBJECT_ASSETS = (SUBJECT_EVALUATION,)
+PARTITIONED_ASSETS = SUBJECT_ASSETS + TEST_SUBJECT_ASSETS
 
 CODE_VERSIONS: dict[dg.AssetKey, str] = {
     OPENSIM_MODEL: "2",  # the generic model build_model writes
@@ -34,7 +40,8 @@ CODE_VERSIONS: dict[dg.AssetKey, str] = {
     FRAMES: "2",
     FRAME_MODEL: "4",  # bump when training changes what it learns; 3: augmentation policies; 4: robust's odds
     SEQUENCE_MODEL: "3",  # 2: the checkpoint carries the frame model it refines; 3: augmented passes
-    EVALUATION: "2",  # 2: the claim reuses the clean frames' outputs (same figures, one network pass less)
+    SUBJECT_EVALUATION: "1",
+    EVALUATION: "3",  # 2: the claim reuses the clean frames' outputs; 3: the sum of subject_evaluation
     ROBUSTNESS_REPORT: "2",  # 2: both augmentation policies side by side when the control is materialized
     CURRENT_POLICY_EVALUATION: "1",
 }

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from d3ke_assets.defs.constants import SUBJECT_ASSETS
+from d3ke_assets.defs.constants import PARTITIONED_ASSETS
 from d3ke_assets.settings import Settings
 from d3ke_assets.sources.subjects import SubjectSplit, split_for
 
@@ -20,7 +20,7 @@ def subject_partitions(run: Settings) -> dg.StaticPartitionsDefinition:
 
 def partitioned_by_subject(assets: list[dg.AssetsDefinition], partitions: dg.PartitionsDefinition
                            ) -> list[dg.AssetsDefinition]:
-    """The subject assets (`constants.SUBJECT_ASSETS`) partitioned by `partitions`; the asset files
+    """The subject assets (`constants.PARTITIONED_ASSETS`) partitioned by `partitions`; the asset files
     leave the partitions to this, since which subjects exist is a setting of the run."""
     return [a.map_asset_specs(lambda spec: spec.replace_attributes(partitions_def=partitions))
-            if a.key in SUBJECT_ASSETS else a for a in assets]
+            if a.key in PARTITIONED_ASSETS else a for a in assets]

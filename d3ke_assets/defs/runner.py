@@ -15,7 +15,7 @@ from typing import Callable
 
 import dagster as dg
 
-from d3ke_assets.defs.constants import STUDY_ASSETS
+from d3ke_assets.defs.constants import STUDY_ASSETS, TEST_SUBJECT_ASSETS
 from d3ke_assets.interrupts import signal_name, stop_requested
 
 INTERRUPTED_ERRORS = ("DagsterExecutionInterruptedError", "KeyboardInterrupt", "Interrupted")
@@ -148,6 +148,9 @@ def materialize_graph(defs: dg.Definitions, instance: dg.DagsterInstance, partit
     resources = dict(defs.resources or {})
     node_names = {key: a.node_def.name for a in assets if isinstance(a, dg.AssetsDefinition) for key in a.keys}
     stages = _stages(defs)
+    # the resources' values as a run resolves them (a value may be a dg.EnvVar)
+    test_subjects = set(resources["dataset"].process_config_and_initialize().split().test) \
+        if "dataset" in resources else None
     longest_partition = max((len(p) for p in partitions), default=0)
     width = max((len(", ".join(k.to_user_string() for k in keys)) + (longest_partition + 3 if partitioned else 0)
                  for keys, partitioned in stages), default=0)  # the lines' columns line up
@@ -162,16 +165,20 @@ def materialize_graph(defs: dg.Definitions, instance: dg.DagsterInstance, partit
             if should_stop():
                 raise _Stop
             failed_before = summary.failed_partitions()
-            targets = [p for p in partitions if p not in failed_before] if partitioned else [None]
+            # the scoring stage runs for the test subjects only
+            stage_partitions = [p for p in partitions if p in test_subjects] if test_subjects is not None and all(
+                k in TEST_SUBJECT_ASSETS for k in keys) else partitions
+            targets = [p for p in stage_partitions if p not in failed_before] if partitioned else [None]
             selections = {p: keys for p in targets}
             if only_stale:  # judged per stage: upstream stages may just have changed data versions
-                data_root = resources["data_root"]
+                data_root = resources["data_root"].process_config_and_initialize()
                 stale = stale_assets_by_partition(instance, assets, [p for p in targets if p],
-                                                  on_disk=lambda a, p: version_on_disk(data_root, a, p))
+                                                  on_disk=lambda a, p: version_on_disk(data_root, a, p),
+                                                  test_subjects=test_subjects)
                 selections = {p: [k for k in keys if k.to_user_string() in stale.get(p, [])] for p in targets}
                 targets = [p for p in targets if selections[p]]
             if partitioned:
-                for partition in sorted(set(partitions) & failed_before):
+                for partition in sorted(set(stage_partitions) & failed_before):
                     skipped = StageResult(names, partition, False, 0.0, None, "its upstream failed")
                     summary.results.append(skipped)
                     log(format_result(skipped, width))

@@ -18,7 +18,7 @@ from typing import Callable, Collection, Mapping, Sequence
 import dagster as dg
 
 from d3ke_assets import interrupts, versioning
-from d3ke_assets.defs.constants import RAW_SUBJECT, SUBJECT_ASSETS, folder_name
+from d3ke_assets.defs.constants import PARTITIONED_ASSETS, RAW_SUBJECT, folder_name
 from d3ke_assets.defs.resources import DataRootResource
 from d3ke_assets.errors import D3keError
 from d3ke_assets.sources import checksums
@@ -99,7 +99,7 @@ class VersionedOutput:
         self.data_version, self.reused = versioning.build_if_stale(
             self.folder, self.stamp, build, in_place=in_place, content_version=CONTENT_VERSIONS.get(self.key),
             on_reuse=on_reuse, log=log)
-        where = f" [{self.folder.name}]" if self.key in SUBJECT_ASSETS else ""
+        where = f" [{self.folder.name}]" if self.key in PARTITIONED_ASSETS else ""
         log(f"{self.key.to_user_string()}{where}: {'unchanged, reused' if self.reused else 'written'}")
         return self
 
@@ -133,7 +133,7 @@ def versioned_output(context: dg.AssetExecutionContext, data_root: DataRootResou
         if upstream in partitions:  # several subject partitions: one input each
             for p in partitions[upstream]:
                 inputs[f"{name}/{p}"] = input_version(data_root, upstream, p)
-        elif upstream in SUBJECT_ASSETS:
+        elif upstream in PARTITIONED_ASSETS:
             if own_partition is None:
                 raise D3keError(f"{key.to_user_string()} reads {name} without naming its partitions")
             inputs[name] = input_version(data_root, upstream, own_partition)

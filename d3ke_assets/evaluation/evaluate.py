@@ -33,23 +33,77 @@ def camera_labels(frames: FrameDataset, layer) -> dict[str, np.ndarray]:
     return {k: targets[k].numpy().astype(np.float64) for k in LABEL_KEYS}
 
 
+# Per-frame metrics: their sums over frames (`sum.<name>`) add up across subjects
+FRAME_METRICS = ("marker_error_mm", "mpjpe_mm", "pa_mpjpe_mm", "pck150_percent", "scale_error")
+SUM = "sum."
+# what `aggregate` adds up over subjects; everything else in a row names the group
+ADDITIVE = ("n_frames", "network_seconds", "ik_seconds")
+
+
+def score_sums(pred: dict[str, np.ndarray], true: dict[str, np.ndarray], scored: np.ndarray,
+               marker_mask: np.ndarray, coordinate_names: list[str]) -> dict[str, float]:
+    """What `score` averages, as sums over the frames: the sums of each test subject add up to those of
+    all of them, so a subject is scored once and the tables are the aggregation (`scores_from_sums`)."""
+    mask = true["coordinate_mask"].astype(np.float64) * scored
+    err = np.degrees(pred["coordinates"].astype(np.float64) - true["coordinates"].astype(np.float64))
+    joints_mm = M.position_errors_mm(pred["joint_centres_m"], true["joint_centres_m"])
+    per_frame = {
+        "marker_error_mm": M.position_errors_mm(pred["markers_m"][:, marker_mask],
+                                                true["markers_m"][:, marker_mask]).mean(axis=1),
+        "mpjpe_mm": joints_mm.mean(axis=1),
+        "pa_mpjpe_mm": M.position_errors_mm(M.similarity_align(pred["joint_centres_m"], true["joint_centres_m"]),
+                                            true["joint_centres_m"]).mean(axis=1),
+        "pck150_percent": 100 * (joints_mm <= M.PCK_THRESHOLD_MM).mean(axis=1),
+        "scale_error": np.abs(pred["scale_factors"] - true["scale_factors"]).mean(axis=1)}
+    row = {"n_frames": len(err), f"{SUM}coordinate_weight": float(mask.sum()),
+           f"{SUM}coordinate_abs_deg": float((np.abs(err) * mask).sum()),
+           f"{SUM}coordinate_sq_deg2": float((err ** 2 * mask).sum()),
+           **{f"{SUM}{name}": float(values.sum()) for name, values in per_frame.items()}}
+    for i, name in enumerate(coordinate_names):
+        if scored[i]:
+            row[f"{SUM}abs_deg.{name}"] = float((np.abs(err[:, i]) * mask[:, i]).sum())
+            row[f"{SUM}weight.{name}"] = float(mask[:, i].sum())
+    return row
+
+
+def scores_from_sums(row) -> dict[str, float]:
+    """The metrics of `score` from `score_sums` (of one subject, or added up over several)."""
+    n, weight = max(row["n_frames"], 1), row[f"{SUM}coordinate_weight"]
+    out = {"coordinate_mae_deg": row[f"{SUM}coordinate_abs_deg"] / max(weight, 1.0),
+           "coordinate_rmse_deg": float(np.sqrt(row[f"{SUM}coordinate_sq_deg2"] / max(weight, 1.0))),
+           **{name: row[f"{SUM}{name}"] / n for name in FRAME_METRICS}}
+    for key in row.keys():
+        if key.startswith(f"{SUM}abs_deg."):
+            name = key[len(f"{SUM}abs_deg."):]
+            counted = row[f"{SUM}weight.{name}"]
+            out[f"mae_deg.{name}"] = row[key] / counted if counted > 0 else float("nan")
+    return out
+
+
 def score(pred: dict[str, np.ndarray], true: dict[str, np.ndarray], scored: np.ndarray,
           marker_mask: np.ndarray, coordinate_names: list[str]) -> dict[str, float]:
     """The metrics of one set of predictions against camera-frame labels."""
-    mask = true["coordinate_mask"] * scored
-    per = M.coordinate_errors_deg(pred["coordinates"], true["coordinates"], mask)
-    sq = np.degrees(pred["coordinates"] - true["coordinates"]) ** 2
-    row = {"coordinate_mae_deg": M.coordinate_mae_deg(pred["coordinates"], true["coordinates"], mask, scored),
-           "coordinate_rmse_deg": float(np.sqrt((sq * mask).sum() / max(mask.sum(), 1))),
-           "marker_error_mm": M.mpjpe_mm(pred["markers_m"][:, marker_mask], true["markers_m"][:, marker_mask]),
-           "mpjpe_mm": M.mpjpe_mm(pred["joint_centres_m"], true["joint_centres_m"]),
-           "pa_mpjpe_mm": M.pa_mpjpe_mm(pred["joint_centres_m"], true["joint_centres_m"]),
-           "pck150_percent": M.pck_percent(pred["joint_centres_m"], true["joint_centres_m"]),
-           "scale_error": M.scale_error(pred["scale_factors"], true["scale_factors"])}
-    for i, name in enumerate(coordinate_names):
-        if scored[i]:
-            row[f"mae_deg.{name}"] = float(per["mae_deg"][i])
-    return row
+    return scores_from_sums(score_sums(pred, true, scored, marker_mask, coordinate_names))
+
+
+def aggregate(sums, by: list[str]):
+    """Rows of `score_sums` (one per subject and group) added up per group of `by`, then scored: one row
+    per group, in the order the groups first appear, with `n_frames`, the metrics and the time per frame
+    (`ms_per_frame` from `network_seconds`, `ik_ms_per_frame` from `ik_seconds`, where present)."""
+    import pandas as pd
+
+    additive = [c for c in sums.columns if c.startswith(SUM) or c in ADDITIVE]
+    totals = sums.groupby(by, sort=False)[additive].sum(min_count=1).reset_index()
+    rows = []
+    for total in totals.to_dict("records"):
+        row = {k: total[k] for k in by}
+        row["n_frames"] = int(total["n_frames"])
+        row.update(scores_from_sums(total))
+        for seconds, column in (("network_seconds", "ms_per_frame"), ("ik_seconds", "ik_ms_per_frame")):
+            if seconds in total:  # NaN where the group has none (the direct method's IK)
+                row[column] = 1000 * total[seconds] / max(row["n_frames"], 1)
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 @torch.no_grad()
@@ -77,9 +131,10 @@ def head_outputs_by_condition(model: FrameModel, frames: FrameDataset, chunk: in
             {c: s / n for c, s in seconds.items()})
 
 
-def evaluate_view(frame_model: FrameModel, frames: FrameDataset, sequence_model=None,
-                  log: Callable[[str], None] = lambda m: None, clean_outputs: dict | None = None) -> list[dict]:
-    """Rows for the frame model (and the sequence model) on `frames` (one view of the test subjects).
+def view_sums(frame_model: FrameModel, frames: FrameDataset, sequence_model=None,
+              log: Callable[[str], None] = lambda m: None, clean_outputs: dict | None = None) -> list[dict]:
+    """`score_sums` rows for the frame model (and the sequence model) on `frames` (one view), one per
+    model x augmentation x severity, with the seconds the networks took (`network_seconds`).
     `clean_outputs`: a dict that gets the frame model's head outputs on the clean frames under "clean"."""
     from d3ke_assets.learning.sequence import predict_sequence
 
@@ -102,40 +157,70 @@ def evaluate_view(frame_model: FrameModel, frames: FrameDataset, sequence_model=
         if name == "flip" and mirror is None:
             continue
         true, markers = (flipped, mirror.marker_paired) if name == "flip" else (clean, all_markers)
-        base = {"augmentation": name, "severity": severity, "n_frames": len(frames)}
-        rows.append({"model": "frame_model", **base, **score(decode_to_numpy(frame_model, out), true, scored, markers, names),
-                     "ms_per_frame": 1000 * seconds[(name, severity)]})
+        base = {"augmentation": name, "severity": severity}
+        network_seconds = seconds[(name, severity)] * len(frames)
+        rows.append({"model": "frame_model", **base, "network_seconds": network_seconds,
+                     **score_sums(decode_to_numpy(frame_model, out), true, scored, markers, names)})
         if sequence_model is not None:
             t0 = time.perf_counter()
             pred = predict_sequence(sequence_model, out, frames)
-            extra = (time.perf_counter() - t0) / max(len(frames), 1)
+            extra = time.perf_counter() - t0
             pred = {k: v.astype(np.float64) for k, v in pred.items()}
-            rows.append({"model": "sequence_model", **base, **score(pred, true, scored, markers, names),
-                         "ms_per_frame": 1000 * (seconds[(name, severity)] + extra)})
+            rows.append({"model": "sequence_model", **base, "network_seconds": network_seconds + extra,
+                         **score_sums(pred, true, scored, markers, names)})
     return rows
 
 
-def evaluate_test_subjects(frame_model: FrameModel, test_dirs: list, sequence_model=None,
-                           log: Callable[[str], None] = lambda m: None, clean_outputs: dict | None = None):
-    """A DataFrame with one row per model x view x augmentation x severity over the test subjects.
-    `clean_outputs`: a dict that gets, per view, the frame model's head outputs on the clean frames
-    (in the order of `FrameDataset(test_dirs, used_only=False, cameras=(view,))`), which
-    `direct_versus_multistep` then reuses rather than running the network again."""
+def evaluate_view(frame_model: FrameModel, frames: FrameDataset, sequence_model=None,
+                  log: Callable[[str], None] = lambda m: None, clean_outputs: dict | None = None) -> list[dict]:
+    """Rows for the frame model (and the sequence model) on `frames` (one view of the test subjects):
+    model, augmentation, severity, n_frames, the metrics of `score` and `ms_per_frame`."""
     import pandas as pd
 
-    views = sorted(set(FrameDataset(test_dirs, used_only=False).camera.tolist()))
+    sums = pd.DataFrame(view_sums(frame_model, frames, sequence_model, log=log, clean_outputs=clean_outputs))
+    return aggregate(sums, ["model", "augmentation", "severity"]).to_dict("records")
+
+
+RESULT_GROUP = ["model", "view", "augmentation", "severity"]
+
+
+def _subject_of(frames: FrameDataset) -> str:
+    """The subject of one subject's frames, as its frame index names it."""
+    return str(frames.subject[0])
+
+
+def _views(frames_dirs: list) -> list[str]:
+    return sorted(set(FrameDataset(frames_dirs, used_only=False).camera.tolist()))
+
+
+def subject_sums(frame_model: FrameModel, frames_dir: Path, sequence_model=None,
+                 log: Callable[[str], None] = lambda m: None, clean_outputs: dict | None = None):
+    """One test subject's `view_sums` rows for every view (columns `subject`, `view` first): what
+    `aggregate(..., RESULT_GROUP)` adds up over subjects.  `clean_outputs` gets, per view, the frame
+    model's head outputs on the clean frames, which `subject_claim_sums` then reuses."""
+    import pandas as pd
+
     rows = []
-    for view in views:
-        frames = FrameDataset(test_dirs, used_only=False, cameras=(view,))
-        log(f"view {view}: {len(frames)} frames")
+    for view in _views([frames_dir]):
+        frames = FrameDataset([frames_dir], used_only=False, cameras=(view,))
+        log(f"{_subject_of(frames)} {view}: {len(frames)} frames")
         kept: dict = {}
-        rows += [{"view": view, **r} for r in evaluate_view(frame_model, frames, sequence_model,
-                                                            log=lambda m, v=view: log(f"{v}: {m}"), clean_outputs=kept)]
+        rows += [{"subject": _subject_of(frames), "view": view, **r}
+                 for r in view_sums(frame_model, frames, sequence_model, log=lambda m, v=view: log(f"{v}: {m}"),
+                                    clean_outputs=kept)]
         if clean_outputs is not None:
             clean_outputs[view] = kept["clean"]
-    first = ["model", "view", "augmentation", "severity", "n_frames"]
-    table = pd.DataFrame(rows)
-    return table[first + [c for c in table.columns if c not in first]]
+    return pd.DataFrame(rows)
+
+
+def evaluate_test_subjects(frame_model: FrameModel, test_dirs: list, sequence_model=None,
+                           log: Callable[[str], None] = lambda m: None):
+    """A DataFrame with one row per model x view x augmentation x severity over the test subjects:
+    each subject scored alone (`subject_sums`), then aggregated."""
+    import pandas as pd
+
+    return aggregate(pd.concat([subject_sums(frame_model, Path(d), sequence_model, log=log) for d in test_dirs],
+                               ignore_index=True), RESULT_GROUP)
 
 
 def _camera_pose(layer, q: np.ndarray, scales: np.ndarray, camera_R: np.ndarray) -> dict[str, np.ndarray]:
@@ -151,14 +236,17 @@ def layer_dtype(layer) -> torch.dtype:
     return next(iter(layer.buffers())).dtype
 
 
-def direct_versus_multistep(frame_model: FrameModel, test_dirs: list, osim_path, workdir,
-                            log: Callable[[str], None] = lambda m: None, clean_outputs: dict | None = None,
-                            ik_backend: str = "opensim"):
-    """D3KE's claim on this data: the frame model's coordinates against OpenSim IK on its own predicted
-    markers (model scaled by its predicted scale factors), on the same clean frames, per subject and view.
-    One row per method x view with the metrics of `score` and IK's time per frame.  `clean_outputs`:
-    per view, the frame model's head outputs that `evaluate_test_subjects` kept (else they are computed).
-    `ik_backend`: who solves the IK (`settings.IK_BACKENDS`)."""
+CLAIM_GROUP = ["method", "view"]
+
+
+def subject_claim_sums(frame_model: FrameModel, frames_dir: Path, osim_path, workdir,
+                       log: Callable[[str], None] = lambda m: None, clean_outputs: dict | None = None,
+                       ik_backend: str = "opensim"):
+    """D3KE's claim on one test subject: the frame model's coordinates against OpenSim IK on its own
+    predicted markers (model scaled by its predicted scale factors), on the same clean frames, per view.
+    `score_sums` rows per method x view, with IK's seconds (`ik_seconds`); `clean_outputs`: per view,
+    the frame model's head outputs `subject_sums` kept (else they are computed).  `ik_backend`: who
+    solves the IK (`settings.IK_BACKENDS`)."""
     import pandas as pd
 
     from d3ke_assets.evaluation.multistep import inverse_kinematics_on_predictions
@@ -169,38 +257,40 @@ def direct_versus_multistep(frame_model: FrameModel, test_dirs: list, osim_path,
     names = list(layer.coordinate_names)
     all_markers = np.ones(len(layer.marker_names), bool)
     rows = []
-    views = sorted(set(FrameDataset(test_dirs, used_only=False).camera.tolist()))
-    for view in views:
-        frames = FrameDataset(test_dirs, used_only=False, cameras=(view,))
+    for view in _views([frames_dir]):
+        frames = FrameDataset([frames_dir], used_only=False, cameras=(view,))
+        subject = _subject_of(frames)
         outputs = (clean_outputs or {}).get(view)
         if outputs is None or len(outputs) != len(frames):
             outputs = predict_head_outputs(frame_model, frames)
-        true_all = camera_labels(frames, layer)
-        direct_all = decode_to_numpy(frame_model, outputs)
-        for subject in dict.fromkeys(frames.subject.tolist()):  # in the order of test_dirs
-            rows_of = np.flatnonzero(frames.subject == subject)
-            true = {k: v[rows_of] for k, v in true_all.items()}
-            direct = {k: v[rows_of] for k, v in direct_all.items()}
-            camera_R = frames.camera_R[rows_of]
-            log(f"{subject} {view}: IK ({ik_backend}) on {len(rows_of)} frames of predicted markers")
-            ik = inverse_kinematics_on_predictions(
-                Path(osim_path), list(layer.marker_names), direct["markers_m"], camera_R,
-                direct["scale_factors"], list(layer.body_names), names, Path(workdir) / str(subject) / view,
-                ik_backend=ik_backend)
-            mean_scales = np.repeat(direct["scale_factors"].mean(axis=0, keepdims=True), len(rows_of), axis=0)
-            multi = {"coordinates": ik.coordinates, "scale_factors": mean_scales,
-                     **_camera_pose(layer, ik.coordinates, mean_scales, camera_R)}
-            base = {"subject": subject, "view": view, "n_frames": len(rows_of)}
-            rows.append({"method": "direct", **base, **score(direct, true, scored, all_markers, names)})
-            rows.append({"method": "multi_step", **base, **score(multi, true, scored, all_markers, names),
-                         "ik_ms_per_frame": 1000 * ik.ik_seconds / max(len(rows_of), 1)})
-    per_subject = pd.DataFrame(rows)
-    metric_cols = [c for c in per_subject.columns if c not in ("method", "subject", "view", "n_frames")]
-    # frame-weighted means over the subjects, per method and view
-    weighted = per_subject[metric_cols].multiply(per_subject.n_frames, axis=0)
-    weighted[["method", "view"]] = per_subject[["method", "view"]]
-    sums = weighted.groupby(["method", "view"]).sum(min_count=1)
-    counts = per_subject.groupby(["method", "view"]).n_frames.sum()
-    table = sums.divide(counts, axis=0).reset_index()
-    table.insert(2, "n_frames", counts.values)
-    return table
+        true = camera_labels(frames, layer)
+        direct = decode_to_numpy(frame_model, outputs)
+        log(f"{subject} {view}: IK ({ik_backend}) on {len(frames)} frames of predicted markers")
+        ik = inverse_kinematics_on_predictions(
+            Path(osim_path), list(layer.marker_names), direct["markers_m"], frames.camera_R,
+            direct["scale_factors"], list(layer.body_names), names, Path(workdir) / subject / view,
+            ik_backend=ik_backend)
+        mean_scales = np.repeat(direct["scale_factors"].mean(axis=0, keepdims=True), len(frames), axis=0)
+        multi = {"coordinates": ik.coordinates, "scale_factors": mean_scales,
+                 **_camera_pose(layer, ik.coordinates, mean_scales, frames.camera_R)}
+        base = {"subject": subject, "view": view}
+        rows.append({"method": "direct", **base, **score_sums(direct, true, scored, all_markers, names)})
+        rows.append({"method": "multi_step", **base, "ik_seconds": ik.ik_seconds,
+                     **score_sums(multi, true, scored, all_markers, names)})
+    return pd.DataFrame(rows)
+
+
+def direct_versus_multistep(frame_model: FrameModel, test_dirs: list, osim_path, workdir,
+                            log: Callable[[str], None] = lambda m: None, ik_backend: str = "opensim"):
+    """`subject_claim_sums` of every test subject, aggregated: one row per method x view with the
+    metrics of `score` and IK's time per frame."""
+    import pandas as pd
+
+    sums = pd.concat([subject_claim_sums(frame_model, Path(d), osim_path, workdir, log=log, ik_backend=ik_backend)
+                      for d in test_dirs], ignore_index=True)
+    return claim_table(sums)
+
+
+def claim_table(sums):
+    """The claim's table from `subject_claim_sums` rows (of one subject or several), method by view."""
+    return aggregate(sums, CLAIM_GROUP).sort_values(CLAIM_GROUP, ignore_index=True)

@@ -32,9 +32,14 @@ def coordinate_errors_deg(pred: np.ndarray, true: np.ndarray, mask: np.ndarray) 
     return {"mae_deg": mae, "rmse_deg": rmse, "n_frames": n}
 
 
+def position_errors_mm(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
+    """(N, K) distances between predicted and true points, in millimetres."""
+    return 1000 * np.linalg.norm(pred - true, axis=-1)
+
+
 def mpjpe_mm(pred: np.ndarray, true: np.ndarray) -> float:
     """Mean per-joint position error (the points already pelvis-relative)."""
-    return float(1000 * np.linalg.norm(pred - true, axis=-1).mean())
+    return float(position_errors_mm(pred, true).mean())
 
 
 def similarity_align(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
@@ -59,7 +64,7 @@ def pa_mpjpe_mm(pred: np.ndarray, true: np.ndarray) -> float:
 
 def pck_percent(pred: np.ndarray, true: np.ndarray, threshold_mm: float = PCK_THRESHOLD_MM) -> float:
     """Share of points within `threshold_mm` of the truth."""
-    return float(100 * (1000 * np.linalg.norm(pred - true, axis=-1) <= threshold_mm).mean())
+    return float(100 * (position_errors_mm(pred, true) <= threshold_mm).mean())
 
 
 def scale_error(pred: np.ndarray, true: np.ndarray) -> float:

@@ -25,7 +25,7 @@ import torch
 
 from d3ke_assets.defs.resources import DataRootResource, DatasetResource, MlflowTrackingResource
 from d3ke_assets.defs.runner import materialize_graph
-from d3ke_assets.defs.constants import FRAMES, OPENSIM_GT
+from d3ke_assets.defs.constants import FRAMES, OPENSIM_GT, SUBJECT_ASSETS
 from d3ke_assets.defs.versioned import input_version
 from d3ke_assets.definitions import ALL_ASSETS
 from d3ke_assets.errors import D3keError
@@ -101,7 +101,7 @@ def reference(tmp_path_factory):
     """An uninterrupted run of every per-subject asset for three subjects, then the frame model;
     and a pristine copy of the inputs (model, raw, mocap) to rerun from."""
     root = tmp_path_factory.mktemp("uninterrupted")
-    assets = [a for a in ALL_ASSETS if a.partitions_def is not None or a.key.to_user_string() == "opensim_model"]
+    assets = [a for a in ALL_ASSETS if a.key in SUBJECT_ASSETS or a.key.to_user_string() == "opensim_model"]
     with dg.instance_for_test() as instance:
         summary = materialize_graph(dg.Definitions(assets=assets, resources=_resources(root)), instance, SUBJECTS,
                                     log=lambda m: None)

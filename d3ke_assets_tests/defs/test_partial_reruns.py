@@ -13,6 +13,7 @@ import pytest
 
 from d3ke_assets.cli import main
 from d3ke_assets.defs.automation import build_automation, stale_assets_by_partition
+from d3ke_assets.defs.constants import SUBJECT_ASSETS
 from d3ke_assets.defs.resources import DataRootResource, DatasetResource, MlflowTrackingResource
 from d3ke_assets.defs.runner import materialize_graph
 from d3ke_assets.definitions import ALL_ASSETS, SETTINGS
@@ -22,7 +23,7 @@ from d3ke_assets.versioning import recorded_data_version
 
 SUBJECTS = ["Subject_1", "Subject_2"]
 # the per-subject graph and the model it builds on; training has its own tests
-ASSETS = [a for a in ALL_ASSETS if a.partitions_def is not None or a.key == dg.AssetKey("opensim_model")]
+ASSETS = [a for a in ALL_ASSETS if a.key in SUBJECT_ASSETS or a.key == dg.AssetKey("opensim_model")]
 PER_SUBJECT = ["raw_subject", "mocap_markers", "opensim_gt", "frames"]
 
 

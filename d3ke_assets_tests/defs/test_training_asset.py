@@ -10,8 +10,19 @@ import torch
 
 from d3ke_assets.defs.resources import DataRootResource, DatasetResource, MlflowTrackingResource
 from d3ke_assets.defs.runner import materialize_graph
-from d3ke_assets.definitions import ALL_ASSETS
+from d3ke_assets.cli import main
+from d3ke_assets.definitions import ASSETS
+from d3ke_assets.defs.partitions import partitioned_by_subject, subject_partitions
 from d3ke_assets.learning import training
+from d3ke_assets.settings import Settings
+
+
+# 8 synthetic subjects split 5/1/2: two test subjects, so a change to one can be seen to leave the
+# other's scoring alone; only one train subject is materialized (training leaves out the others)
+N_SUBJECTS = 8
+TRAIN, VALIDATION, TESTS = "Subject_1", "Subject_6", ("Subject_7", "Subject_8")
+SUBJECTS = [TRAIN, VALIDATION, *TESTS]
+ALL_ASSETS = partitioned_by_subject(ASSETS, subject_partitions(Settings(preset="smoke", synthetic_subjects=N_SUBJECTS)))
 
 
 def _metadata(instance, asset: str) -> dict:
@@ -20,14 +31,14 @@ def _metadata(instance, asset: str) -> dict:
 
 @pytest.fixture(scope="module")
 def trained_smoke_root(tmp_path_factory):
-    """The smoke preset's three subjects (train, validation, test) through every asset, with MLflow."""
+    """The smoke preset's subjects `SUBJECTS` (train, validation, two test) through every asset, with MLflow."""
     tmp_path = tmp_path_factory.mktemp("trained")
     resources = {"data_root": DataRootResource(path=str(tmp_path)),
-                 "dataset": DatasetResource(name="synthetic", preset="smoke"),
+                 "dataset": DatasetResource(name="synthetic", preset="smoke", synthetic_subjects=N_SUBJECTS),
                  "mlflow": MlflowTrackingResource(data_root=str(tmp_path))}
     defs = dg.Definitions(assets=ALL_ASSETS, resources=resources)
     with dg.instance_for_test() as instance:
-        summary = materialize_graph(defs, instance, ["Subject_1", "Subject_2", "Subject_3"], log=lambda m: None)
+        summary = materialize_graph(defs, instance, SUBJECTS, log=lambda m: None)
         assert not summary.failed, [r.error for r in summary.failed]
         metadata = {a: _metadata(instance, a) for a in ("frame_model", "sequence_model", "evaluation",
                                                       "robustness_report")}
@@ -45,7 +56,7 @@ def test_smoke_training_through_dagster_is_tracked_in_mlflow(trained_smoke_root)
     assert run.info.status == "FINISHED"
     assert run.data.params["backbone"] == "mobilenet_v3_small" and run.data.params["settings.preset"] == "smoke"
     assert "input_data_versions.frames/Subject_1" in run.data.params and "dagster_run_id" in run.data.params
-    assert run.data.params["validation_subjects"] == "Subject_2"
+    assert run.data.params["validation_subjects"] == VALIDATION
     assert [m.step for m in client.get_metric_history(run_id, "val_coordinate_mae_deg")] == [0, 1]
     artifacts = {a.path for a in client.list_artifacts(run_id)}
     assert {"config.json", "learning_curve.png", "checkpoint"} <= artifacts
@@ -85,7 +96,7 @@ def test_a_resumed_training_continues_its_mlflow_run(tmp_path):
     assert client.get_run(stale.run.run_id).info.status == "KILLED"
 
 
-def test_quality_report_of_the_trained_models(trained_smoke_root):
+def test_quality_report_of_the_trained_models(trained_smoke_root, monkeypatch):
     """`d3ke quality`'s numbers against a hand computation: the trained network run on the test frames'
     JPEGs (decoded here with PIL), then the mean absolute error in degrees over the rotational
     coordinates the head predicts, where the label mask is 1; the baseline always predicts the
@@ -102,10 +113,10 @@ def test_quality_report_of_the_trained_models(trained_smoke_root):
 
     root = trained_smoke_root[0]
     osim = model_builder.model_file(root / "opensim_model")
-    report = quality_report(root, osim, ["Subject_1"], ["Subject_2"])
+    report = quality_report(root, osim, [TRAIN], [VALIDATION])
     frame = training.load_trained_frame_model(root / "frame_model" / training.CHECKPOINT, osim).cpu().eval()
-    test = FrameDataset([root / "frames" / "Subject_2"], used_only=False)
-    train = FrameDataset([root / "frames" / "Subject_1"])
+    test = FrameDataset([root / "frames" / VALIDATION], used_only=False)
+    train = FrameDataset([root / "frames" / TRAIN])
     images = torch.stack([torch.from_numpy(np.array(Image.open(io.BytesIO(test.jpeg_bytes(i))).convert("RGB")))
                           .permute(2, 0, 1) for i in range(len(test))])
     with torch.no_grad():
@@ -124,7 +135,8 @@ def test_quality_report_of_the_trained_models(trained_smoke_root):
     assert report["mean_baseline_coordinate_mae_deg"] == pytest.approx(mae_deg(np.tile(mean, (len(test), 1))),
                                                                        rel=1e-6)
     assert report["sequence_model"] == "tcn rf9" and report["sequence_model_coordinate_mae_deg"] > 0
-    assert main(["quality", "--preset", "smoke", "--data-root", str(root)]) == 0  # Subject_3 is the test subject
+    monkeypatch.setenv("D3KE_SYNTHETIC_SUBJECTS", str(N_SUBJECTS))
+    assert main(["quality", "--preset", "smoke", "--data-root", str(root)]) == 0  # on the test subjects
     empty = root / "untrained"
     empty.mkdir()
     assert main(["quality", "--preset", "smoke", "--data-root", str(empty)]) == 2  # no model: a one-line error
@@ -144,7 +156,7 @@ def test_evaluation_table_in_dagster_and_mlflow(trained_smoke_root):
     assert len(meta["results"].value.records) == len(table)
     client = mlflow.MlflowClient(resources["mlflow"].tracking_uri)
     run = client.get_run(meta["mlflow_run"].value.rsplit("/", 1)[-1])
-    assert run.info.status == "FINISHED" and run.data.params["test_subjects"] == "Subject_3"
+    assert run.info.status == "FINISHED" and run.data.params["test_subjects"] == ",".join(TESTS)
     assert {"results.parquet", "direct_vs_multistep.parquet"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
     claim = pd.read_parquet(tmp_path / "evaluation" / "direct_vs_multistep.parquet")
     assert set(claim.method) == {"direct", "multi_step"} and len(meta["direct_versus_multi_step"].value.records) == 4
@@ -167,7 +179,7 @@ def test_predict_on_a_video_writes_what_opensim_loads(trained_smoke_root, tmp_pa
     from d3ke_assets.sources import raw
 
     root = trained_smoke_root[0]
-    video = raw.camera_videos(root, "Subject_3")[0].video
+    video = raw.camera_videos(root, TESTS[0])[0].video
     info = probe_video(video)
     assert main(["predict", str(video), "--model", "models:/d3ke_frame_model_synthetic/1", "--out",
                  str(tmp_path / "a"), "--data-root", str(root)]) == 0
@@ -218,23 +230,68 @@ def test_predict_on_a_video_writes_what_opensim_loads(trained_smoke_root, tmp_pa
         assert message in err[-1] and len(err[-1]) < 400, err
 
 
+def test_a_changed_test_subject_rescores_only_its_own_partition(trained_smoke_root, monkeypatch):
+    """One test subject's raw file changed and recorded: the rerun of stale runs rebuilds that subject's
+    data and scoring and the aggregation, and leaves the other test subject's scoring alone; the
+    tables are the sums of both subjects' scores again."""
+    import pandas as pd
+
+    from d3ke_assets.defs.evaluation_assets import SUBJECT_SUMS
+    from d3ke_assets.evaluation.evaluate import RESULT_GROUP, aggregate
+    from d3ke_assets.versioning import recorded_data_version
+
+    root, resources, _, instance = trained_smoke_root
+    changed, kept = TESTS[1], TESTS[0]
+    kept_version = recorded_data_version(root / "subject_evaluation" / kept)
+    changed_version = recorded_data_version(root / "subject_evaluation" / changed)
+    trc = root / "raw_subject" / changed / "mocap" / f"{changed}_squat.trc"
+    lines = trc.read_text().splitlines()
+    cells = lines[10].split("\t")
+    cells[5] = f"{float(cells[5]) + 1.0:.5f}"  # one marker coordinate moved by 1 mm
+    lines[10] = "\t".join(cells)
+    trc.write_text("\n".join(lines) + "\n")
+    for var in ("D3KE_DATASET", "D3KE_LAB_ROOT", "D3KE_MOVI_ROOT"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("D3KE_PRESET", "smoke")
+    monkeypatch.setenv("D3KE_SYNTHETIC_SUBJECTS", str(N_SUBJECTS))
+    assert main(["verify", "--write-manifest", "--data-root", str(root)]) == 0  # the change recorded
+
+    defs = dg.Definitions(assets=ALL_ASSETS, resources=resources)
+    rerun = materialize_graph(defs, instance, SUBJECTS, log=lambda m: None, only_stale=True)
+    assert not rerun.failed, [r.error for r in rerun.failed]
+    assert set(rerun.recomputed) == {("mocap_markers", changed), ("opensim_gt", changed), ("frames", changed),
+                                     ("subject_evaluation", changed), ("evaluation", None),
+                                     ("robustness_report", None)}
+    launched = {(a, r.partition) for r in rerun.results for a in r.assets}
+    assert ("subject_evaluation", kept) not in launched and ("frame_model", None) not in launched
+    assert recorded_data_version(root / "subject_evaluation" / kept) == kept_version
+    assert recorded_data_version(root / "subject_evaluation" / changed) != changed_version
+    sums = pd.concat([pd.read_parquet(root / "subject_evaluation" / s / SUBJECT_SUMS) for s in TESTS])
+    table = pd.read_parquet(root / "evaluation" / "results.parquet")
+    pd.testing.assert_frame_equal(table, aggregate(sums, RESULT_GROUP))
+    by_subject = pd.read_parquet(root / "evaluation" / "results_by_subject.parquet")
+    assert sorted(set(by_subject.subject)) == list(TESTS) and len(by_subject) == 2 * len(table)
+
+
 def test_a_changed_subject_makes_exactly_the_models_that_read_it_stale(trained_smoke_root):
-    """The schedule's staleness for the unpartitioned stages: new frames of a train subject make
-    both models, the evaluation and the report stale; new frames of the test subject only the last two."""
+    """The schedule's staleness: new frames of a test subject make its scoring, the evaluation and the
+    report stale; new frames of a train subject both models, then every test subject's scoring, the
+    evaluation and the report."""
     from d3ke_assets.defs.automation import DATA_VERSION_TAG, stale_assets_by_partition
-    from d3ke_assets.definitions import ALL_ASSETS
 
     instance = trained_smoke_root[3]
-    subjects = ["Subject_1", "Subject_2", "Subject_3"]
-    assert stale_assets_by_partition(instance, ALL_ASSETS, subjects) == {}
+    assert stale_assets_by_partition(instance, ALL_ASSETS, SUBJECTS, test_subjects=TESTS) == {}
     instance.report_runless_asset_event(dg.AssetMaterialization(
-        "frames", partition="Subject_3", tags={DATA_VERSION_TAG: "new test frames"}))
+        "frames", partition=TESTS[0], tags={DATA_VERSION_TAG: "new test frames"}))
     # (the hand-made materializations carry no code version, so those frames partitions count as stale too)
-    assert stale_assets_by_partition(instance, ALL_ASSETS, subjects)[None] == ["evaluation", "robustness_report"]
+    stale = stale_assets_by_partition(instance, ALL_ASSETS, SUBJECTS, test_subjects=TESTS)
+    assert stale == {TESTS[0]: ["frames", "subject_evaluation"], None: ["evaluation", "robustness_report"]}
     instance.report_runless_asset_event(dg.AssetMaterialization(
-        "frames", partition="Subject_1", tags={DATA_VERSION_TAG: "new train frames"}))
-    assert stale_assets_by_partition(instance, ALL_ASSETS, subjects)[None] == [
-        "frame_model", "sequence_model", "evaluation", "robustness_report"]
+        "frames", partition=TRAIN, tags={DATA_VERSION_TAG: "new train frames"}))
+    stale = stale_assets_by_partition(instance, ALL_ASSETS, SUBJECTS, test_subjects=TESTS)
+    assert stale[None] == ["frame_model", "sequence_model", "evaluation", "robustness_report"]
+    assert stale[TESTS[1]] == ["subject_evaluation"] and stale[TRAIN] == ["frames"]
+    assert VALIDATION not in stale  # a partition subject_evaluation does not apply to
 
 
 PICKLE_OPCODES = (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")  # PROTO n: the start of a pickle stream
@@ -275,7 +332,7 @@ def test_the_current_policy_control_runs_on_request_and_the_report_compares_both
     from d3ke_assets.evaluation import report
 
     tmp_path, resources, _, instance = trained_smoke_root
-    subjects = ["Subject_1", "Subject_2", "Subject_3"]
+    subjects = SUBJECTS
     assert not instance.fetch_materializations(dg.AssetKey("current_policy_evaluation"), limit=1).records
     assert "current_policy_evaluation" not in stale_assets_by_partition(instance, ALL_ASSETS, subjects).get(None, [])
     result = dg.materialize(ALL_ASSETS, instance=instance, resources=resources,
@@ -320,11 +377,12 @@ def test_bench_seeds_reads_the_main_jobs_training_and_trains_the_other_seeds(tra
     for var in ("D3KE_DATASET", "D3KE_BACKBONE_WEIGHTS", "D3KE_SEED"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("D3KE_PRESET", "smoke")
+    monkeypatch.setenv("D3KE_SYNTHETIC_SUBJECTS", str(N_SUBJECTS))
     checkpoint = root / "frame_model" / training.CHECKPOINT
     before = hashlib.sha256(checkpoint.read_bytes()).hexdigest()
     listing = sorted(p.relative_to(root) for p in root.rglob("*") if "mlruns" not in p.parts)
     figures = bench_seeds(root, seeds=(0, 1))
-    split = split_for("synthetic", 3, None)
+    split = split_for("synthetic", N_SUBJECTS, None)
     quality = quality_report(root, model_builder.model_file(root / "opensim_model"), list(split.train),
                              list(split.test))
     main_seed, other = figures["seeds"]["0"], figures["seeds"]["1"]

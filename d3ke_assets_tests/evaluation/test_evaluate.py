@@ -137,3 +137,45 @@ def _ik_fit_of_predicted_markers(work, step_rad: float = 0.02, step_m: float = 0
                     better.append((f, columns[k], sign, cost, moved))
     return {"rms_m": float(np.sqrt(np.mean(squared))), "default_pose_rms_m": float(np.sqrt(np.mean(squared_default))),
             "perturbations_that_fit_better": better}
+
+
+def test_subjects_scored_alone_add_up_to_the_metrics_of_all_of_them():
+    """`score_sums` of uneven parts, aggregated, give what the metric functions give on all the frames."""
+    import pandas as pd
+
+    from d3ke_assets.evaluation import metrics as M
+    from d3ke_assets.evaluation.evaluate import aggregate, score_sums
+
+    rng = np.random.default_rng(3)
+    n, c, k, j, b = 23, 5, 7, 4, 3
+    names = [f"q{i}" for i in range(c)]
+    scored = np.array([True, True, False, True, True])
+    true = {"coordinates": rng.normal(size=(n, c)), "coordinate_mask": (rng.random((n, c)) > 0.2).astype(float),
+            "markers_m": rng.normal(size=(n, k, 3)) * 0.3, "joint_centres_m": rng.normal(size=(n, j, 3)) * 0.3,
+            "scale_factors": rng.normal(1, 0.1, size=(n, b))}
+    true["coordinate_mask"][:, 4] = 0  # a coordinate no frame labels: NaN, as coordinate_errors_deg says
+    pred = {key: v + rng.normal(size=v.shape) * 0.1 if key != "coordinate_mask" else v for key, v in true.items()}
+    markers = np.array([True, False, True, True, True, False, True])
+    parts = [slice(0, 4), slice(4, 15), slice(15, n)]
+    sums = pd.DataFrame([{"model": "m", "subject": f"S{i}", **score_sums({key: v[p] for key, v in pred.items()},
+                                                                          {key: v[p] for key, v in true.items()},
+                                                                          scored, markers, names)}
+                         for i, p in enumerate(parts)])
+    row = aggregate(sums, ["model"]).iloc[0]
+    mask = true["coordinate_mask"] * scored
+    per = M.coordinate_errors_deg(pred["coordinates"], true["coordinates"], mask)
+    assert row.n_frames == n
+    assert row.coordinate_mae_deg == pytest.approx(
+        M.coordinate_mae_deg(pred["coordinates"], true["coordinates"], mask, scored), rel=1e-12)
+    assert row.coordinate_rmse_deg == pytest.approx(
+        np.sqrt(np.nansum(per["rmse_deg"] ** 2 * per["n_frames"]) / per["n_frames"].sum()), rel=1e-12)
+    assert row.marker_error_mm == pytest.approx(M.mpjpe_mm(pred["markers_m"][:, markers],
+                                                           true["markers_m"][:, markers]), rel=1e-12)
+    assert row.mpjpe_mm == pytest.approx(M.mpjpe_mm(pred["joint_centres_m"], true["joint_centres_m"]), rel=1e-12)
+    assert row.pa_mpjpe_mm == pytest.approx(M.pa_mpjpe_mm(pred["joint_centres_m"], true["joint_centres_m"]),
+                                            rel=1e-12)
+    assert row.pck150_percent == pytest.approx(M.pck_percent(pred["joint_centres_m"], true["joint_centres_m"]))
+    assert row.scale_error == pytest.approx(M.scale_error(pred["scale_factors"], true["scale_factors"]), rel=1e-12)
+    for i in (0, 1, 3):
+        assert row[f"mae_deg.q{i}"] == pytest.approx(per["mae_deg"][i], rel=1e-12)
+    assert np.isnan(row["mae_deg.q4"]) and "mae_deg.q2" not in row  # unlabelled: NaN; not scored: absent
