@@ -51,10 +51,11 @@ def test_demo_materializes_through_a_persistent_instance(tmp_path):
            "--subjects", "Subject_1", "Subject_2", "Subject_3"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    # the model, three subjects, then training, evaluation and the report in one run: one line each
-    assert "5 runs: 5 wrote outputs, 0 reused them, 0 failed, 0 skipped, 0 interrupted" in proc.stdout
+    # the model, three subjects, training, the test subject's scoring, then the evaluation and the report:
+    # one line each
+    assert "7 runs: 7 wrote outputs, 0 reused them, 0 failed, 0 skipped, 0 interrupted" in proc.stdout
     stages = ["opensim_model"] + [f"raw_subject, mocap_markers, opensim_gt, frames [Subject_{k}]" for k in (1, 2, 3)] \
-        + ["frame_model, sequence_model, evaluation, robustness_report"]
+        + ["frame_model, sequence_model", "subject_evaluation [Subject_3]", "evaluation, robustness_report"]
     for stage in stages:
         lines = [line for line in proc.stdout.splitlines() if line.startswith(stage + " ")]
         assert len(lines) == 1 and lines[0].split()[len(stage.split())] == "ok", (stage, proc.stdout)
@@ -73,7 +74,7 @@ def test_demo_materializes_through_a_persistent_instance(tmp_path):
     with dg.DagsterInstance.from_config(str(tmp_path / "dagster")) as instance:
         recs = instance.fetch_materializations(dg.AssetKey("raw_subject"), limit=10).records
         assert {r.partition_key for r in recs} == {"Subject_1", "Subject_2", "Subject_3"}
-        for asset in ("frame_model", "sequence_model", "evaluation", "robustness_report"):
+        for asset in ("frame_model", "sequence_model", "subject_evaluation", "evaluation", "robustness_report"):
             assert instance.fetch_materializations(dg.AssetKey(asset), limit=1).records, asset
     assert (tmp_path / "raw_subject" / "Subject_2" / "F_PG1_Subject_2_L.avi").is_file()
 
@@ -81,7 +82,7 @@ def test_demo_materializes_through_a_persistent_instance(tmp_path):
 def test_unknown_benchmark_is_one_line_naming_every_benchmark(capsys):
     assert main(["bench", "nope"]) == 2
     err = _one_line_error(capsys)
-    for name in ("verify", "ik", "fk", "frames", "rerun", "train", "predict", "scale", "load", "seeds"):
+    for name in ("verify", "ik", "fk", "frames", "rerun", "train", "predict", "scale", "load", "seeds", "rescore"):
         assert name in err
 
 

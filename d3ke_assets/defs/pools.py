@@ -3,7 +3,7 @@ GPU assets on Kubernetes.
 
 - `opensim`: OpenSim scaling and IK (opensim_model, opensim_gt), one process each; at most as many
   at once as the machine has CPUs, whichever runs and executors they come from.
-- `gpu`: training and evaluation of the networks (frame_model, sequence_model, evaluation,
+- `gpu`: training and evaluation of the networks (frame_model, sequence_model, subject_evaluation,
   robustness_report); one at a time, so two never share the GPU's memory.
 
 Dagster keeps a pool's limit in the instance's storage, not in dagster.yaml (which only has

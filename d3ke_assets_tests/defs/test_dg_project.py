@@ -11,7 +11,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 ASSETS = ["opensim_model", "raw_subject", "mocap_markers", "opensim_gt", "frames", "frame_model",
-          "sequence_model", "evaluation", "robustness_report", "current_policy_evaluation"]
+          "sequence_model", "subject_evaluation", "evaluation", "robustness_report", "current_policy_evaluation"]
 
 
 def _dg(*args: str, tmp_path: Path) -> subprocess.CompletedProcess:
@@ -31,13 +31,15 @@ def test_dg_check_defs_passes(tmp_path):
     assert "All definitions loaded successfully" in done.stdout + done.stderr
 
 
-def test_dg_list_defs_lists_the_ten_assets_and_their_checks(tmp_path):
+def test_dg_list_defs_lists_the_eleven_assets_and_their_checks(tmp_path):
     done = _dg("list", "defs", "--json", tmp_path=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     listed = json.loads(done.stdout)
     assert sorted(a["asset_key"] for a in listed["assets"]) == sorted(ASSETS)
     deps = {a["asset_key"]: sorted(a["dependency_keys"]) for a in listed["assets"]}
     assert deps["opensim_gt"] == ["mocap_markers", "opensim_model"]
+    assert deps["subject_evaluation"] == ["frame_model", "frames", "opensim_model", "sequence_model"]
+    assert deps["evaluation"] == ["subject_evaluation"]
     assert sorted(c["key"] for c in listed["asset_checks"]) == [
         "frame_model:validation_error_below_gate", "frames:labelled_frames_stored",
         "opensim_gt:ik_marker_error_below_threshold", "opensim_gt:label_frames_match_video",

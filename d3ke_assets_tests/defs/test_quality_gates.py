@@ -104,13 +104,17 @@ def test_an_untrained_frame_model_fails_the_gate_and_blocks_the_sequence_model(f
                            f"coordinate MAE {model_mae:.2f} deg, {model_mae / baseline:.3f} of the mean-pose "
                            f"baseline's {baseline:.2f} deg, above the gate 0.7") and "\n" not in line, line
 
-    # an evaluation launched in a later run (the UI's Materialize on evaluation alone) refuses it too
-    evaluated = _materialize(["evaluation"], framed_root)
+    # the test subject's scoring launched in a later run (the UI's Materialize on it alone) refuses it too
+    evaluated = _materialize(["subject_evaluation"], framed_root, "Subject_3")
     assert not evaluated.success
     from d3ke_assets.defs.runner import _failure_message
 
     assert _failure_message(evaluated).startswith("the trained frame model fails its quality gate")
-    assert not (framed_root / "evaluation").exists()
+    assert not (framed_root / "subject_evaluation").exists()
+    # a partition that is not a test subject's is refused, naming the test subjects
+    train_partition = _materialize(["subject_evaluation"], framed_root, "Subject_1")
+    assert _failure_message(train_partition) == ("Subject_1 is not a test subject: subject_evaluation scores the "
+                                                 "test subjects only (Subject_3); materialize one of those partitions")
 
     # `d3ke quality` shows the same validation figures beside the test figures
     from d3ke_assets.biomech import model_builder
