@@ -65,6 +65,9 @@ class Preset:
     # quality gate (frame_model's blocking asset check): its validation coordinate MAE at most this
     # share of the mean-pose baseline's on the validation subjects; None: no gate
     gate_ratio: float | None = None
+    # the backbone study's budget per backbone (`evaluation.backbones.StudyBudget` fields): the whole
+    # study of four backbones within about 90 minutes on two CPU cores for demo
+    study: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -81,6 +84,7 @@ PRESETS: dict[str, Preset] = {
                    lr_start=1e-3, lr_mid=2e-4, lr_tail_start=1e-4, lr_end=5e-5, augment_policy="robust"),
         sequence=dict(variant="tcn", receptive_field=9, hidden=32, epochs=2, batch_size=64, augment_policy="robust"),
         gate_ratio=None,  # two epochs learn little: the gate would only block the tests' graph
+        study=dict(epochs=1, frame_stride=8, test_subjects=1),
     ),
     "demo": Preset(
         "demo",
@@ -108,6 +112,7 @@ PRESETS: dict[str, Preset] = {
         sequence=dict(variant="tcn", receptive_field=9, hidden=128, epochs=30, batch_size=64, input_noise=0.5,
                       augment_policy="robust"),
         gate_ratio=0.7,  # a training that learned (about 0.5 on the test subjects) passes with room to spare
+        study=dict(epochs=2, frame_stride=4, test_subjects=2),
     ),
     "paper": Preset(
         "paper",
@@ -122,6 +127,7 @@ PRESETS: dict[str, Preset] = {
                       augment_policy="robust"),
         needs_pretrained=True,  # the paper starts from ImageNet weights
         gate_ratio=0.7,
+        study=dict(epochs=30, frame_stride=1, test_subjects=None),  # the published schedule, every test subject
     ),
 }
 DEFAULT_PRESET = "demo"

@@ -70,9 +70,10 @@ def bench_rescore(data_root: Path | None = None, rounds: int = 1) -> dict:
         same = all(_close(a, b) for a, b in zip(all_tables, one_tables))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    n_frames = int(all_tables[0].n_frames.sum() // max(all_tables[0].model.nunique(), 1))
+    results = all_tables[0]
+    n_frames = int(results[(results.model == "frame_model") & (results.augmentation == "clean")].n_frames.sum())
     return {"benchmark": "rescore", "preset": run.preset, "data_root": str(root), "device": str(training.choose_device()),
-            "test_subjects": len(test_dirs), "frame_views_scored": n_frames,
+            "test_subjects": len(test_dirs), "test_frames": n_frames,
             "every_test_subject_s": round(min(every), 1), "one_subject_and_aggregation_s": round(min(one), 1),
             "ratio_one_to_every": round(min(one) / min(every), 4), "same_tables": bool(same), "rounds": rounds}
 

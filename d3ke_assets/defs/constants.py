@@ -22,8 +22,12 @@ ROBUSTNESS_REPORT = dg.AssetKey("robustness_report")
 # the robustness study's control: both models trained with the `current` augmentation policy, scored
 CURRENT_POLICY_EVALUATION = dg.AssetKey("current_policy_evaluation")
 
+# the backbone study: the frame model per backbone (partitioned by backbone), and their comparison
+BACKBONE_STUDY = dg.AssetKey("backbone_study")
+BACKBONE_COMPARISON = dg.AssetKey("backbone_comparison")
+
 # Not part of the main job (`d3ke demo`, the stale-subjects schedule): materialized on request.
-STUDY_ASSETS = (CURRENT_POLICY_EVALUATION,)
+STUDY_ASSETS = (CURRENT_POLICY_EVALUATION, BACKBONE_STUDY, BACKBONE_COMPARISON)
 
 # Partitioned by subject: one output folder per subject partition.
 SUBJECT_ASSETS = (RAW_SUBJECT, MOCAP_MARKERS, OPENSIM_GT, FRAMES)
@@ -44,6 +48,8 @@ CODE_VERSIONS: dict[dg.AssetKey, str] = {
     EVALUATION: "3",  # 2: the claim reuses the clean frames' outputs; 3: the sum of subject_evaluation
     ROBUSTNESS_REPORT: "2",  # 2: both augmentation policies side by side when the control is materialized
     CURRENT_POLICY_EVALUATION: "1",
+    BACKBONE_STUDY: "1",
+    BACKBONE_COMPARISON: "1",
 }
 
 

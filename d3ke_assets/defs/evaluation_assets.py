@@ -55,7 +55,7 @@ def _trained_models(data_root: DataRootResource, osim):
 
 
 def _table_metadata(table, columns: list[str]) -> dg.TableMetadataValue:
-    text = ("model", "view", "augmentation", "method")
+    text = ("model", "view", "augmentation", "method", "backbone")
     records = [dg.TableRecord({k: (v if k in text else round(float(v), 3)) for k, v in row.items()})
                for row in table[columns].to_dict("records")]
     schema = dg.TableSchema(columns=[dg.TableColumn(c, "string" if c in text else "float") for c in columns])

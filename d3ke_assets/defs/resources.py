@@ -20,12 +20,15 @@ class DataRootResource(dg.ConfigurableResource):
         return settings.data_root(self.path)
 
     def asset_dir(self, asset: str, partition: str | None = None) -> Path:
-        """`<root>/<asset>[/<partition>]`; a partition key that is not a subject key is refused, so a
-        crafted key (`../../etc`) cannot point outside the data root."""
+        """`<root>/<asset>[/<partition>]`; a partition key that is not a subject key (or one of the
+        backbone study's backbones) is refused, so a crafted key (`../../etc`) cannot point outside
+        the data root."""
+        from d3ke_assets.evaluation.backbones import STUDY_BACKBONES
+
         folder = self.root() / asset
         if partition is None:
             return folder
-        if not is_subject_key(partition):
+        if not is_subject_key(partition) and partition not in STUDY_BACKBONES:
             raise D3keError(f"partition key {partition!r} is not a subject key like Subject_1: use one of the "
                             f"dataset's subject partitions")
         return folder / partition

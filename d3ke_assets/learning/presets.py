@@ -37,3 +37,21 @@ def sequence_config(settings: Settings, **overrides) -> SequenceConfig:
     config.check()
     augment_policy(config.augment_policy)
     return config
+
+
+def study_train_config(settings: Settings, backbone: str, budget_overrides: dict) -> TrainConfig:
+    """The backbone study's frame model: the preset's training with `backbone` and the budget's fields
+    (`evaluation.backbones.StudyBudget.train_overrides`).  Every backbone starts alike: from ImageNet
+    weights when `backbone_weights` names a folder holding `<backbone>.pth` for each, else from scratch."""
+    preset = settings.preset_settings()
+    values = {**preset.train, **budget_overrides, "backbone": backbone, "weights_file": None}
+    folder = Path(settings.backbone_weights) if settings.backbone_weights else None
+    if folder is not None and folder.is_dir():
+        weights = folder / f"{backbone}.pth"
+        if not weights.is_file():
+            raise D3keError(f"{weights}: no such file: the backbone study starts every backbone from the weights "
+                            f"in D3KE_BACKBONE_WEIGHTS={folder} (one <backbone>.pth each), or all from scratch "
+                            f"when it names no folder")
+        values["weights_file"] = str(weights)
+    augment_policy(values.get("augment_policy", "current"))
+    return TrainConfig(**values)

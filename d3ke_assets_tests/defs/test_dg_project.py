@@ -11,7 +11,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 ASSETS = ["opensim_model", "raw_subject", "mocap_markers", "opensim_gt", "frames", "frame_model",
-          "sequence_model", "subject_evaluation", "evaluation", "robustness_report", "current_policy_evaluation"]
+          "sequence_model", "subject_evaluation", "evaluation", "robustness_report", "current_policy_evaluation",
+          "backbone_study", "backbone_comparison"]
 
 
 def _dg(*args: str, tmp_path: Path) -> subprocess.CompletedProcess:
@@ -31,7 +32,7 @@ def test_dg_check_defs_passes(tmp_path):
     assert "All definitions loaded successfully" in done.stdout + done.stderr
 
 
-def test_dg_list_defs_lists_the_eleven_assets_and_their_checks(tmp_path):
+def test_dg_list_defs_lists_the_assets_and_their_checks(tmp_path):
     done = _dg("list", "defs", "--json", tmp_path=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     listed = json.loads(done.stdout)

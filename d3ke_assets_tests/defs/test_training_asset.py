@@ -393,3 +393,61 @@ def test_bench_seeds_reads_the_main_jobs_training_and_trains_the_other_seeds(tra
     assert figures["ratio_min"] <= figures["ratio_mean"] <= figures["ratio_max"] and figures["ratio_std"] > 0
     assert hashlib.sha256(checkpoint.read_bytes()).hexdigest() == before
     assert sorted(p.relative_to(root) for p in root.rglob("*") if "mlruns" not in p.parts) == listing
+
+
+def test_the_backbone_study_trains_each_backbone_alike_and_compares_them(trained_smoke_root):
+    """Two backbones of the study under the smoke budget: each partition trains its own backbone on the
+    same frames with the same budget, scores the first test subject like the evaluation does, and the
+    comparison holds each backbone's summary, in the study's order, with a plot and an MLflow run."""
+    import json
+
+    import pandas as pd
+
+    from d3ke_assets.biomech import model_builder
+    from d3ke_assets.evaluation.backbones import parameter_count
+    from d3ke_assets.evaluation.evaluate import RESULT_GROUP, aggregate, subject_sums
+
+    root, resources, _, instance = trained_smoke_root
+    studied = ["resnet18", "mobilenet_v3_small"]
+    for backbone in studied:
+        result = dg.materialize(ALL_ASSETS, instance=instance, resources=resources, partition_key=backbone,
+                                selection=[dg.AssetKey("backbone_study")], raise_on_error=False)
+        assert result.success, backbone
+    osim = model_builder.model_file(root / "opensim_model")
+    inputs = []
+    for backbone in studied:
+        folder = root / "backbone_study" / backbone
+        bundle = torch.load(folder / "frame_model" / training.CHECKPOINT, weights_only=True)
+        assert bundle["config"]["backbone"] == backbone
+        assert (bundle["config"]["epochs"], bundle["config"]["frame_stride"]) == (1, 8)  # the smoke budget
+        mat = instance.fetch_materializations(dg.AssetRecordsFilter(
+            asset_key=dg.AssetKey("backbone_study"), asset_partitions=[backbone]), limit=1).records[0]
+        inputs.append(mat.asset_materialization.metadata["input_data_versions"].value)
+        summary = json.loads((folder / "summary.json").read_text())
+        frame = training.load_trained_frame_model(folder / "frame_model" / training.CHECKPOINT, osim)
+        assert summary["parameters_m"] * 1e6 == parameter_count(frame)
+        # the evaluation's own scoring of the checkpoint on the first test subject, clean frames, both views
+        table = aggregate(subject_sums(frame, root / "frames" / TESTS[0]), RESULT_GROUP)
+        clean = table[table.augmentation == "clean"]
+        expected = float((clean.coordinate_mae_deg * clean.n_frames).sum() / clean.n_frames.sum())
+        assert summary["clean_coordinate_mae_deg"] == pytest.approx(expected, rel=1e-4)
+        assert summary["cpu_ms_per_frame"] > 0 and summary["gpu_ms_per_frame"] is None
+    assert inputs[0] == inputs[1]  # the same frames, the same model
+    assert json.loads((root / "backbone_study" / "resnet18" / "summary.json").read_text())["parameters_m"] > \
+        json.loads((root / "backbone_study" / "mobilenet_v3_small" / "summary.json").read_text())["parameters_m"]
+
+    assert dg.materialize(ALL_ASSETS, instance=instance, resources=resources,
+                          selection=[dg.AssetKey("backbone_comparison")]).success
+    comparison = pd.read_csv(root / "backbone_comparison" / "comparison.csv")
+    assert list(comparison.backbone) == ["resnet18", "mobilenet_v3_small"]  # the study's order
+    for row in comparison.itertuples():
+        summary = json.loads((root / "backbone_study" / row.backbone / "summary.json").read_text())
+        assert row.clean_coordinate_mae_deg == pytest.approx(summary["clean_coordinate_mae_deg"])
+        assert row.augmented_coordinate_mae_deg == pytest.approx(summary["augmented_coordinate_mae_deg"])
+    assert (root / "backbone_comparison" / "comparison.png").stat().st_size > 10_000
+    meta = _metadata(instance, "backbone_comparison")
+    assert meta["plot"].value.startswith("![accuracy against time per frame](data:image/png;base64,")
+    client = mlflow.MlflowClient(resources["mlflow"].tracking_uri)
+    runs = client.search_runs([client.get_experiment_by_name("synthetic").experiment_id],
+                              "tags.asset = 'backbone_study'")
+    assert sorted(r.data.tags["backbone"] for r in runs) == sorted(studied)

@@ -236,7 +236,8 @@ def test_assets_declare_their_pools():
     declared = {a.key.to_user_string(): a.op.pool for a in ALL_ASSETS}
     assert declared == {"opensim_model": "opensim", "raw_subject": None, "mocap_markers": None, "opensim_gt": "opensim",
                         "frames": None, "frame_model": "gpu", "sequence_model": "gpu", "subject_evaluation": "gpu",
-                        "evaluation": None, "robustness_report": "gpu", "current_policy_evaluation": "gpu"}
+                        "evaluation": None, "robustness_report": "gpu", "current_policy_evaluation": "gpu",
+                        "backbone_study": "gpu", "backbone_comparison": None}
 
 
 def test_gpu_pool_limit_keeps_two_runs_apart(tmp_path, monkeypatch):
@@ -395,8 +396,8 @@ def test_k8s_examples_and_the_gpu_op_tags():
     assert set(tag) <= K8S_TAG_FIELDS
     assert tag["container_config"]["resources"]["limits"]["nvidia.com/gpu"] == "1"
     tagged = sorted(a.key.to_user_string() for a in ALL_ASSETS if "dagster-k8s/config" in a.op.tags)
-    assert tagged == ["current_policy_evaluation", "frame_model", "robustness_report", "sequence_model",
-                      "subject_evaluation"]
+    assert tagged == ["backbone_study", "current_policy_evaluation", "frame_model", "robustness_report",
+                      "sequence_model", "subject_evaluation"]
     for asset in ALL_ASSETS:
         if asset.key.to_user_string() in tagged:  # stored JSON-encoded on the op
             assert yaml.safe_load(asset.op.tags["dagster-k8s/config"]) == tag
