@@ -44,7 +44,7 @@ CODE_VERSIONS: dict[dg.AssetKey, str] = {
     FRAMES: "2",
     FRAME_MODEL: "4",  # bump when training changes what it learns; 3: augmentation policies; 4: robust's odds
     SEQUENCE_MODEL: "3",  # 2: the checkpoint carries the frame model it refines; 3: augmented passes
-    SUBJECT_EVALUATION: "1",
+    SUBJECT_EVALUATION: "2",  # 2: the scale error summed per frame over bodies and axes
     EVALUATION: "3",  # 2: the claim reuses the clean frames' outputs; 3: the sum of subject_evaluation
     ROBUSTNESS_REPORT: "2",  # 2: both augmentation policies side by side when the control is materialized
     CURRENT_POLICY_EVALUATION: "1",

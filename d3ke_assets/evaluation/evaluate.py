@@ -54,7 +54,8 @@ def score_sums(pred: dict[str, np.ndarray], true: dict[str, np.ndarray], scored:
         "pa_mpjpe_mm": M.position_errors_mm(M.similarity_align(pred["joint_centres_m"], true["joint_centres_m"]),
                                             true["joint_centres_m"]).mean(axis=1),
         "pck150_percent": 100 * (joints_mm <= M.PCK_THRESHOLD_MM).mean(axis=1),
-        "scale_error": np.abs(pred["scale_factors"] - true["scale_factors"]).mean(axis=1)}
+        # (N, bodies, axes) or (N, bodies): one mean per frame
+        "scale_error": np.abs(pred["scale_factors"] - true["scale_factors"]).reshape(len(err), -1).mean(axis=1)}
     row = {"n_frames": len(err), f"{SUM}coordinate_weight": float(mask.sum()),
            f"{SUM}coordinate_abs_deg": float((np.abs(err) * mask).sum()),
            f"{SUM}coordinate_sq_deg2": float((err ** 2 * mask).sum()),

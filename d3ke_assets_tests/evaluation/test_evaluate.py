@@ -152,7 +152,7 @@ def test_subjects_scored_alone_add_up_to_the_metrics_of_all_of_them():
     scored = np.array([True, True, False, True, True])
     true = {"coordinates": rng.normal(size=(n, c)), "coordinate_mask": (rng.random((n, c)) > 0.2).astype(float),
             "markers_m": rng.normal(size=(n, k, 3)) * 0.3, "joint_centres_m": rng.normal(size=(n, j, 3)) * 0.3,
-            "scale_factors": rng.normal(1, 0.1, size=(n, b))}
+            "scale_factors": rng.normal(1, 0.1, size=(n, b, 3))}  # per body and axis, as the layer's
     true["coordinate_mask"][:, 4] = 0  # a coordinate no frame labels: NaN, as coordinate_errors_deg says
     pred = {key: v + rng.normal(size=v.shape) * 0.1 if key != "coordinate_mask" else v for key, v in true.items()}
     markers = np.array([True, False, True, True, True, False, True])
