@@ -94,4 +94,5 @@ def test_benchmark_registry_does_not_import_the_servers_benchmarks():
             "'d3ke_assets.benchmarks.load', 'd3ke_assets.deploy.services') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}).stdout.splitlines()
-    assert out == ["['fk', 'frames', 'ik', 'load', 'predict', 'rerun', 'scale', 'seeds', 'train', 'verify']", "[]"]
+    assert out == ["['fk', 'frames', 'ik', 'load', 'predict', 'rerun', 'rescore', 'scale', 'seeds', 'train', "
+                   "'verify']", "[]"]

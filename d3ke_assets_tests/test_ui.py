@@ -10,6 +10,7 @@ import re
 import pytest
 
 from d3ke_assets.errors import D3keError
+from d3ke_assets.evaluation.backbones import STUDY_BACKBONES
 from d3ke_assets.benchmarks.load import load_environment, run_load
 from d3ke_assets.sources.subjects import split_for
 from d3ke_assets.ui import graphql as gql
@@ -47,6 +48,8 @@ def test_webserver_shows_the_graph_and_materializes_a_subject_through_graphql(da
             k.to_user_string() for k in asset.asset_deps[asset.key]}
         if asset.partitions_def is None:
             assert not node["isPartitioned"] and node["partitionKeys"] == []
+        elif asset.key.to_user_string() == "backbone_study":  # one partition per backbone studied
+            assert node["isPartitioned"] and node["partitionKeys"] == list(STUDY_BACKBONES)
         else:
             assert node["isPartitioned"] and node["partitionKeys"] == subjects
 
