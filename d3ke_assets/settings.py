@@ -112,7 +112,7 @@ PRESETS: dict[str, Preset] = {
         sequence=dict(variant="tcn", receptive_field=9, hidden=128, epochs=30, batch_size=64, input_noise=0.5,
                       augment_policy="robust"),
         gate_ratio=0.7,  # a training that learned (about 0.5 on the test subjects) passes with room to spare
-        study=dict(epochs=2, frame_stride=4, test_subjects=2),
+        study=dict(epochs=3, frame_stride=2, test_subjects=2),
     ),
     "paper": Preset(
         "paper",
