@@ -26,17 +26,16 @@ def bench_rescore(data_root: Path | None = None, rounds: int = 1) -> dict:
     import pandas as pd
 
     from d3ke_assets.biomech import model_files
-    from d3ke_assets.defs.constants import FRAME_MODEL, FRAMES, OPENSIM_MODEL, SEQUENCE_MODEL, folder_name
+    from d3ke_assets.defs.constants import FRAME_MODEL, OPENSIM_MODEL, SEQUENCE_MODEL, folder_name
     from d3ke_assets.evaluation.evaluate import RESULT_GROUP, aggregate, claim_table, subject_claim_sums, subject_sums
-    from d3ke_assets.frames.processing import INDEX_NAME
     from d3ke_assets.learning import sequence, training
+    from d3ke_assets.learning.quality import frames_of
     from d3ke_assets.sources.subjects import split_for
 
     root = settings.data_root(data_root or os.environ.get("D3KE_DATA_ROOT") or settings.DEFAULT_DATA_ROOT)
     run = settings.Settings.from_environment(os.environ, data_root=str(root))
     split = split_for(run.dataset, run.preset_settings().synthetic.n_subjects, run.lab_root)
-    test_dirs = [root / folder_name(FRAMES) / s for s in split.test
-                 if (root / folder_name(FRAMES) / s / INDEX_NAME).is_file()]
+    test_dirs = frames_of(root, split.test, "test")
     frame_checkpoint = root / folder_name(FRAME_MODEL) / training.CHECKPOINT
     if len(test_dirs) < 2 or not frame_checkpoint.is_file():
         raise D3keError(f"{root}: needs the main job's trained models and at least two test subjects' frames: "

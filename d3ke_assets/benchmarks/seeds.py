@@ -18,18 +18,8 @@ import time
 from pathlib import Path
 
 from d3ke_assets import settings
-from d3ke_assets.errors import D3keError
 
 DEFAULT_SEEDS = (0, 1, 2)
-
-
-def _frames_dirs(root: Path, subjects, role: str) -> list[Path]:
-    from d3ke_assets.frames.processing import INDEX_NAME
-
-    dirs = [root / "frames" / s for s in subjects if (root / "frames" / s / INDEX_NAME).is_file()]
-    if not dirs:
-        raise D3keError(f"no {role} subject has frames under {root / 'frames'}: run ./scripts/demo.sh first")
-    return dirs
 
 
 def _same(a, b) -> bool:
@@ -46,16 +36,16 @@ def bench_seeds(data_root: Path | None = None, seeds=DEFAULT_SEEDS) -> dict:
     from d3ke_assets.learning import training
     from d3ke_assets.learning.model import FrameModel
     from d3ke_assets.learning.presets import train_config
-    from d3ke_assets.learning.quality import frame_model_vs_mean_baseline
+    from d3ke_assets.learning.quality import frame_model_vs_mean_baseline, frames_of
     from d3ke_assets.sources.subjects import split_for
 
     root = settings.data_root(data_root or os.environ.get("D3KE_DATA_ROOT") or settings.DEFAULT_DATA_ROOT)
     run = settings.Settings.from_environment(os.environ, data_root=str(root))
     split = split_for(run.dataset, run.preset_settings().synthetic.n_subjects, run.lab_root)
     osim = model_files.ModelFiles.in_folder(root / folder_name(OPENSIM_MODEL)).osim
-    train_set = FrameDataset(_frames_dirs(root, split.train, "train"))
-    val_set = FrameDataset(_frames_dirs(root, split.validation, "validation"))
-    test_set = FrameDataset(_frames_dirs(root, split.test, "test"), used_only=False)
+    train_set = FrameDataset(frames_of(root, split.train, "train"))
+    val_set = FrameDataset(frames_of(root, split.validation, "validation"))
+    test_set = FrameDataset(frames_of(root, split.test, "test"), used_only=False)
     main_job = root / "frame_model" / training.CHECKPOINT
     out: dict = {"benchmark": "seeds", "preset": run.preset, "data_root": str(root), "n_train_frames": len(train_set),
                  "n_test_frames": len(test_set), "seeds": {}}

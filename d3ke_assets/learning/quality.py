@@ -80,7 +80,8 @@ def validation_gate(checkpoint: Path, osim_path: Path, train: FrameDataset, vali
             "gate_passed": gate_ratio is None or ratio <= gate_ratio, "n_validation_frames": len(validation)}
 
 
-def _frames_of(data_root: Path, subjects: list[str], role: str) -> list[Path]:
+def frames_of(data_root: Path, subjects, role: str) -> list[Path]:
+    """The frames folders of those of `subjects` that have frames; a clear error when none has."""
     dirs = [data_root / "frames" / s for s in subjects if (data_root / "frames" / s / INDEX_NAME).is_file()]
     if not dirs:
         raise D3keError(f"no {role} subject has frames under {data_root / 'frames'} ({', '.join(subjects)}): "
@@ -99,14 +100,14 @@ def quality_report(data_root: Path, osim_path: Path, train_subjects: list[str], 
     if not checkpoint.is_file():
         raise D3keError(f"{checkpoint}: no trained frame model: materialize frame_model first (d3ke demo)")
     frame = load_trained_frame_model(checkpoint, osim_path)
-    train = FrameDataset(_frames_of(data_root, train_subjects, "train"))
-    test = FrameDataset(_frames_of(data_root, test_subjects, "test"), used_only=False)
+    train = FrameDataset(frames_of(data_root, train_subjects, "train"))
+    test = FrameDataset(frames_of(data_root, test_subjects, "test"), used_only=False)
     log(f"frame model on {len(test)} test frames")
     outputs = sequence.predict_head_outputs(frame, test, log=log)
     frame_q = decode_to_numpy(frame, outputs)["coordinates"]
     report = {}
     if validation_subjects:
-        validation = FrameDataset(_frames_of(data_root, validation_subjects, "validation"))
+        validation = FrameDataset(frames_of(data_root, validation_subjects, "validation"))
         report.update({"validation_subjects": ",".join(validation_subjects),
                        **validation_gate(checkpoint, osim_path, train, validation, gate_ratio)})
     report.update({"test_subjects": ",".join(test_subjects),
